@@ -1,0 +1,230 @@
+"""The QUEST attention family as drop-in subclasses of timm's ``Attention``.
+
+Every kind keeps timm's parameter names (``qkv``, ``proj``, ...), so a standard checkpoint loads into a
+QUEST model and back. Kinds differ only in how queries and keys are transformed before the dot product
+and in the logit scale:
+
+=========== ======================================== ============================================
+kind        logits                                    extra parameters
+=========== ======================================== ============================================
+standard    q k^T / sqrt(d)                           none (timm's own formula)
+quest       q normalize(k)^T                          none; keys L2-normalized per head, scale 1
+qnorm       normalize(q) k^T                          none; queries normalized, scale 1
+qknorm_hs   s_h * normalize(q) normalize(k)^T         ``qk_scale`` (heads,), init sqrt(d)
+qknorm_ds   (g_q * normalize(q)) (g_k * normalize(k))^T  ``q_scale``, ``k_scale`` (heads, d), init d^(1/4)
+=========== ======================================== ============================================
+
+Initial scales: with unit-variance features, standard attention's logits q.k/sqrt(d) have std 1; for unit
+vectors the cosine has std 1/sqrt(d), so a logit scale of sqrt(d) (HS), or d^(1/4) on each side (DS),
+starts the normalized variants at the same logit spread as standard attention.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+from dataclasses import dataclass, field
+from typing import Iterator, Optional
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from timm.layers import Attention
+
+from .errors import QuestbenchError
+
+NORM_EPS = 1e-6  # guards against an all-zero key (or query) vector
+
+
+def _l2_normalize(t: torch.Tensor) -> torch.Tensor:
+    # rsqrt of the squared sum is one fused reduction + one multiply; cheaper than F.normalize's norm/clamp/div
+    return t * torch.rsqrt(t.pow(2).sum(-1, keepdim=True) + NORM_EPS * NORM_EPS)
+
+
+@dataclass
+class AttentionStats:
+    """Per-layer statistics recorded by :func:`record_attention` (means over batch, heads and tokens)."""
+
+    layer: str
+    kind: str
+    entropy: float  # nats, mean over queries
+    max_entropy: float  # log(N): entropy of uniform attention
+    q_norm_mean: float
+    q_norm_max: float
+    k_norm_mean: float
+    k_norm_std: float
+    k_norm_max: float
+    max_attention: float  # largest attention weight seen (collapse indicator)
+
+
+class QuestbenchAttention(Attention):
+    """timm ``Attention`` with a hook for the query/key transform and optional diagnostics."""
+
+    kind = "standard"
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._init_kind_params()
+
+    def _init_kind_params(self) -> None:
+        """Create the kind's extra parameters (none by default). Called after a class swap too."""
+
+    def transform_qk(self, q: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, float]:
+        """Return (q, k, scale) fed to softmax(scale * q k^T)."""
+        return q, k, self.scale
+
+    def forward(self, x: torch.Tensor, attn_mask: Optional[torch.Tensor] = None,
+                is_causal: bool = False) -> torch.Tensor:
+        B, N, _ = x.shape
+        gate = self.gate(x).sigmoid() if getattr(self, "gate", None) is not None else None
+        qkv = self.qkv(x).reshape(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.unbind(0)
+        q_raw, k_raw = self.q_norm(q), self.k_norm(k)
+        q, k, scale = self.transform_qk(q_raw, k_raw)
+        recorder = getattr(self, "_qb_recorder", None)
+        if self.fused_attn and recorder is None:
+            x = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=attn_mask, is_causal=is_causal, scale=scale,
+                dropout_p=self.attn_drop.p if self.training else 0.0)
+        else:
+            attn = (q * scale) @ k.transpose(-2, -1)
+            if is_causal:
+                attn = attn.masked_fill(torch.ones(N, N, dtype=torch.bool, device=x.device).triu(1), float("-inf"))
+            if attn_mask is not None:
+                attn = attn.masked_fill(~attn_mask, float("-inf")) if attn_mask.dtype == torch.bool else attn + attn_mask
+            attn = attn.softmax(dim=-1)
+            if recorder is not None:
+                recorder(self, q_raw, k_raw, attn)
+            x = self.attn_drop(attn) @ v
+        x = x.transpose(1, 2).reshape(B, N, self.attn_dim)
+        x = self.norm(x)
+        if gate is not None:
+            x = x * gate
+        return self.proj_drop(self.proj(x))
+
+
+class StandardAttention(QuestbenchAttention):
+    kind = "standard"
+
+
+class QuestAttention(QuestbenchAttention):
+    """softmax(Q normalize(K)^T) V: each query's norm sets its own sharpness; keys cannot grow to win."""
+
+    kind = "quest"
+
+    def transform_qk(self, q, k):
+        return q, _l2_normalize(k), 1.0
+
+
+class QNormAttention(QuestbenchAttention):
+    kind = "qnorm"
+
+    def transform_qk(self, q, k):
+        return _l2_normalize(q), k, 1.0
+
+
+class QKNormHSAttention(QuestbenchAttention):
+    kind = "qknorm_hs"
+
+    def _init_kind_params(self) -> None:
+        ref = self.qkv.weight
+        self.qk_scale = nn.Parameter(torch.full((self.num_heads,), math.sqrt(self.head_dim),
+                                                device=ref.device, dtype=ref.dtype))
+
+    def transform_qk(self, q, k):
+        q = _l2_normalize(q) * self.qk_scale.view(1, -1, 1, 1)
+        return q, _l2_normalize(k), 1.0
+
+
+class QKNormDSAttention(QuestbenchAttention):
+    kind = "qknorm_ds"
+
+    def _init_kind_params(self) -> None:
+        ref = self.qkv.weight
+        init = self.head_dim ** 0.25
+        shape = (self.num_heads, self.head_dim)
+        self.q_scale = nn.Parameter(torch.full(shape, init, device=ref.device, dtype=ref.dtype))
+        self.k_scale = nn.Parameter(torch.full(shape, init, device=ref.device, dtype=ref.dtype))
+
+    def transform_qk(self, q, k):
+        q = _l2_normalize(q) * self.q_scale.unsqueeze(1)
+        k = _l2_normalize(k) * self.k_scale.unsqueeze(1)
+        return q, k, 1.0
+
+
+ATTENTION_KINDS: dict[str, type[QuestbenchAttention]] = {
+    cls.kind: cls for cls in (StandardAttention, QuestAttention, QNormAttention, QKNormHSAttention, QKNormDSAttention)
+}
+_KIND_PARAMS = ("qk_scale", "q_scale", "k_scale")
+
+
+def attention_class(kind: str) -> type[QuestbenchAttention]:
+    try:
+        return ATTENTION_KINDS[kind]
+    except KeyError:
+        raise QuestbenchError(f"unknown attention kind {kind!r}; known: {', '.join(ATTENTION_KINDS)}") from None
+
+
+def set_attention(model: nn.Module, kind: str) -> nn.Module:
+    """Swap every timm ``Attention`` module of ``model`` to ``kind`` in place, keeping its weights."""
+    cls = attention_class(kind)
+    swapped = 0
+    for module in model.modules():
+        if isinstance(module, Attention):
+            for name in _KIND_PARAMS:
+                if name in module._parameters:
+                    del module._parameters[name]
+            module.__class__ = cls
+            module._init_kind_params()
+            swapped += 1
+    if swapped == 0:
+        raise QuestbenchError(f"{type(model).__name__} has no timm Attention modules to swap")
+    return model
+
+
+def attention_kind(model: nn.Module) -> str:
+    kinds = {getattr(m, "kind", "standard") for m in model.modules() if isinstance(m, Attention)}
+    if len(kinds) != 1:
+        raise QuestbenchError(f"model has mixed or no attention kinds: {sorted(kinds)}")
+    return kinds.pop()
+
+
+@contextlib.contextmanager
+def record_attention(model: nn.Module) -> Iterator[list[AttentionStats]]:
+    """Record per-layer attention entropy and query/key norm statistics for the forwards run inside.
+
+    Norms are those of the projected queries and keys before the kind's normalization, so a growing
+    key norm shows up for every kind (it is what QUEST makes irrelevant to the attention weights).
+
+    Works on fused models: while recording, the modules take the explicit softmax path. Plain timm
+    ``Attention`` modules are switched to :class:`StandardAttention` (same formula) for the duration.
+    """
+    stats: list[AttentionStats] = []
+    names = {m: n for n, m in model.named_modules()}
+    patched: list[tuple[nn.Module, type]] = []
+
+    def recorder(module, q, k, attn):
+        with torch.no_grad():
+            qn = q.float().norm(dim=-1)
+            kn = k.float().norm(dim=-1)
+            a = attn.float()
+            ent = -(a * torch.log(a.clamp_min(1e-12))).sum(-1)
+            stats.append(AttentionStats(
+                layer=names.get(module, "?"), kind=module.kind, entropy=float(ent.mean()),
+                max_entropy=math.log(attn.shape[-1]), q_norm_mean=float(qn.mean()), q_norm_max=float(qn.max()),
+                k_norm_mean=float(kn.mean()), k_norm_std=float(kn.std()), k_norm_max=float(kn.max()),
+                max_attention=float(a.max())))
+
+    for m in model.modules():
+        if isinstance(m, Attention):
+            if not isinstance(m, QuestbenchAttention):
+                patched.append((m, m.__class__))
+                m.__class__ = StandardAttention
+            m._qb_recorder = recorder
+    try:
+        yield stats
+    finally:
+        for m in model.modules():
+            if isinstance(m, Attention) and "_qb_recorder" in m.__dict__:
+                del m._qb_recorder
+        for m, cls in patched:
+            m.__class__ = cls

@@ -1,0 +1,154 @@
+"""The questbench command line. User errors print one line and exit non-zero; tracebacks are for bugs."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from .errors import QuestbenchError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Robustness benchmark for ViTs: QUEST vs standard attention under corruptions and attacks.")
+
+
+@app.command()
+def run(suite: Optional[str] = typer.Argument(None, help="built-in suite name or suite TOML path (default: default)"),
+        out: Path = typer.Option(Path("runs/default"), "--out", help="results folder (resumes if it exists)"),
+        device: Optional[str] = typer.Option(None, help="auto, cpu or cuda[:N] (default: the suite's)"),
+        limit: Optional[int] = typer.Option(None, help="cap every sample count at N (smoke runs)"),
+        quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar, no leaderboard"),
+        registry: List[Path] = typer.Option([], help="extra registry TOML file(s)")):
+    """Run a suite (the built-in default when none is given), then print its leaderboard."""
+    from .runner import run_suite
+    from .suite import load_suite
+
+    s = load_suite(suite)
+    if out == Path("runs/default") and s.name != "default":
+        out = Path("runs") / s.name
+    summary = run_suite(s, out, device=device, limit=limit, quiet=quiet, registry_files=registry)
+    if not quiet:
+        from .report.leaderboard import render_rich
+        from .results import load_results
+        render_rich(load_results(out))
+        typer.echo(f"{summary.jobs_run} job(s) run, {summary.jobs_skipped} already done, "
+                   f"{summary.wall_s:.1f} s; results in {out}", err=True)
+
+
+@app.command()
+def leaderboard(results: Path = typer.Argument(..., help="a results folder written by `questbench run`"),
+                format: str = typer.Option("md", "--format", "-f", help="md, rich or csv"),
+                output: Optional[Path] = typer.Option(None, "--output", "-o", help="write to FILE (md: plots beside it)")):
+    """Render the leaderboard of a results folder."""
+    from .report.leaderboard import leaderboard as lb
+
+    text = lb(results, format, str(output) if output else None)
+    if text is not None and output is None:
+        typer.echo(text, nl=False)
+
+
+@app.command()
+def compare(results: Path = typer.Argument(..., help="results folder"),
+            baseline: str = typer.Argument(..., help="baseline model name (e.g. the standard one)"),
+            model: str = typer.Argument(..., help="model compared against it")):
+    """Paired comparison of two models on shared samples: deltas, bootstrap CI, McNemar p."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from .report.tables import paired_rows
+    from .results import load_results
+
+    res = load_results(results)
+    for name in (baseline, model):
+        if name not in set(res.samples.model):
+            raise QuestbenchError(f"model {name!r} is not in {results}")
+    rows = paired_rows(res.samples, baseline, model)
+    if not rows:
+        raise QuestbenchError(f"{baseline} and {model} share no evaluated samples in {results}")
+    table = Table(title=f"{model} minus {baseline}", title_justify="left")
+    for c in ("evaluation", "setting", "baseline", "model", "delta (pp)", "95% CI (pp)", "McNemar p", "n"):
+        table.add_column(c)
+    for r in rows:
+        table.add_row(r["evaluation"], r["setting"], f"{r['baseline_acc']:.2f}", f"{r['model_acc']:.2f}",
+                      f"{r['delta_pp']:+.2f}", f"{r['ci_low']:+.2f} to {r['ci_high']:+.2f}",
+                      f"{r['mcnemar_p']:.3g}", str(r["n"]))
+    Console().print(table)
+
+
+@app.command()
+def models(registry: List[Path] = typer.Option([], help="extra registry TOML file(s)")):
+    """List the checkpoint registry (built-in zoo, timm pretrained entries, your own files)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from .registry import list_models
+
+    table = Table(title="questbench models", title_justify="left")
+    for c in ("name", "attention", "pair", "arch", "classes", "input", "source"):
+        table.add_column(c)
+    for e in list_models(registry_files=registry):
+        table.add_row(e.name, e.attention, e.pair or "-", e.arch, str(e.num_classes),
+                      "x".join(map(str, e.input_size)), e.source)
+    Console().print(table)
+
+
+@app.command()
+def suites():
+    """List the built-in suites with a one-line description."""
+    from .suite import list_suites
+
+    for name, desc in list_suites():
+        typer.echo(f"{name:20s} {desc}")
+
+
+@app.command()
+def train(attention: str = typer.Option("quest", help="attention kind"),
+          seed: int = typer.Option(0), epochs: int = typer.Option(10),
+          out: Path = typer.Option(Path("zoo-out"), "--out"),
+          device: str = typer.Option("auto"), data_root: Optional[Path] = typer.Option(None),
+          train_limit: Optional[int] = typer.Option(None, help="use only the first N training images"),
+          name: Optional[str] = typer.Option(None), quiet: bool = typer.Option(False, "--quiet", "-q")):
+    """Train a Fashion-MNIST ViT with the built-in recipe; writes safetensors + card."""
+    from .runner import resolve_device
+    from .train import train_fmnist
+
+    card = train_fmnist(attention, seed, out, epochs=epochs, device=resolve_device(device), data_root=data_root,
+                        train_limit=train_limit, quiet=quiet, name=name)
+    typer.echo(f"{card['name']}: test top-1 {100 * card['test_top1']:.2f}% in {card['train_wall_s']:.0f} s "
+               f"-> {out / card['weights']}")
+
+
+@app.command()
+def doctor():
+    """Show versions, devices and which datasets are reachable offline."""
+    import torch
+
+    from .data.fashion_mnist import DEBIAN_DIR
+    from .versions import library_versions
+
+    for k, v in library_versions().items():
+        typer.echo(f"{k:18s} {v}")
+    typer.echo(f"{'cuda':18s} {torch.cuda.get_device_name() if torch.cuda.is_available() else 'not available'}")
+    typer.echo(f"{'fashion-mnist':18s} built-in test split; train split "
+               f"{'found in ' + str(DEBIAN_DIR) if DEBIAN_DIR.is_dir() else 'absent (apt install dataset-fashion-mnist)'}")
+    try:
+        import robustbench  # noqa: F401
+        typer.echo(f"{'robustbench':18s} importable (robustbench: registry sources enabled)")
+    except Exception as exc:
+        typer.echo(f"{'robustbench':18s} not importable ({type(exc).__name__}); optional")
+
+
+def main() -> None:
+    try:
+        app()
+    except QuestbenchError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,56 @@
+"""An in-memory dataset of uint8 images, with stable sample ids and a content hash for provenance."""
+from __future__ import annotations
+
+import hashlib
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+
+class ArrayDataset(Dataset):
+    """uint8 images (N, H, W) or (N, H, W, C) and int labels -> (float CHW in [0, 1], int label)."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, name: str, source: str,
+                 sample_ids: Optional[Sequence[str]] = None, class_names: Optional[Sequence[str]] = None):
+        if images.dtype != np.uint8:
+            raise ValueError("images must be uint8")
+        if len(images) != len(labels):
+            raise ValueError("images and labels differ in length")
+        self.images = images
+        self.labels = np.asarray(labels, dtype=np.int64)
+        self.name = name
+        self.source = source
+        self.sample_ids = list(sample_ids) if sample_ids is not None else [str(i) for i in range(len(images))]
+        self.class_names = list(class_names) if class_names is not None else None
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names) if self.class_names else int(self.labels.max()) + 1
+
+    def image_uint8(self, i: int) -> np.ndarray:
+        """The raw HxW or HxWxC uint8 image (what corruptions operate on)."""
+        return self.images[i]
+
+    def __getitem__(self, i: int):
+        return to_tensor(self.images[i]), int(self.labels[i])
+
+    def subset(self, indices: Sequence[int]) -> "ArrayDataset":
+        idx = np.asarray(indices, dtype=np.int64)
+        return ArrayDataset(self.images[idx], self.labels[idx], self.name, self.source,
+                            [self.sample_ids[i] for i in idx], self.class_names)
+
+    def sha256(self) -> str:
+        h = hashlib.sha256()
+        h.update(np.ascontiguousarray(self.images).tobytes())
+        h.update(np.ascontiguousarray(self.labels).tobytes())
+        return h.hexdigest()
+
+
+def to_tensor(img: np.ndarray) -> torch.Tensor:
+    t = torch.from_numpy(np.ascontiguousarray(img)).float().div_(255.0)
+    return t.unsqueeze(0) if t.ndim == 2 else t.permute(2, 0, 1)

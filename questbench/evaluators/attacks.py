@@ -1,0 +1,208 @@
+"""Adversarial evaluation on models that take [0, 1] images (normalization lives inside the model).
+
+- ``fgsm``, ``pgd``: torchattacks (FGSM / PGD for L-inf; PGDL2 for L2, FGM is PGDL2 with one step of size eps),
+  with restarts: the worst case over restarts per sample.
+- ``autoattack``: the reference AutoAttack (PyPI ``pyautoattack``), version "standard"; ``apgd-ce`` alone
+  through the same code (version "custom"). Its sanity checks (randomness, softmax output, dynamic model,
+  number of classes, square-vs-white-box) become flags on the result.
+- ``autoattack-fast``: torchattacks' AutoAttack, which runs 10 steps instead of the reference 100. It is not
+  the standard AutoAttack and always carries this name.
+"""
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Optional, Sequence
+
+import torch
+import torch.nn as nn
+
+from ..errors import QuestbenchError
+from .common import PrecisionWrapper, configure_matmul, derive_seed, seeded
+
+ATTACKS = ("fgsm", "pgd", "autoattack", "apgd-ce", "autoattack-fast")
+NORMS = ("Linf", "L2")
+BUDGET_TOL = 1e-5
+
+
+@dataclass(frozen=True)
+class AttackConfig:
+    attack: str
+    eps: float
+    norm: str = "Linf"
+    steps: int = 0  # fgsm: 1; pgd: as given; autoattack: the reference's own (100)
+    step_size: Optional[float] = None  # absolute; pgd default 2.5 * eps / steps (Madry et al.)
+    restarts: int = 1
+    random_start: bool = True
+    loss: str = "ce"
+    version: str = "standard"
+
+    def __post_init__(self):
+        if self.attack not in ATTACKS:
+            raise QuestbenchError(f"unknown attack {self.attack!r}; known: {', '.join(ATTACKS)}")
+        if self.norm not in NORMS:
+            raise QuestbenchError(f"attack norm must be one of {NORMS}, not {self.norm!r}")
+        if not (self.eps >= 0 and math.isfinite(self.eps)):
+            raise QuestbenchError(f"eps must be a finite number >= 0, not {self.eps!r}")
+        if self.attack == "pgd" and self.steps < 1:
+            raise QuestbenchError("pgd needs steps >= 1")
+        if self.restarts < 1:
+            raise QuestbenchError("restarts must be >= 1")
+        if self.attack in ("fgsm", "autoattack", "autoattack-fast") and self.loss != "ce":
+            raise QuestbenchError(f"{self.attack} uses its own loss; only loss='ce' is accepted")
+
+    def resolved(self) -> dict[str, Any]:
+        """The full configuration as run, with defaults filled in (recorded with every result)."""
+        d = asdict(self)
+        if self.attack == "fgsm":
+            d.update(steps=1, step_size=self.eps, random_start=False, restarts=1)
+        elif self.attack == "pgd":
+            d["step_size"] = self.step_size if self.step_size is not None else 2.5 * self.eps / self.steps
+        elif self.attack in ("autoattack", "apgd-ce"):
+            d.update(steps=100, step_size=None, random_start=True, loss="ce" if self.attack == "apgd-ce" else
+                     "ce+dlr-targeted+fab-targeted+square", version="standard" if self.attack == "autoattack"
+                     else "custom", restarts=1, implementation="pyautoattack")
+        elif self.attack == "autoattack-fast":
+            d.update(steps=10, step_size=None, implementation="torchattacks", version="torchattacks-standard")
+        d.setdefault("implementation", "torchattacks")
+        return d
+
+    @property
+    def key(self) -> str:
+        r = self.resolved()
+        parts = [self.attack, self.norm, f"eps={self.eps:.6g}"]
+        if self.attack == "pgd":
+            parts += [f"steps={self.steps}", f"alpha={r['step_size']:.6g}", f"restarts={self.restarts}"]
+            if not self.random_start:
+                parts.append("no-random-start")
+        return "/".join(parts)
+
+
+class _SanityLog(logging.Handler):
+    def __init__(self):
+        super().__init__(level=logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(" ".join(record.getMessage().split()))
+
+
+def _torchattacks_attack(model: nn.Module, cfg: AttackConfig, num_classes: int, seed: int):
+    import torchattacks
+
+    r = cfg.resolved()
+    if cfg.attack == "fgsm":
+        return torchattacks.FGSM(model, eps=cfg.eps) if cfg.norm == "Linf" else \
+            torchattacks.PGDL2(model, eps=cfg.eps, alpha=cfg.eps, steps=1, random_start=False)
+    if cfg.attack == "pgd":
+        cls = torchattacks.PGD if cfg.norm == "Linf" else torchattacks.PGDL2
+        return cls(model, eps=cfg.eps, alpha=r["step_size"], steps=cfg.steps, random_start=cfg.random_start)
+    return torchattacks.AutoAttack(model, norm=cfg.norm, eps=cfg.eps, version="standard", n_classes=num_classes,
+                                   seed=seed)
+
+
+def _reference_autoattack(model: nn.Module, cfg: AttackConfig, x: torch.Tensor, y: torch.Tensor, seed: int,
+                          device: str, flags: list[str]) -> torch.Tensor:
+    from pyautoattack import AutoAttack
+
+    if cfg.attack == "autoattack":
+        aa = AutoAttack(model, norm=cfg.norm, eps=cfg.eps, version="standard", seed=seed, device=device)
+    else:
+        aa = AutoAttack(model, norm=cfg.norm, eps=cfg.eps, version="custom", attacks=["apgd-ce"], seed=seed,
+                        device=device)
+    handler = _SanityLog()
+    logger = logging.getLogger("auto-attack")
+    logger.addHandler(handler)
+    try:
+        x_adv, _ = aa.run_standard_evaluation(x, y, batch_size=len(x))
+    finally:
+        logger.removeHandler(handler)
+    flags.extend(f"autoattack-check: {m}" for m in handler.messages)
+    return x_adv
+
+
+def attack_batch(model: nn.Module, cfg: AttackConfig, x: torch.Tensor, y: torch.Tensor, seed: int,
+                 num_classes: int, device: str, flags: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Return (adversarial images, their predictions), worst case over restarts per sample."""
+    if cfg.eps == 0:
+        with torch.no_grad():
+            return x, model(x).argmax(1)
+    if cfg.attack in ("autoattack", "apgd-ce"):
+        x_adv = _reference_autoattack(model, cfg, x, y, seed, device, flags)
+        with torch.no_grad():
+            return x_adv, model(x_adv).argmax(1)
+    best_x, best_pred = x.clone(), None
+    for restart in range(cfg.restarts):
+        with seeded(derive_seed(seed, restart), device):
+            x_adv = _torchattacks_attack(model, cfg, num_classes, seed)(x, y)
+        with torch.no_grad():
+            pred = model(x_adv).argmax(1)
+        if best_pred is None:
+            best_x, best_pred = x_adv, pred
+        else:
+            fooled = (pred != y) & (best_pred == y)
+            best_x[fooled], best_pred[fooled] = x_adv[fooled], pred[fooled]
+        if bool((best_pred != y).all()):
+            break
+    return best_x, best_pred
+
+
+@dataclass
+class AttackResult:
+    config: dict[str, Any]
+    records: list[dict[str, Any]]
+    flags: list[str] = field(default_factory=list)
+
+
+def evaluate_attack(model: nn.Module, dataset, cfg: AttackConfig, seed: int = 0, batch_size: int = 128,
+                    device: str = "cpu", precision: str = "fp32",
+                    on_batch: Optional[Callable[[int], None]] = None) -> AttackResult:
+    """Attack every sample of ``dataset`` once; one record per sample with clean and robust outcomes."""
+    configure_matmul(device)
+    wrapped = PrecisionWrapper(model, precision, device).eval()
+    for p in wrapped.parameters():
+        p.requires_grad_(False)
+    num_classes = getattr(dataset, "num_classes", None) or 10
+    records: list[dict[str, Any]] = []
+    flags: list[str] = []
+    n = len(dataset)
+    for start in range(0, n, batch_size):
+        idx = list(range(start, min(start + batch_size, n)))
+        x = torch.stack([dataset[i][0] for i in idx]).to(device)
+        y = torch.tensor([int(dataset.labels[i]) for i in idx], device=device)
+        with torch.no_grad():
+            clean_pred = wrapped(x).argmax(1)
+        x_adv, adv_pred = attack_batch(wrapped, cfg, x, y, derive_seed(seed, cfg.key, start), num_classes,
+                                       device, flags)
+        delta = (x_adv - x).flatten(1).float()
+        linf = delta.abs().amax(1)
+        l2 = delta.norm(dim=1)
+        used = linf if cfg.norm == "Linf" else l2
+        in_box = (x_adv >= 0).flatten(1).all(1) & (x_adv <= 1).flatten(1).all(1)
+        within = (used <= cfg.eps + BUDGET_TOL) & in_box
+        robust = (adv_pred == y) & (clean_pred == y)
+        for j, i in enumerate(idx):
+            records.append({
+                "sample_id": dataset.sample_ids[i], "label": int(y[j]), "clean_pred": int(clean_pred[j]),
+                "clean_correct": bool(clean_pred[j] == y[j]), "pred": int(adv_pred[j]), "correct": bool(robust[j]),
+                "linf": float(linf[j]), "l2": float(l2[j]), "within_budget": bool(within[j]),
+            })
+        if not bool(within.all()):
+            flags.append(f"{int((~within).sum())} perturbation(s) outside the {cfg.norm} budget or [0, 1]")
+        if on_batch:
+            on_batch(len(idx))
+    return AttackResult(config=cfg.resolved(), records=records, flags=sorted(set(flags)))
+
+
+def sweep_flags(points: Sequence[tuple[float, float]], clean_accuracy: float, tol: float = 1e-9) -> list[str]:
+    """Check an eps sweep [(eps, robust accuracy)]: non-increasing in eps; eps = 0 equals clean accuracy."""
+    flags = []
+    pts = sorted(points)
+    for (e0, a0), (e1, a1) in zip(pts, pts[1:]):
+        if a1 > a0 + tol:
+            flags.append(f"robust accuracy rises from {a0:.4f} at eps={e0:.6g} to {a1:.4f} at eps={e1:.6g}")
+    for e, a in pts:
+        if e == 0 and abs(a - clean_accuracy) > tol:
+            flags.append(f"eps=0 robust accuracy {a:.4f} differs from clean accuracy {clean_accuracy:.4f}")
+    return flags

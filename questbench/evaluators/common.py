@@ -1,0 +1,70 @@
+"""Helpers shared by evaluators: precision modes, explicit seeding, out-of-memory batch fallback."""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+from typing import Callable, Iterator, TypeVar
+
+import torch
+import torch.nn as nn
+
+from ..errors import QuestbenchError
+
+T = TypeVar("T")
+PRECISIONS = ("fp32", "bf16")
+
+
+def derive_seed(*parts) -> int:
+    return int.from_bytes(hashlib.sha256("|".join(map(str, parts)).encode()).digest()[:4], "little")
+
+
+@contextlib.contextmanager
+def seeded(seed: int, device: str = "cpu") -> Iterator[None]:
+    """Seed torch's generators for the block only; the caller's RNG state is restored afterwards."""
+    devices = [torch.device(device).index or 0] if device.startswith("cuda") else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield
+
+
+class PrecisionWrapper(nn.Module):
+    """Runs the model under bf16 autocast and returns float32 logits (opt-in); fp32 uses TF32 matmuls on GPU."""
+
+    def __init__(self, model: nn.Module, precision: str, device: str):
+        super().__init__()
+        if precision not in PRECISIONS:
+            raise QuestbenchError(f"precision must be one of {PRECISIONS}, not {precision!r}")
+        self.model = model
+        self.precision = precision
+        self.device_type = torch.device(device).type
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.precision == "bf16":
+            with torch.autocast(self.device_type, dtype=torch.bfloat16):
+                return self.model(x).float()
+        return self.model(x)
+
+
+def configure_matmul(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+
+
+def _is_oom(exc: BaseException) -> bool:
+    return isinstance(exc, torch.cuda.OutOfMemoryError) or "out of memory" in str(exc).lower()
+
+
+def run_with_batch_fallback(fn: Callable[[int], T], batch_size: int, on_halve: Callable[[int], None] | None = None) -> T:
+    """Call ``fn(batch_size)``; on an out-of-memory error halve the batch and go on, down to 1."""
+    while True:
+        try:
+            return fn(batch_size)
+        except RuntimeError as exc:
+            if not _is_oom(exc) or batch_size == 1:
+                raise
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            batch_size //= 2
+            if on_halve:
+                on_halve(batch_size)

@@ -1,0 +1,221 @@
+"""ImageNet-C style corruptions: on the fly (imagecorruptions, the imaug fork) or from the released datasets.
+
+Each corrupted image is a pure function of (suite seed, sample id, corruption, severity): a seed is derived
+from those four and passed explicitly. glass_blur and impulse_noise take it as ``seed=``; the other
+corruptions draw from numpy's global generator, which is seeded with the same value just for the call and
+restored afterwards, so no corruption depends on state left by anything else.
+
+Image policy (documented in the README):
+- gray images are replicated to 3 channels (what imagecorruptions itself does); the corrupted image stays
+  RGB and the model's preprocessing turns it back to gray with ITU-R 601 luma weights;
+- images smaller than 32 px on a side (imagecorruptions' minimum) are upsampled, bilinear, so the short side
+  is 32, then corrupted at that size; the model's preprocessing resizes to its own input size;
+- non-square images are corrupted as they are (the imaug fork supports any size >= 32);
+- ``mode="faithful"`` reproduces how ImageNet-C was made: resize short side to 256, center-crop 224,
+  corrupt, JPEG round trip at quality 85.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+from dataclasses import dataclass
+from typing import Callable, Iterator, Mapping, Optional, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+
+from ..errors import QuestbenchError
+from ..metrics import ALL_CORRUPTIONS
+
+MIN_SIDE = 32
+MODES = ("native", "faithful")
+FAITHFUL_RESIZE, FAITHFUL_CROP, FAITHFUL_JPEG_QUALITY = 256, 224, 85
+_TAKES_SEED = ("glass_blur", "impulse_noise")
+
+
+def corruption_seed(suite_seed: int, sample_id: str, corruption: str, severity: int) -> int:
+    digest = hashlib.sha256(f"{suite_seed}|{sample_id}|{corruption}|{severity}".encode()).digest()
+    return int.from_bytes(digest[:4], "little")
+
+
+def check_corruption(corruption: str, severity: int) -> None:
+    if corruption not in ALL_CORRUPTIONS:
+        raise QuestbenchError(f"unknown corruption {corruption!r}; known: {', '.join(ALL_CORRUPTIONS)}")
+    if severity not in (1, 2, 3, 4, 5):
+        raise QuestbenchError(f"severity must be 1..5, not {severity!r}")
+
+
+@contextlib.contextmanager
+def _numpy_global_seed(seed: int):
+    state = np.random.get_state()
+    np.random.seed(seed)
+    try:
+        yield
+    finally:
+        np.random.set_state(state)
+
+
+def corrupt_image(image: np.ndarray, corruption: str, severity: int, seed: int) -> np.ndarray:
+    """imagecorruptions.corrupt with an explicit seed: same inputs, same output, whatever ran before."""
+    from imagecorruptions import corrupt
+
+    kwargs = {"seed": seed} if corruption in _TAKES_SEED else {}
+    with _numpy_global_seed(seed):
+        return corrupt(image, corruption_name=corruption, severity=severity, **kwargs)
+
+
+def _to_rgb(image: np.ndarray) -> np.ndarray:
+    if image.ndim == 2:
+        return np.stack([image] * 3, axis=-1)
+    if image.shape[-1] == 1:
+        return np.repeat(image, 3, axis=-1)
+    return image
+
+
+def prepare_image(image: np.ndarray, mode: str = "native") -> np.ndarray:
+    """uint8 HxW[xC] -> uint8 HxWx3 ready for imagecorruptions, per the module's image policy."""
+    if mode not in MODES:
+        raise QuestbenchError(f"corruption mode must be one of {MODES}, not {mode!r}")
+    image = _to_rgb(image)
+    h, w = image.shape[:2]
+    if mode == "faithful":  # torchvision Resize(256) + CenterCrop(224), as make_imagenet_c.py did
+        return center_crop_resize(image, FAITHFUL_RESIZE, FAITHFUL_CROP)
+    if min(h, w) < MIN_SIDE:
+        scale = MIN_SIDE / min(h, w)
+        size = (max(MIN_SIDE, round(w * scale)), max(MIN_SIDE, round(h * scale)))
+        return np.asarray(Image.fromarray(image).resize(size, Image.BILINEAR))
+    return image
+
+
+def jpeg_round_trip(image: np.ndarray, quality: int = FAITHFUL_JPEG_QUALITY) -> np.ndarray:
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, format="JPEG", quality=quality)
+    buf.seek(0)
+    return np.asarray(Image.open(buf).convert("RGB"))
+
+
+def corrupted_sample(image: np.ndarray, sample_id: str, corruption: str, severity: int, suite_seed: int,
+                     mode: str = "native") -> np.ndarray:
+    """The corrupted uint8 HxWx3 image for one sample: a pure function of its arguments."""
+    check_corruption(corruption, severity)
+    out = corrupt_image(prepare_image(image, mode), corruption, severity,
+                        corruption_seed(suite_seed, sample_id, corruption, severity))
+    return jpeg_round_trip(out) if mode == "faithful" else out
+
+
+@dataclass(frozen=True)
+class CorruptionSetting:
+    corruption: str
+    severity: int
+
+    @property
+    def key(self) -> str:
+        return f"{self.corruption}/{self.severity}"
+
+
+class CorruptionGrid(Dataset):
+    """Items (setting index, sample index) -> (float CHW [0, 1], label, setting index, sample index).
+
+    ``source(setting, i)`` returns the uint8 corrupted image; on-the-fly and from-disk grids differ only
+    in that function, and generation happens in DataLoader workers.
+    """
+
+    def __init__(self, settings: Sequence[CorruptionSetting], n: int, labels: Sequence[int],
+                 source: Callable[[CorruptionSetting, int], np.ndarray]):
+        self.settings = list(settings)
+        self.n = n
+        self.labels = labels
+        self.source = source
+
+    def __len__(self) -> int:
+        return len(self.settings) * self.n
+
+    def __getitem__(self, item: int):
+        s, i = divmod(item, self.n)
+        img = self.source(self.settings[s], i)
+        t = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).float().div_(255.0)
+        return t, int(self.labels[i]), s, i
+
+
+class OnTheFly:
+    """Picklable source for DataLoader workers: corrupts dataset images on demand."""
+
+    def __init__(self, dataset, suite_seed: int, mode: str):
+        self.dataset = dataset
+        self.suite_seed = suite_seed
+        self.mode = mode
+
+    def __call__(self, setting: CorruptionSetting, i: int) -> np.ndarray:
+        return corrupted_sample(self.dataset.image_uint8(i), self.dataset.sample_ids[i], setting.corruption,
+                                setting.severity, self.suite_seed, self.mode)
+
+
+def _grid_loader(grid: CorruptionGrid, batch_size: int, num_workers: int) -> DataLoader:
+    # batches never straddle two settings, so every batch maps to exactly one (corruption, severity)
+    batches = [list(range(s * grid.n + b, s * grid.n + min(b + batch_size, grid.n)))
+               for s in range(len(grid.settings)) for b in range(0, grid.n, batch_size)]
+    return DataLoader(grid, batch_sampler=batches, num_workers=num_workers,
+                      persistent_workers=False, prefetch_factor=4 if num_workers else None)
+
+
+def evaluate_grid(models: Mapping[str, torch.nn.Module], grid: CorruptionGrid, sample_ids: Sequence[str],
+                  batch_size: int = 128, num_workers: int = 2, device: str = "cpu",
+                  on_batch: Optional[Callable[[int], None]] = None
+                  ) -> Iterator[tuple[CorruptionSetting, str, list[dict]]]:
+    """Evaluate every model on every setting of the grid; each corrupted batch is generated once.
+
+    Yields (setting, model name, records) as soon as a setting is complete, in setting order.
+    """
+    pending: dict[str, list[dict]] = {name: [] for name in models}
+    current = 0
+    with torch.inference_mode():
+        for x, y, s_idx, i_idx in _grid_loader(grid, batch_size, num_workers):
+            s = int(s_idx[0])
+            if s != current:
+                yield from _flush(grid.settings[current], pending)
+                current = s
+            x = x.to(device)
+            for name, model in models.items():
+                pred = model(x).argmax(1).cpu()
+                pending[name].extend(
+                    {"sample_id": sample_ids[int(i)], "label": int(lbl), "pred": int(p), "correct": bool(p == lbl)}
+                    for i, lbl, p in zip(i_idx, y, pred))
+            if on_batch:
+                on_batch(len(y))
+    if grid.n and grid.settings:
+        yield from _flush(grid.settings[current], pending)
+
+
+def _flush(setting, pending):
+    for name in pending:
+        records, pending[name] = pending[name], []
+        yield setting, name, records
+
+
+def evaluate_corruptions(models: Mapping[str, torch.nn.Module], dataset, settings: Sequence[CorruptionSetting],
+                         suite_seed: int = 0, mode: str = "native", **kwargs):
+    """On-the-fly corruption sweep of ``dataset`` (anything with image_uint8, sample_ids, labels)."""
+    for st in settings:
+        check_corruption(st.corruption, st.severity)
+    grid = CorruptionGrid(settings, len(dataset), dataset.labels, OnTheFly(dataset, suite_seed, mode))
+    return evaluate_grid(models, grid, dataset.sample_ids, **kwargs)
+
+
+def center_crop_resize(image: np.ndarray, resize: int, crop: int) -> np.ndarray:
+    """Short side to ``resize`` (bilinear), then center crop ``crop`` x ``crop``: the ImageNet eval transform."""
+    h, w = image.shape[:2]
+    scale = resize / min(h, w)
+    pil = Image.fromarray(_to_rgb(image)).resize((max(resize, round(w * scale)), max(resize, round(h * scale))),
+                                                 Image.BILINEAR)
+    left, top = (pil.width - crop) // 2, (pil.height - crop) // 2
+    return np.asarray(pil.crop((left, top, left + crop, top + crop)))
+
+
+def evaluate_released(models: Mapping[str, torch.nn.Module], source: Callable, labels: Sequence[int],
+                      sample_ids: Sequence[str], settings: Sequence[CorruptionSetting], **kwargs):
+    """Sweep over a released corrupted dataset (ImageNet-C tree or CIFAR-C arrays) through a grid source."""
+    grid = CorruptionGrid(settings, len(sample_ids), labels, source)
+    return evaluate_grid(models, grid, sample_ids, **kwargs)

@@ -1,0 +1,203 @@
+"""Build ViTs with a chosen attention kind, wrap preprocessing so inputs are [0, 1], save and load checkpoints.
+
+A questbench model takes float images in [0, 1], NCHW, of any size and 1 or 3 channels: resizing, channel
+adaptation and mean/std normalization happen inside the model (as in RobustBench), so attacks work in
+pixel space and an epsilon means what users think it means.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .attention import attention_class, set_attention
+from .errors import QuestbenchError
+
+CARD_SUFFIX = ".json"
+
+
+@dataclass
+class ModelSpec:
+    """Everything needed to rebuild a model's architecture and preprocessing (stored in its card)."""
+
+    arch: str  # a timm model name, e.g. "vit_tiny_patch16_224"
+    attention: str = "standard"
+    num_classes: int = 1000
+    input_size: tuple[int, int, int] = (3, 224, 224)  # (channels, height, width) the network sees
+    mean: tuple[float, ...] = (0.485, 0.456, 0.406)
+    std: tuple[float, ...] = (0.229, 0.224, 0.225)
+    interpolation: str = "bilinear"
+    arch_kwargs: dict[str, Any] = field(default_factory=dict)  # overrides: patch_size, embed_dim, depth, ...
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "ModelSpec":
+        known = {f for f in cls.__dataclass_fields__}
+        unknown = set(d) - known
+        if unknown:
+            raise QuestbenchError(f"unknown model spec fields: {', '.join(sorted(unknown))}")
+        d = dict(d)
+        for key in ("input_size", "mean", "std"):
+            if key in d:
+                d[key] = tuple(d[key])
+        return cls(**d)
+
+
+class Preprocess(nn.Module):
+    """[0, 1] images of any size/channels -> the network's input size, channels and normalization."""
+
+    def __init__(self, input_size: tuple[int, int, int], mean, std, interpolation: str = "bilinear"):
+        super().__init__()
+        self.input_size = tuple(input_size)
+        self.interpolation = interpolation
+        c = input_size[0]
+        if len(mean) != c or len(std) != c:
+            raise QuestbenchError(f"mean/std need {c} values for {c}-channel input")
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, c, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, c, 1, 1), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        c, h, w = self.input_size
+        if x.shape[1] != c:
+            if c == 1 and x.shape[1] == 3:  # ITU-R 601 luma, the same weights PIL uses for "L"
+                x = (x * x.new_tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True)
+            elif c == 3 and x.shape[1] == 1:
+                x = x.expand(-1, 3, -1, -1)
+            else:
+                raise QuestbenchError(f"model expects {c} channels, got {x.shape[1]}")
+        if x.shape[-2:] != (h, w):
+            x = F.interpolate(x, size=(h, w), mode=self.interpolation, align_corners=False,
+                              antialias=self.interpolation in ("bilinear", "bicubic"))
+        return (x - self.mean.to(x.dtype)) / self.std.to(x.dtype)
+
+
+class QuestbenchModel(nn.Module):
+    """A network plus its preprocessing; ``forward`` takes [0, 1] NCHW images and returns logits."""
+
+    def __init__(self, net: nn.Module, spec: ModelSpec, card: Optional[dict[str, Any]] = None):
+        super().__init__()
+        self.preprocess = Preprocess(spec.input_size, spec.mean, spec.std, spec.interpolation)
+        self.net = net
+        self.spec = spec
+        self.card = dict(card or {})
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(self.preprocess(x))
+
+
+def build_model(spec: ModelSpec) -> QuestbenchModel:
+    """Build a randomly initialized model from a spec."""
+    import timm
+
+    attention_class(spec.attention)  # validate before building
+    c, h, w = spec.input_size
+    kwargs = dict(num_classes=spec.num_classes, in_chans=c, **spec.arch_kwargs)
+    if h != 224 or w != 224 or "img_size" not in spec.arch_kwargs:
+        kwargs.setdefault("img_size", (h, w) if h != w else h)
+    try:
+        net = timm.create_model(spec.arch, pretrained=False, **kwargs)
+    except RuntimeError as exc:  # timm raises RuntimeError for unknown model names
+        raise QuestbenchError(f"cannot build arch {spec.arch!r}: {exc}") from None
+    set_attention(net, spec.attention)
+    return QuestbenchModel(net, spec)
+
+
+def file_sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def card_path(weights_path: str | Path) -> Path:
+    p = Path(weights_path)
+    return p.with_name(p.name.rsplit(".", 1)[0] + CARD_SUFFIX)
+
+
+def save_checkpoint(model: QuestbenchModel, path: str | Path, card: Optional[dict[str, Any]] = None,
+                    dtype: torch.dtype = torch.float32) -> dict[str, Any]:
+    """Write ``path`` (safetensors) and its card (``.json`` beside it); returns the card with the sha256."""
+    from safetensors.torch import save
+
+    path = Path(path)
+    tensors = {k: v.detach().to("cpu", dtype if v.is_floating_point() else v.dtype).contiguous()
+               for k, v in model.net.state_dict().items()}
+    blob = save(tensors, metadata={"format": "pt", "questbench_spec": json.dumps(asdict(model.spec))})
+    atomic_write_bytes(path, blob)
+    full = {**model.card, **(card or {}), "spec": asdict(model.spec), "weights": path.name,
+            "sha256": hashlib.sha256(blob).hexdigest(), "dtype": str(dtype).replace("torch.", "")}
+    atomic_write_bytes(card_path(path), (json.dumps(full, indent=2, sort_keys=True) + "\n").encode())
+    return full
+
+
+def read_card(path: str | Path) -> dict[str, Any]:
+    cp = card_path(path)
+    if not cp.is_file():
+        raise QuestbenchError(f"no model card {cp} beside {path} (it records arch, attention and preprocessing)")
+    try:
+        return json.loads(cp.read_text())
+    except json.JSONDecodeError as exc:
+        raise QuestbenchError(f"model card {cp} is not valid JSON: {exc}") from None
+
+
+def _read_state_dict(path: Path, trust_pickle: bool) -> dict[str, torch.Tensor]:
+    if path.suffix == ".safetensors":
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+        try:
+            return load_file(str(path))
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise QuestbenchError(f"cannot read safetensors file {path}: {exc}") from None
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=not trust_pickle)
+    except Exception as exc:  # torch raises UnpicklingError, RuntimeError, EOFError... for bad files
+        hint = "" if trust_pickle else " (pickles load with weights_only=True; pass trust_pickle only for files you trust)"
+        raise QuestbenchError(f"cannot load checkpoint {path}: {str(exc).splitlines()[0]}{hint}") from None
+    if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
+        obj = obj["state_dict"]
+    if not isinstance(obj, dict):
+        raise QuestbenchError(f"{path} does not hold a state_dict")
+    return obj
+
+
+def load_checkpoint(path: str | Path, expected_sha256: Optional[str] = None, trust_pickle: bool = False,
+                    spec: Optional[ModelSpec] = None) -> QuestbenchModel:
+    """Load a checkpoint file (safetensors, or a pickle with weights_only) described by its card."""
+    path = Path(path)
+    if not path.is_file():
+        raise QuestbenchError(f"checkpoint not found: {path}")
+    card = read_card(path) if spec is None or card_path(path).is_file() else {}
+    expected = expected_sha256 or card.get("sha256")
+    actual = file_sha256(path)
+    if expected and expected != actual:
+        raise QuestbenchError(f"sha256 mismatch for {path}: expected {expected[:12]}..., file has {actual[:12]}...")
+    spec = spec or ModelSpec.from_dict(card["spec"])
+    model = build_model(spec)
+    state = _read_state_dict(path, trust_pickle)
+    try:
+        model.net.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
+    except RuntimeError as exc:
+        raise QuestbenchError(f"{path} does not match arch {spec.arch} / {spec.attention}: "
+                              f"{str(exc).splitlines()[0]}") from None
+    model.card = {**card, "sha256": actual, "path": str(path)}
+    return model.eval()

@@ -1,0 +1,172 @@
+"""Checkpoint registry: named entries in TOML files, resolved to loaded models.
+
+The built-in registry is ``questbench/zoo/registry.toml``. Users add their own entries in TOML files of the
+same shape, named by the ``QUESTBENCH_REGISTRY`` environment variable (paths separated by ``os.pathsep``) or
+passed as ``registry_files=``. A later file's entry overrides a built-in one of the same name.
+
+``source`` forms: ``builtin:<file>`` (in questbench/zoo), ``path:<file>``, ``url:<https://...>``,
+``timm:<pretrained name>`` (timm/HF-hub weights, online only), ``robustbench:<model name>`` (needs a working
+robustbench install; optional).
+"""
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import asdict, dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+from .errors import QuestbenchError
+from .models import ModelSpec, QuestbenchModel, build_model, load_checkpoint
+
+_ENTRY_FIELDS = {"name", "arch", "attention", "num_classes", "input_size", "mean", "std", "interpolation",
+                 "arch_kwargs", "source", "sha256", "pair", "dataset", "description"}
+
+
+@dataclass(frozen=True)
+class RegistryEntry:
+    name: str
+    arch: str
+    attention: str
+    source: str
+    num_classes: int = 1000
+    input_size: tuple[int, int, int] = (3, 224, 224)
+    mean: tuple[float, ...] = (0.485, 0.456, 0.406)
+    std: tuple[float, ...] = (0.229, 0.224, 0.225)
+    interpolation: str = "bilinear"
+    arch_kwargs: dict[str, Any] = field(default_factory=dict, hash=False)
+    sha256: str = ""
+    pair: str = ""
+    dataset: str = ""
+    description: str = ""
+    registry_file: str = ""
+
+    @property
+    def channels(self) -> int:
+        return self.input_size[0]
+
+    def spec(self) -> ModelSpec:
+        return ModelSpec(arch=self.arch, attention=self.attention, num_classes=self.num_classes,
+                         input_size=tuple(self.input_size), mean=tuple(self.mean), std=tuple(self.std),
+                         interpolation=self.interpolation, arch_kwargs=dict(self.arch_kwargs))
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def builtin_registry_file() -> Path:
+    return Path(str(resources.files("questbench").joinpath("zoo", "registry.toml")))
+
+
+def _parse(path: Path) -> dict[str, RegistryEntry]:
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise QuestbenchError(f"registry file not found: {path}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise QuestbenchError(f"registry file {path} is not valid TOML: {exc}") from None
+    entries = {}
+    for raw in data.get("model", []):
+        unknown = set(raw) - _ENTRY_FIELDS
+        if unknown:
+            raise QuestbenchError(f"{path}: model {raw.get('name', '?')!r} has unknown keys {sorted(unknown)}")
+        missing = {"name", "arch", "attention", "source"} - set(raw)
+        if missing:
+            raise QuestbenchError(f"{path}: model {raw.get('name', '?')!r} lacks {sorted(missing)}")
+        raw = dict(raw)
+        for key in ("input_size", "mean", "std"):
+            if key in raw:
+                raw[key] = tuple(raw[key])
+        entries[raw["name"]] = RegistryEntry(registry_file=str(path), **raw)
+    return entries
+
+
+def load_registry(registry_files: Optional[Sequence[str | Path]] = None) -> dict[str, RegistryEntry]:
+    files = [builtin_registry_file()]
+    env = os.environ.get("QUESTBENCH_REGISTRY", "")
+    files += [Path(p) for p in env.split(os.pathsep) if p]
+    files += [Path(p) for p in registry_files or []]
+    entries: dict[str, RegistryEntry] = {}
+    for f in files:
+        if f == files[0] and not f.is_file():
+            continue
+        entries.update(_parse(f))
+    return entries
+
+
+def list_models(registry_files=None, attention: Optional[str] = None) -> list[RegistryEntry]:
+    entries = load_registry(registry_files).values()
+    return [e for e in entries if attention is None or e.attention == attention]
+
+
+def get_entry(name: str, registry_files=None) -> RegistryEntry:
+    entries = load_registry(registry_files)
+    if name not in entries:
+        raise QuestbenchError(f"unknown model {name!r}; `questbench models` lists the registry")
+    return entries[name]
+
+
+def _load_timm_pretrained(entry: RegistryEntry, timm_name: str) -> QuestbenchModel:
+    import timm
+
+    try:
+        net = timm.create_model(timm_name, pretrained=True, num_classes=entry.num_classes)
+    except Exception as exc:  # hub/network errors have many types
+        raise QuestbenchError(f"cannot fetch timm pretrained weights {timm_name!r} (needs network access or a "
+                              f"filled HF cache): {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+                              ) from None
+    from .attention import set_attention
+    set_attention(net, entry.attention)
+    return QuestbenchModel(net, entry.spec(), {"source": entry.source})
+
+
+def _load_robustbench(entry: RegistryEntry, rb_name: str) -> QuestbenchModel:
+    try:
+        from robustbench.utils import load_model as rb_load  # optional; robustbench 1.1.1 needs `autoattack`
+    except Exception as exc:
+        raise QuestbenchError(f"robustbench is not importable here ({type(exc).__name__}); "
+                              f"entry {entry.name!r} needs a working robustbench install") from None
+    net = rb_load(model_name=rb_name, dataset=entry.dataset or "cifar10", threat_model="Linf")
+    # RobustBench models already normalize inside: identity preprocessing
+    spec = ModelSpec(arch=entry.arch, attention=entry.attention, num_classes=entry.num_classes,
+                     input_size=entry.input_size, mean=(0.0,) * entry.channels, std=(1.0,) * entry.channels)
+    return QuestbenchModel(net, spec, {"source": entry.source})
+
+
+def resolve_entry_file(entry: RegistryEntry) -> Path:
+    kind, _, ref = entry.source.partition(":")
+    if kind == "builtin":
+        return Path(str(resources.files("questbench").joinpath("zoo", ref)))
+    if kind == "path":
+        p = Path(ref).expanduser()
+        return p if p.is_absolute() else Path(entry.registry_file).parent / p
+    if kind == "url":
+        import torch.hub
+        cache = Path(torch.hub.get_dir()) / "questbench" / Path(ref).name
+        if not cache.is_file():
+            try:
+                torch.hub.download_url_to_file(ref, str(cache), progress=False)
+            except Exception as exc:
+                raise QuestbenchError(f"cannot download {ref}: {exc}") from None
+        return cache
+    raise QuestbenchError(f"model {entry.name!r}: unknown source kind {kind!r}")
+
+
+def load_model(name_or_path: str, registry_files=None, trust_pickle: bool = False,
+               device: str = "cpu") -> QuestbenchModel:
+    """Load by registry name, or by path to a checkpoint with its card (``.json``) beside it."""
+    path = Path(name_or_path)
+    if path.suffix in (".safetensors", ".pt", ".pth", ".bin") or path.exists():
+        return load_checkpoint(path, trust_pickle=trust_pickle).to(device)
+    entry = get_entry(name_or_path, registry_files)
+    kind, _, ref = entry.source.partition(":")
+    if kind == "timm":
+        model = _load_timm_pretrained(entry, ref)
+    elif kind == "robustbench":
+        model = _load_robustbench(entry, ref)
+    else:
+        model = load_checkpoint(resolve_entry_file(entry), expected_sha256=entry.sha256 or None,
+                                trust_pickle=trust_pickle, spec=entry.spec())
+    model.card = {**model.card, "name": entry.name, "pair": entry.pair, "registry_entry": entry.as_dict()}
+    return model.eval().to(device)

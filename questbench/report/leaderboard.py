@@ -1,0 +1,169 @@
+"""Leaderboards from a results folder: markdown (with plots beside it), rich, and deterministic csv."""
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+from typing import Optional
+
+import pandas as pd
+
+from ..errors import QuestbenchError
+from ..results import Results, load_results
+from .tables import Tables, compute_tables
+
+FORMATS = ("md", "rich", "csv")
+
+
+def _fmt(v) -> str:
+    if isinstance(v, float):
+        return f"{v:.2f}"
+    return str(v)
+
+
+def _eps_label(eps: float) -> str:
+    k = eps * 255
+    return f"{round(k)}/255" if abs(k - round(k)) < 1e-6 else f"{eps:.4g}"
+
+
+def attack_wide(att: pd.DataFrame) -> pd.DataFrame:
+    """One row per model, one column per (attack, norm, eps) setting family."""
+    if att.empty:
+        return att
+    att = att.copy()
+    att["column"] = [f"{a} {n} {_eps_label(e)}" if a != "pgd" or s.count("/") < 4 else
+                     f"{a} {n} {_eps_label(e)} ({s.split('/')[3]})" for a, n, e, s in
+                     zip(att.attack, att.norm, att.eps, att.setting)]
+    order = list(dict.fromkeys(att.sort_values(["attack", "norm", "eps"]).column))
+    wide = att.pivot_table(index=["model", "attention"], columns="column", values="robust", aggfunc="first")
+    wide = wide[order].reset_index()
+    return wide.sort_values([order[-1], "model"], ascending=[False, True]).reset_index(drop=True)
+
+
+def sections(t: Tables, results: Results) -> list[tuple[str, pd.DataFrame, list[str]]]:
+    out = []
+    if not t.clean.empty:
+        df = t.clean.assign(**{"top-1 (%)": t.clean.top1, "95% CI": [f"{a:.1f}-{b:.1f}" for a, b in
+                                                                       zip(t.clean.ci_low, t.clean.ci_high)]})
+        out.append(("Clean accuracy", df[["model", "attention", "top-1 (%)", "95% CI", "n"]], []))
+    if not t.corruptions.empty:
+        cols = ["model", "attention", "summary"] + (["relative_mce"] if "relative_mce" in t.corruptions else []) + \
+            [c for c in t.corruptions.columns if c not in ("model", "attention", "summary", "relative_mce")]
+        df = t.corruptions[cols].rename(columns={"summary": t.corruption_metric.split(" (")[0],
+                                                 "relative_mce": "relative mCE"})
+        out.append((f"Corruptions: {t.corruption_metric}, lower is better; per-corruption columns are error (%) "
+                    "averaged over severities", df, t.notes))
+    if not t.attacks.empty:
+        out.append(("Adversarial robust accuracy (%)", attack_wide(t.attacks), []))
+    if not t.pairs.empty:
+        df = t.pairs.copy()
+        df["95% CI (pp)"] = [f"{a:+.2f} to {b:+.2f}" for a, b in zip(df.ci_low, df.ci_high)]
+        df["McNemar p"] = [f"{p:.3g}" for p in df.mcnemar_p]
+        df = df.rename(columns={"baseline_acc": "standard acc", "model_acc": "model acc", "delta_pp": "delta (pp)"})
+        out.append(("Paired comparison with the standard-attention sibling (model minus standard)",
+                    df[["model", "baseline", "evaluation", "setting", "standard acc", "model acc", "delta (pp)",
+                        "95% CI (pp)", "McNemar p", "n"]], []))
+    return out
+
+
+def _md_table(df: pd.DataFrame) -> str:
+    cols = list(df.columns)
+    lines = ["| " + " | ".join(map(str, cols)) + " |", "|" + "|".join("---" for _ in cols) + "|"]
+    for _, r in df.iterrows():
+        lines.append("| " + " | ".join(_fmt(r[c]) for c in cols) + " |")
+    return "\n".join(lines)
+
+
+def provenance_lines(results: Results) -> list[str]:
+    p = results.provenance
+    if not p:
+        return ["(no provenance.json in this folder)"]
+    v = p.get("versions", {})
+    lines = [f"- suite: `{p['suite'].get('name')}` (sha256 `{p.get('suite_sha256', '')[:12]}`), seed {p.get('seed')}",
+             f"- dataset: {p.get('dataset', {}).get('name')} {p.get('dataset', {}).get('split')} "
+             f"({p.get('dataset', {}).get('source')}), {len(p.get('sample_ids', {}).get('clean', []))} clean samples",
+             f"- device: {p.get('device_name')}, dtype {p.get('dtype')}",
+             f"- corruptions: {p.get('corruption_implementation')}",
+             "- versions: " + ", ".join(f"{k} {v[k]}" for k in sorted(v))]
+    for name, m in sorted(p.get("models", {}).items()):
+        lines.append(f"- `{name}`: {m.get('arch')} / {m.get('attention')}, sha256 `{m.get('sha256', '')[:12]}`")
+    return lines
+
+
+def render_markdown(results: Results, output: Optional[Path] = None) -> str:
+    t = compute_tables(results)
+    name = results.provenance.get("suite", {}).get("name", "results")
+    parts = [f"# questbench leaderboard: {name}", ""]
+    for title, df, notes in sections(t, results):
+        parts += [f"## {title}", "", _md_table(df), ""]
+        parts += [f"> {n}" for n in notes] + ([""] if notes else [])
+    if t.flags:
+        parts += ["## Flags", ""] + [f"- {f}" for f in t.flags] + [""]
+    if output is not None:
+        from .plots import write_plots
+        for title, rel in write_plots(t, output):
+            parts += [f"![{title}]({rel})", ""]
+    parts += ["## Provenance", ""] + provenance_lines(results) + [""]
+    return "\n".join(parts)
+
+
+def render_csv(results: Results) -> str:
+    """Long, sorted, fixed-precision csv: the same results always give a byte-identical file."""
+    t = compute_tables(results)
+    rows = []
+    for _, r in t.clean.iterrows():
+        rows.append(("clean", r.model, r.attention, "top1", "", r.top1, r.n))
+    for _, r in t.corruptions.iterrows():
+        for c in t.corruptions.columns:
+            if c not in ("model", "attention"):
+                rows.append(("corruptions", r.model, r.attention, c, "", r[c], ""))
+    for _, r in t.severity.iterrows():
+        rows.append(("corruption_severity", r.model, "", f"{r.corruption}/{r.severity}", "", r.accuracy, ""))
+    for _, r in t.attacks.iterrows():
+        rows.append(("attacks", r.model, r.attention, r.setting, f"{r.eps:.6g}", r.robust, r.n))
+    for _, r in t.pairs.iterrows():
+        rows.append(("pairs", r.model, r.baseline, f"{r.evaluation}:{r.setting}", "", r.delta_pp, r.n))
+    rows.sort(key=lambda x: tuple(str(v) for v in x[:5]))
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["table", "model", "attention_or_baseline", "metric", "eps", "value", "n"])
+    for r in rows:
+        w.writerow([*r[:5], "" if pd.isna(r[5]) else f"{float(r[5]):.6f}", r[6]])
+    return buf.getvalue()
+
+
+def render_rich(results: Results, console=None) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = console or Console()
+    t = compute_tables(results)
+    for title, df, notes in sections(t, results):
+        table = Table(title=title, title_justify="left")
+        for c in df.columns:
+            table.add_column(str(c), justify="left" if c in ("model", "attention", "baseline", "evaluation",
+                                                               "setting") else "right")
+        for _, r in df.iterrows():
+            table.add_row(*(_fmt(r[c]) for c in df.columns))
+        console.print(table)
+        for n in notes:
+            console.print(f"[dim]{n}[/dim]")
+    for f in t.flags:
+        console.print(f"[yellow]flag:[/yellow] {f}")
+
+
+def leaderboard(results_dir, fmt: str = "md", output: Optional[str] = None) -> Optional[str]:
+    if fmt not in FORMATS:
+        raise QuestbenchError(f"format must be one of {', '.join(FORMATS)}, not {fmt!r}")
+    results = load_results(results_dir)
+    if results.samples.empty and results.diagnostics.empty:
+        raise QuestbenchError(f"{results_dir} holds no finished jobs")
+    if fmt == "rich":
+        render_rich(results)
+        return None
+    out_path = Path(output) if output else None
+    text = render_markdown(results, out_path) if fmt == "md" else render_csv(results)
+    if out_path is not None:
+        from ..models import atomic_write_bytes
+        atomic_write_bytes(out_path, text.encode())
+    return text

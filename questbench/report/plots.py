@@ -1,0 +1,52 @@
+"""Plots written beside a markdown leaderboard: accuracy vs severity per corruption family, robust accuracy
+vs eps per attack."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from .tables import Tables
+
+
+def write_plots(t: Tables, md_path: Path) -> list[tuple[str, str]]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written = []
+    md_path = Path(md_path)
+    md_path.parent.mkdir(parents=True, exist_ok=True)
+    stem = md_path.stem
+    if not t.severity.empty:
+        fam = t.severity.groupby(["model", "group", "severity"]).accuracy.mean().reset_index()
+        groups = sorted(fam.group.unique())
+        fig, axes = plt.subplots(1, len(groups), figsize=(3.2 * len(groups), 3), sharey=True, squeeze=False)
+        for ax, g in zip(axes[0], groups):
+            for model, d in fam[fam.group == g].groupby("model"):
+                ax.plot(d.severity, d.accuracy, marker="o", label=model)
+            ax.set_title(g)
+            ax.set_xlabel("severity")
+            ax.set_xticks([1, 2, 3, 4, 5])
+        axes[0][0].set_ylabel("accuracy (%)")
+        axes[0][-1].legend(fontsize=7)
+        fig.tight_layout()
+        path = md_path.with_name(f"{stem}_corruptions.png")
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        written.append(("accuracy vs severity per corruption family", path.name))
+    if not t.attacks.empty:
+        sweeps = sorted(t.attacks.sweep.unique())
+        fig, axes = plt.subplots(1, len(sweeps), figsize=(3.6 * len(sweeps), 3), sharey=True, squeeze=False)
+        for ax, sw in zip(axes[0], sweeps):
+            for model, d in t.attacks[t.attacks.sweep == sw].sort_values("eps").groupby("model"):
+                ax.plot(d.eps * 255, d.robust, marker="o", label=model)
+            ax.set_title(sw.rstrip("/"), fontsize=8)
+            ax.set_xlabel("eps (x 1/255)")
+        axes[0][0].set_ylabel("robust accuracy (%)")
+        axes[0][-1].legend(fontsize=7)
+        fig.tight_layout()
+        path = md_path.with_name(f"{stem}_attacks.png")
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        written.append(("robust accuracy vs eps", path.name))
+    return written

@@ -1,0 +1,171 @@
+"""Aggregate tables computed from the per-sample results table (nothing here is ever stored)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+import numpy as np
+import pandas as pd
+
+from ..evaluators.attacks import sweep_flags
+from ..metrics import (COMMON_CORRUPTIONS, CORRUPTION_GROUP, mcnemar, mce, mean_corruption_error, paired_bootstrap,
+                       relative_mce, wilson_interval)
+from ..results import Results
+
+IMAGENET_DATASETS = ("imagenet", "imagefolder")
+
+
+@dataclass
+class Tables:
+    clean: pd.DataFrame
+    corruptions: pd.DataFrame  # one row per model: summary metric + per-corruption error (%)
+    severity: pd.DataFrame  # model, corruption, group, severity, accuracy (%)
+    attacks: pd.DataFrame  # model, attack, norm, eps, robust accuracy (%), n
+    pairs: pd.DataFrame
+    flags: list[str] = field(default_factory=list)
+    corruption_metric: str = ""
+    notes: list[str] = field(default_factory=list)
+
+
+def _model_meta(samples: pd.DataFrame) -> pd.DataFrame:
+    return samples.groupby("model", sort=True)[["attention", "pair"]].first()
+
+
+def clean_table(samples: pd.DataFrame) -> pd.DataFrame:
+    clean = samples[samples.evaluation == "clean"]
+    rows = []
+    for model, g in clean.groupby("model", sort=True):
+        k, n = int(g.correct.sum()), len(g)
+        lo, hi = wilson_interval(k, n)
+        rows.append({"model": model, "attention": g.attention.iloc[0], "top1": 100 * k / n, "ci_low": 100 * lo,
+                     "ci_high": 100 * hi, "n": n})
+    df = pd.DataFrame(rows, columns=["model", "attention", "top1", "ci_low", "ci_high", "n"])
+    return df.sort_values(["top1", "model"], ascending=[False, True]).reset_index(drop=True)
+
+
+def corruption_tables(samples: pd.DataFrame, dataset: str) -> tuple[pd.DataFrame, pd.DataFrame, str, list[str]]:
+    corr = samples[samples.evaluation == "corruption"]
+    notes: list[str] = []
+    if corr.empty:
+        return pd.DataFrame(), pd.DataFrame(), "", notes
+    sev = (corr.groupby(["model", "corruption", "severity"], sort=True).correct.mean() * 100).rename("accuracy")
+    sev = sev.reset_index()
+    sev["group"] = sev.corruption.map(CORRUPTION_GROUP)
+    imagenet = dataset.lower() in IMAGENET_DATASETS
+    clean = samples[samples.evaluation == "clean"]
+    rows = []
+    metric = ""
+    for model, g in corr.groupby("model", sort=True):
+        errs = {c: [1 - float(gc[gc.severity == s].correct.mean()) if (gc.severity == s).any() else np.nan
+                    for s in range(1, 6)] for c, gc in g.groupby("corruption", sort=True)}
+        row: dict = {"model": model, "attention": g.attention.iloc[0]}
+        complete = {c: e for c, e in errs.items() if not np.isnan(e).any()}
+        ids = set(g.sample_id)
+        cm = clean[(clean.model == model) & clean.sample_id.isin(ids)]
+        if imagenet and all(c in complete for c in COMMON_CORRUPTIONS):
+            metric = "mCE (%, AlexNet-normalized)"
+            row["summary"] = mce(complete)
+            if not cm.empty:
+                row["relative_mce"] = relative_mce(complete, 1 - float(cm.correct.mean()))
+        else:
+            metric = "mean corruption error (%, unnormalized)"
+            row["summary"] = mean_corruption_error({c: [x for x in e if not np.isnan(x)] for c, e in errs.items()})
+        for c, e in errs.items():
+            row[c] = 100 * float(np.nanmean(e))
+        rows.append(row)
+    if imagenet and metric.startswith("mCE") and corr.sample_id.nunique() < 50000:
+        notes.append(f"mCE uses AlexNet's errors on the full 50,000-image validation set; these results cover "
+                     f"{corr.sample_id.nunique()} images, so the normalization is approximate.")
+    if not imagenet:
+        notes.append(f"{dataset} has no AlexNet baseline: corruption error is the unnormalized mean error over "
+                     "corruptions and severities (not mCE).")
+    df = pd.DataFrame(rows).sort_values(["summary", "model"]).reset_index(drop=True)
+    return df, sev, metric, notes
+
+
+def attack_table(samples: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    att = samples[samples.evaluation == "attack"]
+    flags: list[str] = []
+    if att.empty:
+        return pd.DataFrame(), flags
+    rows = []
+    for (model, setting), g in att.groupby(["model", "setting"], sort=True):
+        rows.append({"model": model, "attention": g.attention.iloc[0], "attack": g.attack.iloc[0],
+                     "norm": g.norm.iloc[0], "eps": float(g.eps.iloc[0]), "setting": setting,
+                     "robust": 100 * float(g.correct.mean()), "clean": 100 * float(g.clean_correct.mean()),
+                     "n": len(g), "sweep": setting.split("eps=")[0] + setting.split("eps=")[1].partition("/")[2]})
+    df = pd.DataFrame(rows)
+    # worst case per sample over attacks at the same (norm, eps), on the samples every attack saw
+    worst = []
+    for (model, norm, eps), g in att.groupby(["model", "norm", "eps"], sort=True):
+        if g.attack.nunique() < 2:
+            continue
+        common = set.intersection(*(set(x.sample_id) for _, x in g.groupby("setting")))
+        gg = g[g.sample_id.isin(common)]
+        per_sample = gg.groupby("sample_id").correct.all()
+        worst.append({"model": model, "attention": g.attention.iloc[0], "attack": "worst-case", "norm": norm,
+                      "eps": float(eps), "setting": f"worst-case/{norm}/eps={eps:.6g}",
+                      "robust": 100 * float(per_sample.mean()),
+                      "clean": 100 * float(gg.groupby("sample_id").clean_correct.first().mean()),
+                      "n": len(per_sample), "sweep": f"worst-case/{norm}/"})
+    df = pd.concat([df, pd.DataFrame(worst)], ignore_index=True) if worst else df
+    for (model, sweep), g in df[df.attack != "worst-case"].groupby(["model", "sweep"], sort=True):
+        if len(g) < 2 and not (g.eps == 0).any():
+            continue
+        pts = list(zip(g.eps, g.robust / 100))
+        clean = float(g.clean.iloc[0]) / 100 if g.n.nunique() == 1 else float(g.clean.mean()) / 100
+        flags += [f"{model} {sweep.rstrip('/')}: {f}" for f in sweep_flags(pts, clean)]
+    return df.sort_values(["attack", "norm", "eps", "model"]).reset_index(drop=True), flags
+
+
+def paired_rows(samples: pd.DataFrame, baseline: str, model: str) -> list[dict]:
+    """Per evaluation (and per attack setting): accuracy of both on shared samples, delta, CI, McNemar."""
+    rows = []
+    for evaluation in ("clean", "corruption", "attack"):
+        a = samples[(samples.model == baseline) & (samples.evaluation == evaluation)]
+        b = samples[(samples.model == model) & (samples.evaluation == evaluation)]
+        if a.empty or b.empty:
+            continue
+        groups = [("all", a, b)] if evaluation != "attack" else [
+            (s, a[a.setting == s], b[b.setting == s]) for s in sorted(set(a.setting) & set(b.setting))]
+        for setting, ga, gb in groups:
+            key = ["setting", "sample_id"]
+            merged = ga[key + ["correct"]].merge(gb[key + ["correct"]], on=key, suffixes=("_a", "_b"))
+            if merged.empty:
+                continue
+            mc = mcnemar(merged.correct_a, merged.correct_b)
+            bs = paired_bootstrap(merged.correct_a, merged.correct_b, n_boot=1000, seed=0)
+            rows.append({"model": model, "baseline": baseline, "evaluation": evaluation, "setting": setting,
+                         "baseline_acc": 100 * float(merged.correct_a.mean()),
+                         "model_acc": 100 * float(merged.correct_b.mean()), "delta_pp": bs["delta_pp"],
+                         "ci_low": bs["ci_low"], "ci_high": bs["ci_high"], "mcnemar_p": mc["p_value"],
+                         "n": len(merged)})
+    return rows
+
+
+def pair_table(samples: pd.DataFrame) -> pd.DataFrame:
+    """Each non-standard model minus its standard-attention ``pair`` sibling, when both are in the results."""
+    meta = _model_meta(samples)
+    rows = []
+    for model, m in meta.iterrows():
+        partner = m.pair
+        if m.attention == "standard" or not partner or partner not in meta.index:
+            continue
+        if meta.loc[partner].attention == "standard":
+            rows += paired_rows(samples, partner, model)
+    return pd.DataFrame(rows)
+
+
+def compute_tables(results: Results) -> Tables:
+    samples = results.samples
+    dataset = results.provenance.get("dataset", {}).get("name", "")
+    corr, sev, metric, notes = corruption_tables(samples, dataset)
+    att, flags = attack_table(samples)
+    job_flags = []
+    if not results.jobs.empty and "flags" in results.jobs:
+        for _, j in results.jobs.iterrows():
+            if j["flags"]:
+                job_flags.append(f"{j['model']} {j['setting']}: {j['flags']}")
+    return Tables(clean=clean_table(samples), corruptions=corr, severity=sev, attacks=att,
+                  pairs=pair_table(samples), flags=sorted(set(flags + job_flags)), corruption_metric=metric,
+                  notes=notes)

@@ -1,0 +1,273 @@
+"""Runs a suite: expands it into jobs (model x evaluation x setting), skips finished ones, writes each job's
+per-sample records atomically, shows progress. Knows nothing of how attacks or corruptions work inside.
+
+A run killed at any moment and started again into the same folder ends with the same table as an
+uninterrupted run: every job's outcome is a pure function of the suite (seeds derived per sample/batch), and
+a job is written in one atomic rename.
+"""
+from __future__ import annotations
+
+import platform
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import numpy as np
+import torch
+
+from .data import load_dataset
+from .errors import QuestbenchError
+from .evaluators.attacks import AttackConfig, evaluate_attack
+from .evaluators.common import run_with_batch_fallback
+from .evaluators.corruptions import CorruptionSetting, evaluate_corruptions, evaluate_released
+from .progress import progress_bar
+from .registry import load_model
+from .results import PROVENANCE, job_done, slug, write_job, write_json
+from .suite import Suite
+from .versions import library_versions
+
+
+@dataclass
+class Job:
+    model: str
+    evaluation: str  # clean | corruption | attack | diagnostics
+    setting: str
+    samples: int
+    fields: dict[str, Any] = field(default_factory=dict)  # corruption/severity or attack config
+
+    @property
+    def job_id(self) -> str:
+        return slug(f"{self.model}__{self.evaluation}__{self.setting}")
+
+
+@dataclass
+class RunSummary:
+    out: Path
+    jobs_total: int
+    jobs_run: int
+    jobs_skipped: int
+    wall_s: float
+    flags: list[str]
+
+
+def resolve_device(device: Optional[str]) -> str:
+    if device in (None, "", "auto"):
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise QuestbenchError(f"device {device!r} requested but CUDA is not available here")
+    if not (device == "cpu" or device.startswith("cuda")):
+        raise QuestbenchError(f"device must be auto, cpu or cuda[:N], not {device!r}")
+    return device
+
+
+def sample_order(n: int, seed: int) -> np.ndarray:
+    """The suite's fixed sample order: every subset is a prefix, so attack samples are corruption samples."""
+    return np.random.default_rng(seed).permutation(n)
+
+
+def _subset(ds, order: np.ndarray, k: Optional[int]):
+    take = order[: min(k or len(order), len(order))]
+    return ds.subset(np.sort(take))
+
+
+def _name(model_ref: str) -> str:
+    return Path(model_ref).stem if model_ref.endswith((".safetensors", ".pt", ".pth")) else model_ref
+
+
+class Runner:
+    def __init__(self, suite: Suite, out, device: Optional[str] = None, limit: Optional[int] = None,
+                 quiet: bool = False, registry_files=None):
+        self.suite = suite
+        self.out = Path(out)
+        self.device = resolve_device(device or suite.device)
+        self.limit = limit
+        self.quiet = quiet
+        self.registry_files = list(registry_files or []) + list(suite.registry)
+        self.flags: list[str] = []
+
+    # --- preparation: everything that can fail does so here, before any job runs ---------------------
+    def prepare(self) -> None:
+        s = self.suite
+        ds = load_dataset(s.data.dataset, s.data.split, root=s.data.root)
+        order = sample_order(len(ds), s.seed)
+        cap = lambda k: min(x for x in (k, s.data.samples, self.limit, len(ds)) if x)  # noqa: E731
+        self.clean_ds = _subset(ds, order, cap(s.data.samples))
+        self.corr_ds = _subset(ds, order, cap(s.corruptions.samples)) if s.corruptions else None
+        self.attack_ds = [_subset(ds, order, cap(a.samples)) for a in s.attacks]
+        self.diag_ds = _subset(ds, order, cap(s.diagnostics_samples)) if s.diagnostics_samples else None
+        self.models = {}
+        for ref in s.models:
+            self.models[_name(ref)] = load_model(ref, registry_files=self.registry_files, device=self.device)
+        self.source = None
+        if s.corruptions and s.corruptions.mode in ("imagenet-c", "cifar-c"):
+            self.source = self._released_source()
+
+    def _released_source(self):
+        c = self.suite.corruptions
+        if c.mode == "imagenet-c":
+            from .data.imagenet_c import ImageNetCSource, check_alignment, check_imagenet_c_tree
+            check_imagenet_c_tree(c.root, c.names, c.severities)
+            source = ImageNetCSource(c.root, self.corr_ds)
+            check_alignment(source, c.settings())
+            return source
+        from .data.cifar_c import CifarCSource, check_cifar_c_folder
+        check_cifar_c_folder(c.root, c.names)
+        return CifarCSource(c.root, [int(sid.split("/")[-1]) for sid in self.corr_ds.sample_ids])
+
+    def jobs(self) -> list[Job]:
+        s = self.suite
+        jobs: list[Job] = []
+        for m in self.models:
+            if s.clean:
+                jobs.append(Job(m, "clean", "clean", len(self.clean_ds)))
+        if s.corruptions:
+            for st in s.corruptions.settings():  # setting-major: one corrupted batch serves every model
+                for m in self.models:
+                    jobs.append(Job(m, "corruption", st.key, len(self.corr_ds),
+                                    {"corruption": st.corruption, "severity": st.severity}))
+        for a_idx, spec in enumerate(s.attacks):
+            for cfg in spec.configs:
+                for m in self.models:
+                    jobs.append(Job(m, "attack", cfg.key, len(self.attack_ds[a_idx]),
+                                    {"attack": cfg.attack, "norm": cfg.norm, "eps": cfg.eps, "a_idx": a_idx,
+                                     "config": cfg}))
+        if self.diag_ds is not None:
+            for m in self.models:
+                jobs.append(Job(m, "diagnostics", "attention", len(self.diag_ds)))
+        return jobs
+
+    # --- provenance -------------------------------------------------------------------------------------
+    def provenance(self) -> dict[str, Any]:
+        s = self.suite
+        models = {}
+        for name, model in self.models.items():
+            card = model.card
+            models[name] = {"attention": model.spec.attention, "arch": model.spec.arch, "pair": card.get("pair", ""),
+                            "sha256": card.get("sha256", ""), "source": card.get("registry_entry", {}).get("source",
+                                                                                                 card.get("path", ""))}
+        corr_impl = "imagecorruptions-imaug " + library_versions()["imagecorruptions"]
+        if s.corruptions and s.corruptions.mode in ("imagenet-c", "cifar-c"):
+            corr_impl = f"released {s.corruptions.mode} at {s.corruptions.root}"
+        return {
+            "suite": s.as_dict(), "suite_sha256": s.sha256, "versions": library_versions(), "models": models,
+            "device": self.device, "device_name": torch.cuda.get_device_name() if self.device.startswith("cuda")
+            else f"cpu ({platform.machine()}, {torch.get_num_threads()} threads)",
+            "dtype": s.precision, "seed": s.seed, "limit": self.limit,
+            "corruption_implementation": corr_impl,
+            "dataset": {"name": self.clean_ds.name, "source": self.clean_ds.source, "split": s.data.split},
+            "sample_ids": {"clean": list(self.clean_ds.sample_ids),
+                           "corruption": list(self.corr_ds.sample_ids) if self.corr_ds is not None else [],
+                           **{f"attack[{i}]": list(d.sample_ids) for i, d in enumerate(self.attack_ds)},
+                           "diagnostics": list(self.diag_ds.sample_ids) if self.diag_ds is not None else []},
+        }
+
+    # --- execution --------------------------------------------------------------------------------------
+    def _job_doc(self, job: Job, wall: float, flags=(), config=None) -> dict[str, Any]:
+        model = self.models[job.model]
+        doc = {"model": job.model, "attention": model.spec.attention, "pair": model.card.get("pair", ""),
+               "evaluation": job.evaluation, "setting": job.setting, "samples": job.samples,
+               "wall_s": round(wall, 3), "flags": list(flags), "device": self.device, "dtype": self.suite.precision,
+               "checkpoint_sha256": model.card.get("sha256", ""), "suite_sha256": self.suite.sha256}
+        for k in ("corruption", "severity", "attack", "norm", "eps"):
+            doc[k] = job.fields.get(k)
+        if config is not None:
+            doc["config"] = config
+        return doc
+
+    def run(self) -> RunSummary:
+        start = time.perf_counter()
+        self.prepare()
+        jobs = self.jobs()
+        pending = [j for j in jobs if not job_done(self.out, j.job_id)]
+        write_json(self.out / PROVENANCE, self.provenance())
+        with progress_bar(self.quiet) as bar:
+            task = bar.add_task(f"{self.suite.name}: {len(pending)} jobs", total=sum(j.samples for j in pending))
+            advance: Callable[[int], None] = lambda n: bar.update(task, advance=n)  # noqa: E731
+            self._run_clean([j for j in pending if j.evaluation == "clean"], advance)
+            self._run_corruptions([j for j in pending if j.evaluation == "corruption"], advance)
+            for j in (j for j in pending if j.evaluation == "attack"):
+                self._run_attack(j, advance)
+            for j in (j for j in pending if j.evaluation == "diagnostics"):
+                self._run_diagnostics(j, advance)
+        return RunSummary(self.out, len(jobs), len(pending), len(jobs) - len(pending),
+                          time.perf_counter() - start, self.flags)
+
+    def _run_clean(self, jobs: list[Job], advance) -> None:
+        ds = self.clean_ds
+        for job in jobs:
+            t0 = time.perf_counter()
+            model = self.models[job.model]
+            records = run_with_batch_fallback(lambda bs: _predict(model, ds, bs, self.device, advance),
+                                              self.suite.batch_size)
+            write_job(self.out, job.job_id, self._job_doc(job, time.perf_counter() - t0), records)
+
+    def _run_corruptions(self, jobs: list[Job], advance) -> None:
+        if not jobs:
+            return
+        wanted: dict[str, set[str]] = {}
+        for j in jobs:
+            wanted.setdefault(j.setting, set()).add(j.model)
+        by_key = {(j.setting, j.model): j for j in jobs}
+        settings = [st for st in self.suite.corruptions.settings() if st.key in wanted]
+        models = {m: self.models[m] for m in self.models if any(m in v for v in wanted.values())}
+        c = self.suite.corruptions
+        kwargs = dict(batch_size=self.suite.batch_size, num_workers=self.suite.num_workers, device=self.device,
+                      on_batch=lambda n: advance(n * len(models)))
+        if self.source is None:
+            it = evaluate_corruptions(models, self.corr_ds, settings, suite_seed=self.suite.seed, mode=c.mode, **kwargs)
+        else:
+            it = evaluate_released(models, self.source, self.corr_ds.labels, self.corr_ds.sample_ids, settings,
+                                   **kwargs)
+        last, last_setting, wall = time.perf_counter(), None, 0.0
+        for setting, model_name, records in it:
+            if setting != last_setting:  # a setting's models arrive together; share its time between them
+                now = time.perf_counter()
+                wall, last, last_setting = (now - last) / len(models), now, setting
+            job = by_key.get((setting.key, model_name))
+            if job is not None:
+                write_job(self.out, job.job_id, self._job_doc(job, wall), records)
+
+    def _run_attack(self, job: Job, advance) -> None:
+        cfg: AttackConfig = job.fields["config"]
+        spec = self.suite.attacks[job.fields["a_idx"]]
+        ds = self.attack_ds[job.fields["a_idx"]]
+        t0 = time.perf_counter()
+        result = run_with_batch_fallback(
+            lambda bs: evaluate_attack(self.models[job.model], ds, cfg, seed=self.suite.seed, batch_size=bs,
+                                       device=self.device, precision=self.suite.precision, on_batch=advance),
+            spec.batch_size or self.suite.batch_size)
+        for f in result.flags:
+            self.flags.append(f"{job.model} {cfg.key}: {f}")
+        write_job(self.out, job.job_id, self._job_doc(job, time.perf_counter() - t0, result.flags, result.config),
+                  result.records)
+
+    def _run_diagnostics(self, job: Job, advance) -> None:
+        from .attention import record_attention
+        t0 = time.perf_counter()
+        model = self.models[job.model]
+        x = torch.stack([self.diag_ds[i][0] for i in range(len(self.diag_ds))]).to(self.device)
+        with torch.inference_mode(), record_attention(model) as stats:
+            model(x)
+        advance(len(self.diag_ds))
+        records = [{k: (round(v, 6) if isinstance(v, float) else v) for k, v in vars(st).items()} for st in stats]
+        write_job(self.out, job.job_id, self._job_doc(job, time.perf_counter() - t0), records)
+
+
+@torch.inference_mode()
+def _predict(model, ds, batch_size: int, device: str, advance) -> list[dict[str, Any]]:
+    records = []
+    for start in range(0, len(ds), batch_size):
+        idx = range(start, min(start + batch_size, len(ds)))
+        x = torch.stack([ds[i][0] for i in idx]).to(device)
+        pred = model(x).argmax(1).cpu()
+        for j, i in enumerate(idx):
+            label = int(ds.labels[i])
+            records.append({"sample_id": ds.sample_ids[i], "label": label, "pred": int(pred[j]),
+                            "correct": bool(int(pred[j]) == label)})
+        advance(len(idx))
+    return records
+
+
+def run_suite(suite: Suite, out, **kwargs) -> RunSummary:
+    return Runner(suite, out, **kwargs).run()

@@ -1,0 +1,50 @@
+import os
+
+import numpy as np
+import pytest
+import torch
+
+torch.set_num_threads(2)
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+TINY = dict(arch="vit_tiny_patch16_224", num_classes=10, input_size=(1, 28, 28), mean=(0.5,), std=(0.5,),
+            arch_kwargs=dict(patch_size=7, embed_dim=32, depth=2, num_heads=2))
+
+
+def tiny_spec(attention="standard", **over):
+    from questbench.models import ModelSpec
+    return ModelSpec(attention=attention, **{**TINY, **over})
+
+
+def make_tiny(attention="standard", seed=0, **over):
+    from questbench.models import build_model
+    torch.manual_seed(seed)
+    return build_model(tiny_spec(attention, **over)).eval()
+
+
+@pytest.fixture
+def tiny_pair(tmp_path):
+    """Two random tiny ViTs (standard and QUEST, same weights) saved with cards, plus a registry naming them."""
+    from questbench.attention import set_attention
+    from questbench.models import save_checkpoint
+
+    std = make_tiny("standard", seed=0)
+    save_checkpoint(std, tmp_path / "tiny-std.safetensors")
+    quest = make_tiny("standard", seed=0)
+    set_attention(quest.net, "quest")
+    quest.spec.attention = "quest"
+    save_checkpoint(quest, tmp_path / "tiny-quest.safetensors")
+    reg = tmp_path / "registry.toml"
+    lines = []
+    for name, kind, pair in (("tiny-std", "standard", "tiny-quest"), ("tiny-quest", "quest", "tiny-std")):
+        lines += ["[[model]]", f'name = "{name}"', f'arch = "{TINY["arch"]}"', f'attention = "{kind}"',
+                  f'source = "path:{name}.safetensors"', "num_classes = 10", "input_size = [1, 28, 28]",
+                  "mean = [0.5]", "std = [0.5]", f'pair = "{pair}"',
+                  'arch_kwargs = { patch_size = 7, embed_dim = 32, depth = 2, num_heads = 2 }', ""]
+    reg.write_text("\n".join(lines))
+    return reg
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(0)
