@@ -67,7 +67,7 @@ class ImageFolderDataset(Dataset):
     def __getitem__(self, i: int):
         from ..evaluators.corruptions import center_crop_resize
         img = center_crop_resize(self.image_uint8(i), self.resize, self.crop) if self.crop else self.image_uint8(i)
-        return torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).float().div_(255.0), int(self.labels[i])
+        return torch.from_numpy(np.array(img, dtype=np.uint8)).permute(2, 0, 1).float().div_(255.0), int(self.labels[i])
 
     def subset(self, indices):
         sub = object.__new__(ImageFolderDataset)

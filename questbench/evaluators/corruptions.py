@@ -136,7 +136,7 @@ class CorruptionGrid(Dataset):
     def __getitem__(self, item: int):
         s, i = divmod(item, self.n)
         img = self.source(self.settings[s], i)
-        t = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).float().div_(255.0)
+        t = torch.from_numpy(np.array(img, dtype=np.uint8)).permute(2, 0, 1).float().div_(255.0)
         return t, int(self.labels[i]), s, i
 
 
