@@ -1,0 +1,155 @@
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import questbench
+from questbench.errors import QuestbenchError
+from questbench.report.leaderboard import leaderboard, render_csv
+from questbench.results import load_results
+from questbench.runner import run_suite
+from questbench.suite import list_suites, load_suite, parse_suite
+
+SUITE = """
+name = "e2e"
+description = "end to end on tiny random models"
+models = ["tiny-std", "tiny-quest"]
+seed = 3
+batch_size = 16
+num_workers = 0
+[data]
+dataset = "fashion-mnist"
+samples = 24
+[corruptions]
+names = ["gaussian_noise", "contrast", "pixelate"]
+severities = [1, 5]
+samples = 12
+[[attacks]]
+attack = "fgsm"
+eps = [0, "2/255", "8/255"]
+samples = 10
+[[attacks]]
+attack = "pgd"
+eps = [0, "2/255", "8/255"]
+steps = 3
+samples = 10
+[diagnostics]
+samples = 8
+"""
+
+
+def write_suite(tmp_path, registry, text=SUITE):
+    p = tmp_path / "suite.toml"
+    p.write_text(f'registry = ["{registry}"]\n' + text)  # top-level keys precede TOML tables
+    return p
+
+
+def test_end_to_end_run_results_and_leaderboards(tmp_path, tiny_pair):
+    suite = load_suite(str(write_suite(tmp_path, tiny_pair)))
+    out = tmp_path / "out"
+    summary = run_suite(suite, out, device="cpu", quiet=True)
+    n_jobs = 2 * (1 + 6 + 6 + 1)
+    assert summary.jobs_run == n_jobs and summary.jobs_total == n_jobs
+    res = questbench.load_results(out)
+    s = res.samples
+    assert len(s[(s.evaluation == "clean")]) == 2 * 24
+    assert len(s[(s.evaluation == "corruption")]) == 2 * 6 * 12
+    assert set(s.columns) >= {"model", "evaluation", "setting", "sample_id", "label", "pred", "correct"}
+    # subsets are nested prefixes of one seeded order: attack samples are corruption samples are clean samples
+    ids = res.provenance["sample_ids"]
+    assert set(ids["attack[0]"]) <= set(ids["corruption"]) <= set(ids["clean"])
+    assert res.provenance["versions"]["pyautoattack"] and res.provenance["models"]["tiny-quest"]["sha256"]
+    assert len(res.diagnostics) == 2 * 2  # two layers per tiny model
+    # eps = 0 equals clean accuracy on the same samples
+    att = s[(s.evaluation == "attack") & (s.eps == 0)]
+    assert (att.correct == att.clean_correct).all()
+    again = run_suite(suite, out, device="cpu", quiet=True)
+    assert again.jobs_run == 0 and again.jobs_skipped == n_jobs
+    md = leaderboard(out, "md", str(tmp_path / "lb.md"))
+    assert "Clean accuracy" in md and "mean corruption error" in md and "tiny-quest" in md
+    assert (tmp_path / "lb_corruptions.png").is_file() and (tmp_path / "lb_attacks.png").is_file()
+    assert "Paired comparison" in md
+    csv1 = render_csv(load_results(out))
+    assert csv1 == render_csv(load_results(out))
+    assert csv1.splitlines()[0].startswith("table,model")
+
+
+def _run_cli(args, **kw):
+    return subprocess.run([sys.executable, "-m", "questbench.cli", *args], capture_output=True, text=True, **kw)
+
+
+def test_kill_and_resume_gives_identical_table(tmp_path, tiny_pair):
+    suite_path = write_suite(tmp_path, tiny_pair)
+    ref = tmp_path / "ref"
+    run_suite(load_suite(str(suite_path)), ref, device="cpu", quiet=True)
+    out = tmp_path / "killed"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "questbench.cli", "run", str(suite_path), "--out", str(out),
+                             "--device", "cpu", "--quiet"], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    jobs = out / "jobs"
+    while time.time() < deadline and proc.poll() is None:
+        if jobs.is_dir() and len(list(jobs.glob("*.json"))) >= 5:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done_before = len(list((out / "jobs").glob("*.json")))
+    assert 0 < done_before < 28
+    summary = run_suite(load_suite(str(suite_path)), out, device="cpu", quiet=True)
+    assert summary.jobs_skipped == done_before
+    assert render_csv(load_results(out)) == render_csv(load_results(ref))
+    a, b = load_results(out).samples, load_results(ref).samples
+    key = ["model", "setting", "sample_id"]
+    assert a.sort_values(key).reset_index(drop=True)[key + ["pred", "correct"]].equals(
+        b.sort_values(key).reset_index(drop=True)[key + ["pred", "correct"]])
+
+
+@pytest.mark.parametrize("patch, message", [
+    ('bogus = 1', "unknown key(s) bogus"),
+    ('[corruptions]\nnames = ["rain"]', "unknown corruption 'rain'"),
+    ('[[attacks]]\nattack = "cw"\neps = 0.1', "unknown attack 'cw'"),
+    ('[[attacks]]\nattack = "pgd"\neps = "1/zero"', "not a number"),
+    ('[corruptions]\nmode = "imagenet-c"', "needs root"),
+])
+def test_suite_validation_errors_name_the_problem(patch, message):
+    text = 'models = ["a"]\n' + patch
+    with pytest.raises(QuestbenchError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        parse_suite(text, "x.toml")
+
+
+def test_unknown_model_fails_before_running(tmp_path, tiny_pair):
+    p = write_suite(tmp_path, tiny_pair, SUITE.replace('"tiny-quest"', '"no-such-model"'))
+    r = _run_cli(["run", str(p), "--out", str(tmp_path / "o"), "--quiet"])
+    assert r.returncode != 0 and "unknown model 'no-such-model'" in r.stderr
+    assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "o" / "jobs").exists()
+
+
+def test_builtin_suites_validate():
+    names = [n for n, _ in list_suites()]
+    assert {"default", "fmnist-full", "paper-imagenet"} <= set(names)
+    for n in names:
+        s = load_suite(n)
+        assert s.models and s.description
+
+
+def test_paper_suite_fails_clearly_without_data(tmp_path):
+    r = _run_cli(["run", "paper-imagenet", "--out", str(tmp_path / "o"), "--quiet"], cwd=tmp_path)
+    assert r.returncode != 0 and "image folder not found" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_cli_lists_and_leaderboard_errors(tmp_path):
+    r = _run_cli(["--help"])
+    assert r.returncode == 0
+    for cmd in ("run", "leaderboard", "compare", "models", "suites", "train", "doctor"):
+        assert cmd in r.stdout
+    r = _run_cli(["leaderboard", str(tmp_path)])
+    assert r.returncode != 0 and "holds no questbench results" in r.stderr
+    r = _run_cli(["suites"])
+    assert "default" in r.stdout and "paper-imagenet" in r.stdout
