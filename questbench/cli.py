@@ -120,6 +120,22 @@ def train(attention: str = typer.Option("quest", help="attention kind"),
 
 
 @app.command()
+def toy(out: Path = typer.Option(Path("runs/toy"), "--out"),
+        quick: bool = typer.Option(False, "--quick", help="the small grid (minutes on 2 CPU cores)"),
+        quiet: bool = typer.Option(False, "--quiet", "-q")):
+    """Reproduce the QUEST paper's toy example (spurious shortcut) over a learning-rate x weight-decay grid."""
+    from .models import atomic_write_bytes
+    from .toy import run_grid, success_rates, toy_markdown
+
+    preset = "quick" if quick else "full"
+    runs = run_grid(preset, out, quiet=quiet)
+    atomic_write_bytes(out / "toy.md", toy_markdown(runs, preset).encode())
+    for kind, rate in success_rates(runs).items():
+        typer.echo(f"{kind:10s} success {100 * rate:5.1f}%")
+    typer.echo(f"runs.csv, key_norms.csv, plots and toy.md in {out}")
+
+
+@app.command()
 def doctor():
     """Show versions, devices and which datasets are reachable offline."""
     import torch

@@ -154,3 +154,14 @@ def test_record_attention_on_fused_model():
     with record_attention(m) as stats:
         m(x)
     assert stats[0].kind == "quest" and stats[0].k_norm_mean > 0
+
+
+def test_fast_normalization_matches_reference_with_gradients():
+    from questbench.attention import _L2Normalize, l2_normalize_reference
+
+    t = torch.randn(3, 2, 5, 8, dtype=torch.double, requires_grad=True)
+    assert torch.autograd.gradcheck(_L2Normalize.apply, (t,))
+    g = torch.randn(3, 2, 5, 8, dtype=torch.double)
+    a, = torch.autograd.grad(_L2Normalize.apply(t), t, g)
+    b, = torch.autograd.grad(l2_normalize_reference(t), t, g)
+    assert torch.allclose(a, b, atol=1e-10)

@@ -136,9 +136,11 @@ def render_rich(results: Results, console=None) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    console = console or Console()
+    console = console or Console(width=max(Console().width, 160))
     t = compute_tables(results)
     for title, df, notes in sections(t, results):
+        if "Paired" in title:  # the terminal view keeps what a reader needs; md/csv carry everything
+            df = df[["model", "evaluation", "setting", "delta (pp)", "95% CI (pp)", "McNemar p", "n"]]
         table = Table(title=title, title_justify="left")
         for c in df.columns:
             table.add_column(str(c), justify="left" if c in ("model", "attention", "baseline", "evaluation",

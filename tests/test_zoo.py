@@ -1,0 +1,42 @@
+"""Clean-accuracy regression tests for the built-in zoo, against the numbers recorded in each card."""
+import pytest
+
+import questbench
+from questbench.registry import list_models, load_registry
+from questbench.train import evaluate_accuracy
+
+BUILTIN = [e for e in list_models() if e.source.startswith("builtin:")]
+
+
+def test_zoo_lists_standard_quest_pairs():
+    names = {e.name for e in BUILTIN}
+    for seed in (0, 1, 2):
+        assert {f"fmnist-vit-standard-s{seed}", f"fmnist-vit-quest-s{seed}"} <= names
+    reg = load_registry()
+    for e in BUILTIN:
+        assert e.pair in reg and reg[e.pair].pair == e.name and reg[e.pair].attention != e.attention
+
+
+@pytest.mark.parametrize("entry", BUILTIN, ids=lambda e: e.name)
+def test_builtin_model_matches_its_recorded_accuracy(entry):
+    model = questbench.load_model(entry.name)
+    card = model.card
+    assert model.spec.attention == entry.attention and card["sha256"] == entry.sha256
+    assert card["test_top1"] >= 0.90 and card["shipped_test_top1"] >= 0.90
+    test = questbench.load_dataset("fashion-mnist", "test")
+    acc = evaluate_accuracy(model, test.subset(range(1000)))
+    assert acc == pytest.approx(card["slice_top1"]["top1"], abs=0.002)  # at most 2 of 1000 images may flip
+
+
+def test_timm_entries_fail_offline_with_a_clear_message(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(questbench.QuestbenchError, match="cannot fetch timm pretrained weights"):
+        questbench.load_model("deit_tiny_patch16_224.fb_in1k")
+
+
+def test_user_registry_file_adds_entries(tiny_pair):
+    names = {e.name for e in list_models(registry_files=[tiny_pair])}
+    assert {"tiny-std", "tiny-quest"} <= names
+    assert questbench.load_model("tiny-quest", registry_files=[tiny_pair]).spec.attention == "quest"
+    with pytest.raises(questbench.QuestbenchError, match="unknown model"):
+        questbench.load_model("nope")
