@@ -43,11 +43,12 @@ class ModelSpec:
         unknown = set(d) - known
         if unknown:
             raise QuestbenchError(f"unknown model spec fields: {', '.join(sorted(unknown))}")
-        d = dict(d)
-        for key in ("input_size", "mean", "std"):
-            if key in d:
-                d[key] = tuple(d[key])
-        return cls(**d)
+        return cls(**tuple_fields(d))
+
+
+def tuple_fields(d: dict[str, Any]) -> dict[str, Any]:
+    """TOML/JSON give lists; specs hold tuples (hashable, and equal whatever file they came from)."""
+    return {k: tuple(v) if k in ("input_size", "mean", "std") else v for k, v in d.items()}
 
 
 class Preprocess(nn.Module):

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from .errors import QuestbenchError
-from .models import ModelSpec, QuestbenchModel, build_model, load_checkpoint
+from .models import ModelSpec, QuestbenchModel, load_checkpoint, tuple_fields
 
 _ENTRY_FIELDS = {"name", "arch", "attention", "num_classes", "input_size", "mean", "std", "interpolation",
                  "arch_kwargs", "source", "sha256", "pair", "dataset", "description"}
@@ -74,11 +74,7 @@ def _parse(path: Path) -> dict[str, RegistryEntry]:
         missing = {"name", "arch", "attention", "source"} - set(raw)
         if missing:
             raise QuestbenchError(f"{path}: model {raw.get('name', '?')!r} lacks {sorted(missing)}")
-        raw = dict(raw)
-        for key in ("input_size", "mean", "std"):
-            if key in raw:
-                raw[key] = tuple(raw[key])
-        entries[raw["name"]] = RegistryEntry(registry_file=str(path), **raw)
+        entries[raw["name"]] = RegistryEntry(registry_file=str(path), **tuple_fields(raw))
     return entries
 
 

@@ -20,7 +20,7 @@ from .data import load_dataset
 from .errors import QuestbenchError
 from .evaluators.attacks import AttackConfig, evaluate_attack
 from .evaluators.common import run_with_batch_fallback
-from .evaluators.corruptions import CorruptionSetting, evaluate_corruptions, evaluate_released
+from .evaluators.corruptions import evaluate_corruptions, evaluate_released
 from .progress import progress_bar
 from .registry import load_model
 from .results import PROVENANCE, job_done, slug, write_job, write_json

@@ -26,7 +26,7 @@ def test_preprocess_normalizes_inside():
 
 def test_checkpoint_round_trip(tmp_path):
     m = make_tiny("qknorm_hs", seed=3)
-    card = save_checkpoint(m, tmp_path / "m.safetensors", {"note": "x"})
+    save_checkpoint(m, tmp_path / "m.safetensors", {"note": "x"})
     assert card_path(tmp_path / "m.safetensors").is_file()
     loaded = questbench.load_model(str(tmp_path / "m.safetensors"))
     assert not loaded.training

@@ -3,7 +3,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
@@ -76,6 +75,14 @@ def test_end_to_end_run_results_and_leaderboards(tmp_path, tiny_pair):
     csv1 = render_csv(load_results(out))
     assert csv1 == render_csv(load_results(out))
     assert csv1.splitlines()[0].startswith("table,model")
+    r = _run_cli(["leaderboard", str(out), "--format", "rich"])
+    assert r.returncode == 0 and "Clean accuracy" in r.stdout and "tiny-quest" in r.stdout
+    r = _run_cli(["leaderboard", str(out), "--format", "csv", "--output", str(tmp_path / "lb.csv")])
+    assert r.returncode == 0 and (tmp_path / "lb.csv").read_text() == csv1
+    r = _run_cli(["compare", str(out), "tiny-std", "tiny-quest"])
+    assert r.returncode == 0 and "McNemar" in r.stdout
+    r = _run_cli(["leaderboard", str(out), "--format", "html"])
+    assert r.returncode == 2 and r.stderr.startswith("error: format must be one of")
 
 
 def _run_cli(args, **kw):

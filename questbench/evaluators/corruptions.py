@@ -153,10 +153,19 @@ class OnTheFly:
                                 setting.severity, self.suite_seed, self.mode)
 
 
+def _warm_up(settings: Sequence[CorruptionSetting]) -> None:
+    """Compile glass_blur's numba kernel in this process first: forked workers inherit it instead of each
+    spending seconds compiling their own copy."""
+    if any(st.corruption == "glass_blur" for st in settings):
+        corrupt_image(np.zeros((MIN_SIDE, MIN_SIDE, 3), np.uint8), "glass_blur", 1, 0)
+
+
 def _grid_loader(grid: CorruptionGrid, batch_size: int, num_workers: int) -> DataLoader:
     # batches never straddle two settings, so every batch maps to exactly one (corruption, severity)
     batches = [list(range(s * grid.n + b, s * grid.n + min(b + batch_size, grid.n)))
                for s in range(len(grid.settings)) for b in range(0, grid.n, batch_size)]
+    if num_workers:
+        _warm_up(grid.settings)
     return DataLoader(grid, batch_sampler=batches, num_workers=num_workers,
                       persistent_workers=False, prefetch_factor=4 if num_workers else None)
 

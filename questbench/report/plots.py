@@ -27,13 +27,8 @@ def write_plots(t: Tables, md_path: Path) -> list[tuple[str, str]]:
             ax.set_title(g)
             ax.set_xlabel("severity")
             ax.set_xticks([1, 2, 3, 4, 5])
-        axes[0][0].set_ylabel("accuracy (%)")
-        axes[0][-1].legend(fontsize=7)
-        fig.tight_layout()
-        path = md_path.with_name(f"{stem}_corruptions.png")
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        written.append(("accuracy vs severity per corruption family", path.name))
+        written.append(_finish(fig, axes, "accuracy (%)", md_path.with_name(f"{stem}_corruptions.png"),
+                               "accuracy vs severity per corruption family"))
     if not t.attacks.empty:
         sweeps = sorted(t.attacks.sweep.unique())
         fig, axes = plt.subplots(1, len(sweeps), figsize=(3.6 * len(sweeps), 3), sharey=True, squeeze=False)
@@ -42,11 +37,17 @@ def write_plots(t: Tables, md_path: Path) -> list[tuple[str, str]]:
                 ax.plot(d.eps * 255, d.robust, marker="o", label=model)
             ax.set_title(sw.rstrip("/"), fontsize=8)
             ax.set_xlabel("eps (x 1/255)")
-        axes[0][0].set_ylabel("robust accuracy (%)")
-        axes[0][-1].legend(fontsize=7)
-        fig.tight_layout()
-        path = md_path.with_name(f"{stem}_attacks.png")
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        written.append(("robust accuracy vs eps", path.name))
+        written.append(_finish(fig, axes, "robust accuracy (%)", md_path.with_name(f"{stem}_attacks.png"),
+                               "robust accuracy vs eps"))
     return written
+
+
+def _finish(fig, axes, ylabel: str, path: Path, title: str) -> tuple[str, str]:
+    import matplotlib.pyplot as plt
+
+    axes[0][0].set_ylabel(ylabel)
+    axes[0][-1].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return title, path.name

@@ -1,0 +1,91 @@
+"""PGD throughput against a bare forward+backward loop of the same model, and bf16 vs fp32 (accuracy and speed),
+measured in one run.
+
+The bare loop does exactly PGD's model work (``steps`` forward+backward passes per image w.r.t. the input, plus
+one clean and one final forward), with none of the attack's bookkeeping; the ratio says what the attack
+machinery costs. Default model: the built-in Fashion-MNIST QUEST ViT; ``--vit-s`` uses a random ViT-S/16 at
+224 (GPU).
+
+    python bench/attack_speed.py [--device cuda] [--images 512] [--steps 10] [--batch 256] [--vit-s]
+"""
+from __future__ import annotations
+
+import argparse
+import platform
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+import questbench
+from questbench.data.arrays import ArrayDataset
+from questbench.evaluators.attacks import AttackConfig, evaluate_attack
+from questbench.evaluators.common import PrecisionWrapper, configure_matmul
+
+
+def bare_loop(model, x_all, y_all, steps, batch, device):
+    for i in range(0, len(x_all), batch):
+        x = x_all[i:i + batch].to(device)
+        y = y_all[i:i + batch].to(device)
+        with torch.no_grad():
+            model(x)
+        for _ in range(steps):
+            x = x.detach().requires_grad_(True)
+            g, = torch.autograd.grad(F.cross_entropy(model(x), y), x)
+        with torch.no_grad():
+            model(x)
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--images", type=int, default=512)
+    ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--batch", type=int, default=256)
+    ap.add_argument("--eps", type=float, default=2 / 255)
+    ap.add_argument("--vit-s", action="store_true")
+    ap.add_argument("--rounds", type=int, default=3)
+    args = ap.parse_args()
+    dev = args.device
+    configure_matmul(dev)
+    if args.vit_s:
+        from questbench.models import ModelSpec, build_model
+        model = build_model(ModelSpec(arch="vit_small_patch16_224", attention="quest", num_classes=1000)).to(dev).eval()
+        rng = np.random.default_rng(0)
+        ds = ArrayDataset((rng.random((args.images, 224, 224, 3)) * 255).astype(np.uint8),
+                          rng.integers(0, 1000, args.images), "random", "random")
+    else:
+        model = questbench.load_model("fmnist-vit-quest-s0", device=dev)
+        ds = questbench.load_dataset("fashion-mnist", "test").subset(range(args.images))
+    for p in model.parameters():
+        p.requires_grad_(False)
+    x_all = torch.stack([ds[i][0] for i in range(len(ds))])
+    y_all = torch.tensor(ds.labels)
+    cfg = AttackConfig("pgd", args.eps, steps=args.steps)
+    times = {"bare": [], "pgd fp32": [], "pgd bf16": []}
+    acc = {}
+    for _ in range(args.rounds):
+        t = time.perf_counter()
+        bare_loop(PrecisionWrapper(model, "fp32", dev), x_all, y_all, args.steps, args.batch, dev)
+        times["bare"].append(time.perf_counter() - t)
+        for prec in ("fp32", "bf16"):
+            t = time.perf_counter()
+            res = evaluate_attack(model, ds, cfg, batch_size=args.batch, device=dev, precision=prec)
+            times[f"pgd {prec}"].append(time.perf_counter() - t)
+            acc[prec] = 100 * np.mean([r["correct"] for r in res.records])
+    med = {k: float(np.median(v)) for k, v in times.items()}
+    name = torch.cuda.get_device_name() if dev.startswith("cuda") else f"{platform.machine()} CPU, " \
+                                                                       f"{torch.get_num_threads()} threads"
+    print(f"device: {name}; {args.images} images, PGD-{args.steps} L-inf eps={args.eps:.5f}, batch {args.batch}")
+    for k, v in med.items():
+        print(f"{k:9s} {args.images / v:9.1f} img/s")
+    print(f"PGD fp32 / bare loop throughput: {med['bare'] / med['pgd fp32']:.3f}")
+    print(f"bf16 / fp32 PGD speed: {med['pgd fp32'] / med['pgd bf16']:.2f}x; robust accuracy fp32 {acc['fp32']:.2f}%, "
+          f"bf16 {acc['bf16']:.2f}% (diff {acc['bf16'] - acc['fp32']:+.2f} pp)")
+
+
+if __name__ == "__main__":
+    main()
