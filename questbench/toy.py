@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import csv
 import itertools
+import json
 import math
 import time
 from dataclasses import asdict, dataclass
@@ -177,7 +178,7 @@ def run_grid(preset: str, out: Path, kinds: Sequence[str] = TOY_KINDS, quiet: bo
             bar.update(task, advance=1)
     atomic_write_bytes(out / "runs.csv", _csv([asdict(r) for r in runs]).encode())
     atomic_write_bytes(out / "key_norms.csv", _csv(curves).encode())
-    atomic_write_bytes(out / "config.json", __import__("json").dumps(
+    atomic_write_bytes(out / "config.json", json.dumps(
         {"preset": preset, "grid": {k: list(v) if isinstance(v, tuple) else v for k, v in PRESETS[preset].items()},
          "toy": asdict(cfg), "success_threshold": SUCCESS_THRESHOLD}, indent=2).encode())
     write_plots(runs, curves, out)
