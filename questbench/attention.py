@@ -95,19 +95,34 @@ class QuestbenchAttention(Attention):
     def _init_kind_params(self) -> None:
         """Create the kind's extra parameters (none by default). Called after a class swap too."""
 
+    # indices into (q, k, v) that the kind L2-normalizes with nothing else applied (scale 1): lets forward
+    # normalize before the permute; transform_qk must give the same result (it is the reference path)
+    normalize_rows: tuple[int, ...] = ()
+
     def transform_qk(self, q: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, float]:
         """Return (q, k, scale) fed to softmax(scale * q k^T)."""
         return q, k, self.scale
+
+    def _plain_qk_norm(self) -> bool:
+        return isinstance(self.q_norm, nn.Identity) and isinstance(self.k_norm, nn.Identity)
 
     def forward(self, x: torch.Tensor, attn_mask: Optional[torch.Tensor] = None,
                 is_causal: bool = False) -> torch.Tensor:
         B, N, _ = x.shape
         gate = self.gate(x).sigmoid() if getattr(self, "gate", None) is not None else None
-        qkv = self.qkv(x).reshape(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
-        q, k, v = qkv.unbind(0)
-        q_raw, k_raw = self.q_norm(q), self.k_norm(k)
-        q, k, scale = self.transform_qk(q_raw, k_raw)
+        qkv = self.qkv(x).reshape(B, N, 3, self.num_heads, self.head_dim)
         recorder = getattr(self, "_qb_recorder", None)
+        if self.normalize_rows and recorder is None and self._plain_qk_norm():
+            # Normalize in the projection's own (B, N, H, d) layout, before the permute: reading the rows
+            # where they were just written saves a strided pass over the key tensor (bench/attention_speed.py).
+            q, k, v = (_l2_normalize(qkv[:, :, i]).transpose(1, 2) if i in self.normalize_rows
+                       else qkv[:, :, i].transpose(1, 2) for i in range(3))
+            scale = 1.0
+            q_raw = k_raw = None
+        else:
+            q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
+            q_raw, k_raw = self.q_norm(q), self.k_norm(k)
+            q, k, scale = self.transform_qk(q_raw, k_raw)
         if self.fused_attn and recorder is None:
             x = F.scaled_dot_product_attention(
                 q, k, v, attn_mask=attn_mask, is_causal=is_causal, scale=scale,
@@ -137,6 +152,7 @@ class QuestAttention(QuestbenchAttention):
     """softmax(Q normalize(K)^T) V: each query's norm sets its own sharpness; keys cannot grow to win."""
 
     kind = "quest"
+    normalize_rows = (1,)
 
     def transform_qk(self, q, k):
         return q, _l2_normalize(k), 1.0
@@ -144,6 +160,7 @@ class QuestAttention(QuestbenchAttention):
 
 class QNormAttention(QuestbenchAttention):
     kind = "qnorm"
+    normalize_rows = (0,)
 
     def transform_qk(self, q, k):
         return _l2_normalize(q), k, 1.0

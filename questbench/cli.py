@@ -104,7 +104,7 @@ def suites():
 
 @app.command()
 def train(attention: str = typer.Option("quest", help="attention kind"),
-          seed: int = typer.Option(0), epochs: int = typer.Option(7),
+          seed: int = typer.Option(0), epochs: int = typer.Option(10),
           out: Path = typer.Option(Path("zoo-out"), "--out"),
           device: str = typer.Option("auto"), data_root: Optional[Path] = typer.Option(None),
           train_limit: Optional[int] = typer.Option(None, help="use only the first N training images"),

@@ -30,7 +30,7 @@ FMNIST_SPEC = dict(arch="vit_convstem_tiny", num_classes=10, input_size=(1, 28, 
 
 @dataclass
 class Recipe:
-    epochs: int = 7
+    epochs: int = 10
     batch_size: int = 128
     lr: float = 2e-3
     weight_decay: float = 0.05
@@ -141,7 +141,7 @@ def _device_name(device: str) -> str:
     return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
 
 
-def train_fmnist(attention: str, seed: int, out: Path, epochs: int = 7, device: str = "cpu",
+def train_fmnist(attention: str, seed: int, out: Path, epochs: int = 10, device: str = "cpu",
                  data_root=None, train_limit: Optional[int] = None, quiet: bool = False,
                  name: Optional[str] = None, fp16: bool = True, **recipe_overrides) -> dict[str, Any]:
     spec = ModelSpec(attention=attention, **FMNIST_SPEC)

@@ -165,3 +165,19 @@ def test_fast_normalization_matches_reference_with_gradients():
     a, = torch.autograd.grad(_L2Normalize.apply(t), t, g)
     b, = torch.autograd.grad(l2_normalize_reference(t), t, g)
     assert torch.allclose(a, b, atol=1e-10)
+
+
+@pytest.mark.parametrize("kind", ["quest", "qnorm"])
+@pytest.mark.parametrize("fused", [True, False])
+def test_pre_permute_normalization_matches_transform_qk_path(kind, fused):
+    torch.manual_seed(2)
+    mod = ATTENTION_KINDS[kind](48, num_heads=4, qkv_bias=True)
+    mod.fused_attn = fused
+    assert mod.normalize_rows  # the fast path is what runs by default
+    x = torch.randn(2, 9, 48, requires_grad=True)
+    fast = mod(x)
+    g_fast, = torch.autograd.grad(fast.sum(), x)
+    mod.normalize_rows = ()  # instance override: the general transform_qk path
+    slow = mod(x)
+    g_slow, = torch.autograd.grad(slow.sum(), x)
+    assert torch.allclose(fast, slow, atol=1e-6) and torch.allclose(g_fast, g_slow, atol=1e-5)

@@ -31,9 +31,11 @@ def attack_wide(att: pd.DataFrame) -> pd.DataFrame:
     if att.empty:
         return att
     att = att.copy()
-    att["column"] = [f"{a} {n} {_eps_label(e)}" if a != "pgd" or s.count("/") < 4 else
-                     f"{a} {n} {_eps_label(e)} ({s.split('/')[3]})" for a, n, e, s in
-                     zip(att.attack, att.norm, att.eps, att.setting)]
+    # n in every header: attacks run on different subsets (AutoAttack on fewer samples), and the worst case
+    # is taken only over the samples every attack at that eps saw, so columns are not all on the same images
+    att["column"] = [(f"{a} {n} {_eps_label(e)}" if a != "pgd" or s.count("/") < 4 else
+                      f"{a} {n} {_eps_label(e)} ({s.split('/')[3]})") + f" (n={k})" for a, n, e, s, k in
+                     zip(att.attack, att.norm, att.eps, att.setting, att.n)]
     order = list(dict.fromkeys(att.sort_values(["attack", "norm", "eps"]).column))
     wide = att.pivot_table(index=["model", "attention"], columns="column", values="robust", aggfunc="first")
     wide = wide[order].reset_index()
@@ -54,7 +56,11 @@ def sections(t: Tables, results: Results) -> list[tuple[str, pd.DataFrame, list[
         out.append((f"Corruptions: {t.corruption_metric}, lower is better; per-corruption columns are error (%) "
                     "averaged over severities", df, t.notes))
     if not t.attacks.empty:
-        out.append(("Adversarial robust accuracy (%)", attack_wide(t.attacks), []))
+        notes = []
+        if (t.attacks.attack == "worst-case").any():
+            notes.append("worst-case: a sample counts as robust only if it survives every attack run at that "
+                         "norm and eps; computed on the samples all of those attacks saw (n in the header).")
+        out.append(("Adversarial robust accuracy (%)", attack_wide(t.attacks), notes))
     if not t.pairs.empty:
         df = t.pairs.copy()
         df["95% CI (pp)"] = [f"{a:+.2f} to {b:+.2f}" for a, b in zip(df.ci_low, df.ci_high)]
