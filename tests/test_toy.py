@@ -34,3 +34,16 @@ def test_quick_grid_writes_csv_and_plots(tmp_path):
     assert (tmp_path / "success_heatmap.png").is_file() and (tmp_path / "key_norms.png").is_file()
     assert set(success_rates(runs)) == set(TOY_KINDS)
     assert "reported (paper)" in toy_markdown(runs, "quick")
+
+
+def test_bayes_ceiling_matches_closed_form():
+    # two signal dims: answer energy is 16 * chi2_2, distractors chi2_2, so
+    # P(answer has the most energy) = integral_0^inf e^-u (1 - e^(-16 u))^15 du
+    import numpy as np
+
+    from questbench.toy import ToyConfig, bayes_unbiased_accuracy
+
+    cfg = ToyConfig()
+    u = np.linspace(0, 40, 400_001)
+    exact = np.trapezoid(np.exp(-u) * (1 - np.exp(-cfg.signal_var * u)) ** (cfg.tokens - 1), u)
+    assert abs(bayes_unbiased_accuracy(cfg, n=100_000) - exact) < 0.006
