@@ -50,6 +50,12 @@ def check_corruption(corruption: str, severity: int) -> None:
 
 @contextlib.contextmanager
 def _numpy_global_seed(seed: int):
+    if torch.utils.data.get_worker_info() is not None:
+        # a DataLoader worker of ours: nobody else draws from its global generator, and saving and restoring
+        # that state costs about a tenth of a 32 px corruption
+        np.random.seed(seed)
+        yield
+        return
     state = np.random.get_state()
     np.random.seed(seed)
     try:
@@ -160,14 +166,56 @@ def _warm_up(settings: Sequence[CorruptionSetting]) -> None:
         corrupt_image(np.zeros((MIN_SIDE, MIN_SIDE, 3), np.uint8), "glass_blur", 1, 0)
 
 
-def _grid_loader(grid: CorruptionGrid, batch_size: int, num_workers: int) -> DataLoader:
+class _GridBatches(Dataset):
+    """Item b is the whole b-th batch of a grid, built inside one worker: one stack and one hand-over per
+    batch instead of per image (at 32 px the per-image collation costs as much as the corruption itself)."""
+
+    def __init__(self, grid: CorruptionGrid, batches: list[list[int]]):
+        self.grid = grid
+        self.batches = batches
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __getitem__(self, b: int):
+        g = self.grid
+        pos = [divmod(item, g.n) for item in self.batches[b]]
+        images = np.stack([np.asarray(g.source(g.settings[s], i), dtype=np.uint8) for s, i in pos])
+        x = torch.from_numpy(images).permute(0, 3, 1, 2).float().div_(255.0)
+        return (x, torch.tensor([int(g.labels[i]) for _, i in pos]), torch.tensor([s for s, _ in pos]),
+                torch.tensor([i for _, i in pos]))
+
+
+@contextlib.contextmanager
+def _opencv_single_threaded():
+    """OpenCV (used by several corruptions) runs a thread per core in every process; with one worker per core
+    those threads only fight each other. Set before the workers fork (setting it inside a forked child can
+    deadlock OpenCV's pool) and restored afterwards."""
+    try:
+        import cv2
+    except ImportError:  # pragma: no cover - opencv comes with imagecorruptions
+        yield
+        return
+    before = cv2.getNumThreads()
+    cv2.setNumThreads(1)
+    try:
+        yield
+    finally:
+        cv2.setNumThreads(before)
+
+
+def _grid_loader(grid: CorruptionGrid, batch_size: int, num_workers: int) -> Iterator:
     # batches never straddle two settings, so every batch maps to exactly one (corruption, severity)
     batches = [list(range(s * grid.n + b, s * grid.n + min(b + batch_size, grid.n)))
                for s in range(len(grid.settings)) for b in range(0, grid.n, batch_size)]
-    if num_workers:
-        _warm_up(grid.settings)
-    return DataLoader(grid, batch_sampler=batches, num_workers=num_workers,
-                      persistent_workers=False, prefetch_factor=4 if num_workers else None)
+    loader = DataLoader(_GridBatches(grid, batches), batch_size=None, num_workers=num_workers,
+                        persistent_workers=False, prefetch_factor=4 if num_workers else None)
+    if not num_workers:
+        yield from loader
+        return
+    _warm_up(grid.settings)
+    with _opencv_single_threaded():
+        yield from loader
 
 
 def evaluate_grid(models: Mapping[str, torch.nn.Module], grid: CorruptionGrid, sample_ids: Sequence[str],
