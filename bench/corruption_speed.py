@@ -54,7 +54,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--images", type=int, default=64)
     ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--batch", type=int, default=200)  # the default suite: 200 images per setting
     ap.add_argument("--reps-224", type=int, default=1)
     ap.add_argument("--size", type=int, default=28)
     args = ap.parse_args()

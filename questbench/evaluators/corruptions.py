@@ -178,12 +178,22 @@ class _GridBatches(Dataset):
         return len(self.batches)
 
     def __getitem__(self, b: int):
+        # numpy, uint8: pickled through the worker's pipe in one piece; torch tensors would each go through a
+        # shared-memory file handle, which at 32 px costs the main process more than the images themselves
         g = self.grid
         pos = [divmod(item, g.n) for item in self.batches[b]]
         images = np.stack([np.asarray(g.source(g.settings[s], i), dtype=np.uint8) for s, i in pos])
-        x = torch.from_numpy(images).permute(0, 3, 1, 2).float().div_(255.0)
-        return (x, torch.tensor([int(g.labels[i]) for _, i in pos]), torch.tensor([s for s, _ in pos]),
-                torch.tensor([i for _, i in pos]))
+        return (images, np.array([int(g.labels[i]) for _, i in pos], dtype=np.int64),
+                np.array([s for s, _ in pos], dtype=np.int64), np.array([i for _, i in pos], dtype=np.int64))
+
+
+def _unchanged(batch):
+    return batch  # keeps DataLoader from turning the numpy arrays into shared-memory tensors in the worker
+
+
+def _as_model_batch(images, labels, s_idx, i_idx):
+    x = torch.as_tensor(images).permute(0, 3, 1, 2).float().div_(255.0)
+    return x, torch.as_tensor(labels), torch.as_tensor(s_idx), torch.as_tensor(i_idx)
 
 
 @contextlib.contextmanager
@@ -208,14 +218,16 @@ def _grid_loader(grid: CorruptionGrid, batch_size: int, num_workers: int) -> Ite
     # batches never straddle two settings, so every batch maps to exactly one (corruption, severity)
     batches = [list(range(s * grid.n + b, s * grid.n + min(b + batch_size, grid.n)))
                for s in range(len(grid.settings)) for b in range(0, grid.n, batch_size)]
-    loader = DataLoader(_GridBatches(grid, batches), batch_size=None, num_workers=num_workers,
+    loader = DataLoader(_GridBatches(grid, batches), batch_size=None, collate_fn=_unchanged, num_workers=num_workers,
                         persistent_workers=False, prefetch_factor=4 if num_workers else None)
     if not num_workers:
-        yield from loader
+        for batch in loader:
+            yield _as_model_batch(*batch)
         return
     _warm_up(grid.settings)
     with _opencv_single_threaded():
-        yield from loader
+        for batch in loader:
+            yield _as_model_batch(*batch)
 
 
 def evaluate_grid(models: Mapping[str, torch.nn.Module], grid: CorruptionGrid, sample_ids: Sequence[str],
