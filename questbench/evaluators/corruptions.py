@@ -218,8 +218,10 @@ def _grid_loader(grid: CorruptionGrid, batch_size: int, num_workers: int) -> Ite
     # batches never straddle two settings, so every batch maps to exactly one (corruption, severity)
     batches = [list(range(s * grid.n + b, s * grid.n + min(b + batch_size, grid.n)))
                for s in range(len(grid.settings)) for b in range(0, grid.n, batch_size)]
+    # in_order=False: a worker stuck on a slow batch (glass_blur at 224 px) does not idle the other one
     loader = DataLoader(_GridBatches(grid, batches), batch_size=None, collate_fn=_unchanged, num_workers=num_workers,
-                        persistent_workers=False, prefetch_factor=4 if num_workers else None)
+                        persistent_workers=False, prefetch_factor=4 if num_workers else None,
+                        in_order=not num_workers)
     if not num_workers:
         for batch in loader:
             yield _as_model_batch(*batch)
@@ -236,32 +238,30 @@ def evaluate_grid(models: Mapping[str, torch.nn.Module], grid: CorruptionGrid, s
                   ) -> Iterator[tuple[CorruptionSetting, str, list[dict]]]:
     """Evaluate every model on every setting of the grid; each corrupted batch is generated once.
 
-    Yields (setting, model name, records) as soon as a setting is complete, in setting order.
+    Batches arrive in whatever order the workers finish them; yields (setting, model name, records in sample
+    order) once a setting and all settings before it are complete, so the output does not depend on timing.
     """
-    pending: dict[str, list[dict]] = {name: [] for name in models}
-    current = 0
+    pending: dict[int, dict[str, list[tuple[int, dict]]]] = {}
+    seen: dict[int, int] = {}
+    next_setting = 0
     with torch.inference_mode():
         for x, y, s_idx, i_idx in _grid_loader(grid, batch_size, num_workers):
             s = int(s_idx[0])
-            if s != current:
-                yield from _flush(grid.settings[current], pending)
-                current = s
+            slot = pending.setdefault(s, {name: [] for name in models})
             x = x.to(device)
             for name, model in models.items():
                 pred = model(x).argmax(1).cpu()
-                pending[name].extend(
-                    {"sample_id": sample_ids[int(i)], "label": int(lbl), "pred": int(p), "correct": bool(p == lbl)}
+                slot[name].extend(
+                    (int(i), {"sample_id": sample_ids[int(i)], "label": int(lbl), "pred": int(p),
+                              "correct": bool(p == lbl)})
                     for i, lbl, p in zip(i_idx, y, pred))
+            seen[s] = seen.get(s, 0) + len(y)
             if on_batch:
                 on_batch(len(y))
-    if grid.n and grid.settings:
-        yield from _flush(grid.settings[current], pending)
-
-
-def _flush(setting, pending):
-    for name in pending:
-        records, pending[name] = pending[name], []
-        yield setting, name, records
+            while seen.get(next_setting) == grid.n:
+                for name, rows in pending.pop(next_setting).items():
+                    yield grid.settings[next_setting], name, [r for _, r in sorted(rows, key=lambda t: t[0])]
+                next_setting += 1
 
 
 def evaluate_corruptions(models: Mapping[str, torch.nn.Module], dataset, settings: Sequence[CorruptionSetting],
