@@ -122,8 +122,8 @@ class CorruptionSetting:
         return f"{self.corruption}/{self.severity}"
 
 
-class CorruptionGrid(Dataset):
-    """Items (setting index, sample index) -> (float CHW [0, 1], label, setting index, sample index).
+class CorruptionGrid:
+    """Item ``s * n + i`` is sample i under setting s; :meth:`batch` builds a batch of items as uint8 arrays.
 
     ``source(setting, i)`` returns the uint8 corrupted image; on-the-fly and from-disk grids differ only
     in that function, and generation happens in DataLoader workers.
@@ -139,11 +139,12 @@ class CorruptionGrid(Dataset):
     def __len__(self) -> int:
         return len(self.settings) * self.n
 
-    def __getitem__(self, item: int):
-        s, i = divmod(item, self.n)
-        img = self.source(self.settings[s], i)
-        t = torch.from_numpy(np.array(img, dtype=np.uint8)).permute(2, 0, 1).float().div_(255.0)
-        return t, int(self.labels[i]), s, i
+    def batch(self, items: Sequence[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(images NHWC uint8, labels, setting indices, sample indices) for the given items."""
+        pos = [divmod(item, self.n) for item in items]
+        images = np.stack([np.asarray(self.source(self.settings[s], i), dtype=np.uint8) for s, i in pos])
+        return (images, np.array([int(self.labels[i]) for _, i in pos], dtype=np.int64),
+                np.array([s for s, _ in pos], dtype=np.int64), np.array([i for _, i in pos], dtype=np.int64))
 
 
 class OnTheFly:
@@ -180,11 +181,7 @@ class _GridBatches(Dataset):
     def __getitem__(self, b: int):
         # numpy, uint8: pickled through the worker's pipe in one piece; torch tensors would each go through a
         # shared-memory file handle, which at 32 px costs the main process more than the images themselves
-        g = self.grid
-        pos = [divmod(item, g.n) for item in self.batches[b]]
-        images = np.stack([np.asarray(g.source(g.settings[s], i), dtype=np.uint8) for s, i in pos])
-        return (images, np.array([int(g.labels[i]) for _, i in pos], dtype=np.int64),
-                np.array([s for s, _ in pos], dtype=np.int64), np.array([i for _, i in pos], dtype=np.int64))
+        return self.grid.batch(self.batches[b])
 
 
 def _unchanged(batch):
@@ -222,12 +219,9 @@ def _grid_loader(grid: CorruptionGrid, batch_size: int, num_workers: int) -> Ite
     loader = DataLoader(_GridBatches(grid, batches), batch_size=None, collate_fn=_unchanged, num_workers=num_workers,
                         persistent_workers=False, prefetch_factor=4 if num_workers else None,
                         in_order=not num_workers)
-    if not num_workers:
-        for batch in loader:
-            yield _as_model_batch(*batch)
-        return
-    _warm_up(grid.settings)
-    with _opencv_single_threaded():
+    if num_workers:
+        _warm_up(grid.settings)
+    with _opencv_single_threaded() if num_workers else contextlib.nullcontext():
         for batch in loader:
             yield _as_model_batch(*batch)
 
