@@ -1,15 +1,20 @@
 """Corruption generation throughput: questbench's DataLoader-worker grid vs imagecorruptions.corrupt in a plain
 loop on the same cores, measured in one run; and the cost of a full 15 x 5 sweep per image at 32^2 and 224^2.
 
-    python bench/corruption_speed.py [--images 64] [--workers 2] [--size 28]
+    python bench/corruption_speed.py [--images 64] [--workers 2] [--size 28] [--rounds 3]
 
 --size 28 is Fashion-MNIST (corrupted at 32x32 per the small-image policy); --size 224 is ImageNet-sized RGB.
+The two sides alternate for --rounds rounds (these machines are noisy); the ratio reported is the median of the
+per-round ratios. CPU seconds per image are printed for both sides, so a ratio below 2.0x on 2 cores can be
+read as either lost parallelism (cpu/wall) or extra work per image.
 """
 from __future__ import annotations
 
 import argparse
 import os
 import platform
+import resource
+import statistics
 import time
 
 import numpy as np
@@ -37,6 +42,20 @@ def grid_run(ds, settings, workers, batch):
     return n
 
 
+def _cpu_seconds(who) -> float:
+    r = resource.getrusage(who)
+    return r.ru_utime + r.ru_stime
+
+
+def timed(fn, *args):
+    """(wall s, this process's cpu s, finished children's cpu s): DataLoader workers are reaped when the loop
+    ends, so their CPU shows up under RUSAGE_CHILDREN."""
+    w, me, kids = time.perf_counter(), _cpu_seconds(resource.RUSAGE_SELF), _cpu_seconds(resource.RUSAGE_CHILDREN)
+    fn(*args)
+    return (time.perf_counter() - w, _cpu_seconds(resource.RUSAGE_SELF) - me,
+            _cpu_seconds(resource.RUSAGE_CHILDREN) - kids)
+
+
 def sweep_cost(size: int, reps: int) -> float:
     rng = np.random.default_rng(0)
     img = (rng.random((size, size, 3)) * 255).astype(np.uint8)
@@ -57,6 +76,7 @@ def main():
     ap.add_argument("--batch", type=int, default=200)  # the default suite: 200 images per setting
     ap.add_argument("--reps-224", type=int, default=1)
     ap.add_argument("--size", type=int, default=28)
+    ap.add_argument("--rounds", type=int, default=3)
     args = ap.parse_args()
     torch.set_num_threads(1)
     rng = np.random.default_rng(0)
@@ -66,21 +86,25 @@ def main():
     settings = [CorruptionSetting(c, s) for c in COMMON_CORRUPTIONS for s in (1, 3, 5)]
     grid_run(ds.subset(range(4)), settings[:3], args.workers, args.batch)  # warm the worker start-up path
     plain_loop(images[:1], settings)  # and the plain loop's one-off costs (numba compiles glass_blur)
-    t = time.perf_counter()
-    plain_loop(images, settings)
-    t_plain = time.perf_counter() - t
-    t = time.perf_counter()
-    n = grid_run(ds, settings, args.workers, args.batch)
-    t_grid = time.perf_counter() - t
     total = len(settings) * args.images
-    print(f"machine: {platform.machine()}, {os.cpu_count()} cores; {args.workers} workers; "
-          f"{total} corrupted {max(32, args.size)}x{max(32, args.size)} images (15 corruptions x severities 1,3,5 x "
+    side = max(32, args.size)
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores; {args.workers} workers; batch {args.batch}; "
+          f"{total} corrupted {side}x{side} images per side per round (15 corruptions x severities 1,3,5 x "
           f"{args.images})")
-    print(f"plain loop : {total / t_plain:8.1f} img/s")
-    print(f"grid       : {n / t_grid:8.1f} img/s   ratio {t_plain / t_grid:.2f}x")
-    c32 = sweep_cost(32, 5)
-    c224 = sweep_cost(224, args.reps_224)
-    print(f"full 15x5 sweep per image: {c32 * 1000:.0f} ms at 32x32, {c224:.1f} s at 224x224 (one process)")
+    ratios = []
+    for r in range(args.rounds):
+        p_wall, p_cpu, _ = timed(plain_loop, images, settings)
+        g_wall, g_main, g_workers = timed(grid_run, ds, settings, args.workers, args.batch)
+        ratios.append(p_wall / g_wall)
+        print(f"round {r + 1}: plain {total / p_wall:7.1f} img/s ({p_cpu / total * 1e3:.2f} ms cpu/img, "
+              f"cpu/wall {p_cpu / p_wall:.2f}) | grid {total / g_wall:7.1f} img/s (workers "
+              f"{g_workers / total * 1e3:.2f} + main {g_main / total * 1e3:.2f} ms cpu/img, "
+              f"cpu/wall {(g_workers + g_main) / g_wall:.2f}) | ratio {ratios[-1]:.2f}x")
+    print(f"grid vs plain loop: median {statistics.median(ratios):.2f}x over {args.rounds} rounds "
+          f"(min {min(ratios):.2f}x, max {max(ratios):.2f}x)")
+    if args.reps_224:  # --reps-224 0 skips the sweep cost
+        c32, c224 = sweep_cost(32, 5), sweep_cost(224, args.reps_224)
+        print(f"full 15x5 sweep per image: {c32 * 1000:.0f} ms at 32x32, {c224:.1f} s at 224x224 (one process)")
 
 
 if __name__ == "__main__":

@@ -5,8 +5,9 @@ from imagecorruptions import corrupt
 
 from questbench.data.arrays import ArrayDataset
 from questbench.errors import QuestbenchError
-from questbench.evaluators.corruptions import (CorruptionSetting, corrupted_sample, corruption_seed,
-                                               evaluate_corruptions, jpeg_round_trip, prepare_image)
+from questbench.evaluators.corruptions import (CorruptionGrid, CorruptionSetting, OnTheFly, _grid_loader, _pieces,
+                                               corrupted_sample, corruption_seed, evaluate_corruptions,
+                                               jpeg_round_trip, prepare_image)
 from questbench.metrics import ALL_CORRUPTIONS
 
 from conftest import make_tiny
@@ -86,3 +87,32 @@ def test_evaluator_one_record_per_sample_corruption_severity():
     # workers give identical results
     out_w = list(evaluate_corruptions(models, ds, settings, suite_seed=0, batch_size=4, num_workers=2))
     assert [r for *_, r in out_w] == [r for *_, r in out]
+
+
+def test_pieces_cover_every_batch_once_and_split_only_the_tail():
+    batches = [list(range(b * 10, b * 10 + 10)) for b in range(12)] + [[120, 121, 122]]
+    pieces = _pieces(batches, num_workers=2)
+    for b, items in enumerate(batches):
+        mine = sorted((o, its) for bb, o, its in pieces if bb == b)
+        assert [i for _, its in mine for i in its] == items
+        assert all(items[o:o + len(its)] == its for o, its in mine)
+    assert [len(its) for b, _, its in pieces if b == 0] == [10]  # early batches go out whole
+    assert max(len(its) for b, _, its in pieces if b == 11) < 10  # the last ones in pieces
+
+
+def test_loader_batches_do_not_depend_on_workers():
+    rng = np.random.default_rng(1)
+    ds = ArrayDataset((rng.random((7, 32, 32, 3)) * 255).astype(np.uint8), rng.integers(0, 10, 7), "t", "t")
+    settings = [CorruptionSetting(c, s) for c in ("shot_noise", "motion_blur") for s in (2, 4)]
+    grid = CorruptionGrid(settings, len(ds), ds.labels, OnTheFly(ds, 3, "native"))
+
+    def batches(workers):
+        return {tuple(i.tolist()) + (int(s[0]),): (x, y) for x, y, s, i in _grid_loader(grid, 3, workers)}
+
+    serial, parallel = batches(0), batches(2)
+    assert serial.keys() == parallel.keys() and len(serial) == 4 * 3
+    for key, (x, y) in serial.items():
+        assert torch.equal(x, parallel[key][0]) and torch.equal(y, parallel[key][1])
+        s, i = key[-1], key[0]
+        direct = corrupted_sample(ds.images[i], ds.sample_ids[i], settings[s].corruption, settings[s].severity, 3)
+        assert torch.equal(x[0], torch.from_numpy(direct).permute(2, 0, 1).float() / 255)

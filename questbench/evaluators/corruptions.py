@@ -139,12 +139,16 @@ class CorruptionGrid:
     def __len__(self) -> int:
         return len(self.settings) * self.n
 
-    def batch(self, items: Sequence[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """(images NHWC uint8, labels, setting indices, sample indices) for the given items."""
+    def images(self, items: Sequence[int]) -> np.ndarray:
+        """The corrupted images of the given items, stacked: uint8 NHWC."""
+        return np.stack([np.asarray(self.source(self.settings[s], i), dtype=np.uint8)
+                         for s, i in (divmod(item, self.n) for item in items)])
+
+    def targets(self, items: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(labels, setting indices, sample indices) of the given items; needs no image."""
         pos = [divmod(item, self.n) for item in items]
-        images = np.stack([np.asarray(self.source(self.settings[s], i), dtype=np.uint8) for s, i in pos])
-        return (images, np.array([int(self.labels[i]) for _, i in pos], dtype=np.int64),
-                np.array([s for s, _ in pos], dtype=np.int64), np.array([i for _, i in pos], dtype=np.int64))
+        return (torch.tensor([int(self.labels[i]) for _, i in pos], dtype=torch.int64),
+                torch.tensor([s for s, _ in pos], dtype=torch.int64), torch.tensor([i for _, i in pos], dtype=torch.int64))
 
 
 class OnTheFly:
@@ -167,30 +171,42 @@ def _warm_up(settings: Sequence[CorruptionSetting]) -> None:
         corrupt_image(np.zeros((MIN_SIDE, MIN_SIDE, 3), np.uint8), "glass_blur", 1, 0)
 
 
-class _GridBatches(Dataset):
-    """Item b is the whole b-th batch of a grid, built inside one worker: one stack and one hand-over per
-    batch instead of per image (at 32 px the per-image collation costs as much as the corruption itself)."""
+class _GridPieces(Dataset):
+    """Item k is one piece of a model batch, (batch id, offset, uint8 NHWC images), built inside one worker:
+    one stack and one hand-over per piece instead of per image (at 32 px the per-image collation costs as much
+    as the corruption itself)."""
 
-    def __init__(self, grid: CorruptionGrid, batches: list[list[int]]):
+    def __init__(self, grid: CorruptionGrid, pieces: list[tuple[int, int, list[int]]]):
         self.grid = grid
-        self.batches = batches
+        self.pieces = pieces
 
     def __len__(self) -> int:
-        return len(self.batches)
+        return len(self.pieces)
 
-    def __getitem__(self, b: int):
+    def __getitem__(self, k: int):
         # numpy, uint8: pickled through the worker's pipe in one piece; torch tensors would each go through a
         # shared-memory file handle, which at 32 px costs the main process more than the images themselves
-        return self.grid.batch(self.batches[b])
+        b, offset, items = self.pieces[k]
+        return b, offset, self.grid.images(items)
 
 
-def _unchanged(batch):
-    return batch  # keeps DataLoader from turning the numpy arrays into shared-memory tensors in the worker
+def _unchanged(piece):
+    return piece  # keeps DataLoader from turning the numpy arrays into shared-memory tensors in the worker
 
 
-def _as_model_batch(images, labels, s_idx, i_idx):
-    x = torch.as_tensor(images).permute(0, 3, 1, 2).float().div_(255.0)
-    return x, torch.as_tensor(labels), torch.as_tensor(s_idx), torch.as_tensor(i_idx)
+_PREFETCH = 2  # pieces queued per worker: enough to keep it busy, few enough that the last ones spread evenly
+_TAIL_SPLIT = 4  # the last batches go out in this many pieces each, so no worker idles while another finishes
+
+
+def _pieces(batches: list[list[int]], num_workers: int) -> list[tuple[int, int, list[int]]]:
+    """Whole batches, except the last few, which are cut into pieces (guided scheduling): with work handed
+    out a piece at a time, a worker can only be left alone at the end with its last queued pieces."""
+    tail = len(batches) - num_workers * _PREFETCH * 2
+    out = []
+    for b, items in enumerate(batches):
+        step = len(items) if b < tail else -(-len(items) // _TAIL_SPLIT)
+        out.extend((b, o, items[o:o + step]) for o in range(0, len(items), step))
+    return out
 
 
 @contextlib.contextmanager
@@ -212,18 +228,32 @@ def _opencv_single_threaded():
 
 
 def _grid_loader(grid: CorruptionGrid, batch_size: int, num_workers: int) -> Iterator:
-    # batches never straddle two settings, so every batch maps to exactly one (corruption, severity)
+    """Yields (x float NCHW in [0, 1], labels, setting indices, sample indices) per model batch. Batches are
+    the same whatever the worker count (never straddling two settings, so each maps to one corruption and
+    severity); only the order they arrive in may differ."""
     batches = [list(range(s * grid.n + b, s * grid.n + min(b + batch_size, grid.n)))
                for s in range(len(grid.settings)) for b in range(0, grid.n, batch_size)]
-    # in_order=False: a worker stuck on a slow batch (glass_blur at 224 px) does not idle the other one
-    loader = DataLoader(_GridBatches(grid, batches), batch_size=None, collate_fn=_unchanged, num_workers=num_workers,
-                        persistent_workers=False, prefetch_factor=4 if num_workers else None,
+    pieces = _pieces(batches, num_workers) if num_workers else [(b, 0, items) for b, items in enumerate(batches)]
+    # in_order=False: a worker stuck on a slow piece (zoom_blur at 224 px) does not idle the other one
+    loader = DataLoader(_GridPieces(grid, pieces), batch_size=None, collate_fn=_unchanged, num_workers=num_workers,
+                        persistent_workers=False, prefetch_factor=_PREFETCH if num_workers else None,
                         in_order=not num_workers)
     if num_workers:
         _warm_up(grid.settings)
+    filling: dict[int, tuple[torch.Tensor, int]] = {}  # batch id -> (x being filled, images still missing)
     with _opencv_single_threaded() if num_workers else contextlib.nullcontext():
-        for batch in loader:
-            yield _as_model_batch(*batch)
+        for b, offset, images in loader:
+            if b not in filling:
+                _, h, w, c = images.shape
+                filling[b] = (torch.empty(len(batches[b]), c, h, w, memory_format=torch.channels_last),
+                              len(batches[b]))
+            x, missing = filling[b]
+            # copy then divide in place: bit for bit .float().div_(255); torch.div(uint8, out=float) is 2x slower
+            x[offset:offset + len(images)].copy_(torch.from_numpy(images).permute(0, 3, 1, 2)).div_(255.0)
+            filling[b] = (x, missing - len(images))
+            if missing == len(images):
+                del filling[b]
+                yield (x, *grid.targets(batches[b]))
 
 
 def evaluate_grid(models: Mapping[str, torch.nn.Module], grid: CorruptionGrid, sample_ids: Sequence[str],
