@@ -116,3 +116,29 @@ def test_loader_batches_do_not_depend_on_workers():
         s, i = key[-1], key[0]
         direct = corrupted_sample(ds.images[i], ds.sample_ids[i], settings[s].corruption, settings[s].severity, 3)
         assert torch.equal(x[0], torch.from_numpy(direct).permute(2, 0, 1).float() / 255)
+
+
+def test_image_folder_of_mixed_sizes(tmp_path):
+    """Native mode corrupts a folder's eval view (files differ in size); without a crop it is a clear error."""
+    from PIL import Image
+
+    from questbench.data.imagefolder import ImageFolderDataset
+    from questbench.evaluators.corruptions import center_crop_resize
+
+    rng = np.random.default_rng(2)
+    for k, (w, h) in enumerate([(60, 40), (40, 52), (48, 48)]):
+        (tmp_path / f"n0{k % 2}").mkdir(exist_ok=True)
+        Image.fromarray((rng.random((h, w, 3)) * 255).astype(np.uint8)).save(tmp_path / f"n0{k % 2}" / f"{k}.JPEG")
+    st = CorruptionSetting("contrast", 3)
+    ds = ImageFolderDataset(tmp_path, resize=40, crop=36)
+    grid = CorruptionGrid([st], len(ds), ds.labels, OnTheFly(ds, 0, "native"))
+    x, *_ = next(iter(_grid_loader(grid, 3, 0)))
+    assert x.shape == (3, 3, 36, 36)
+    view = center_crop_resize(ds.image_uint8(1), 40, 36)
+    assert torch.equal(x[1], torch.from_numpy(corrupted_sample(view, ds.sample_ids[1], st.corruption, st.severity, 0))
+                       .permute(2, 0, 1).float() / 255)
+    raw = ImageFolderDataset(tmp_path, crop=0)
+    for workers in (0, 2):
+        grid = CorruptionGrid([st], len(raw), raw.labels, OnTheFly(raw, 0, "native"))
+        with pytest.raises(QuestbenchError, match=r"^corrupted images of one batch differ in size [^\n]*$"):
+            list(_grid_loader(grid, 3, workers))

@@ -64,9 +64,13 @@ class ImageFolderDataset(Dataset):
         except OSError as exc:
             raise QuestbenchError(f"cannot read image {self.files[i]}: {exc}") from None
 
-    def __getitem__(self, i: int):
+    def eval_view_uint8(self, i: int) -> np.ndarray:
+        """The image as the model is shown it: short side to ``resize``, center crop ``crop`` (crop 0: as read)."""
         from ..evaluators.corruptions import center_crop_resize
-        img = center_crop_resize(self.image_uint8(i), self.resize, self.crop) if self.crop else self.image_uint8(i)
+        return center_crop_resize(self.image_uint8(i), self.resize, self.crop) if self.crop else self.image_uint8(i)
+
+    def __getitem__(self, i: int):
+        img = self.eval_view_uint8(i)
         return torch.from_numpy(np.array(img, dtype=np.uint8)).permute(2, 0, 1).float().div_(255.0), int(self.labels[i])
 
     def subset(self, indices):

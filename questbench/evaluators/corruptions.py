@@ -10,7 +10,9 @@ Image policy (documented in the README):
   RGB and the model's preprocessing turns it back to gray with ITU-R 601 luma weights;
 - images smaller than 32 px on a side (imagecorruptions' minimum) are upsampled, bilinear, so the short side
   is 32, then corrupted at that size; the model's preprocessing resizes to its own input size;
-- non-square images are corrupted as they are (the imaug fork supports any size >= 32);
+- non-square images are corrupted as they are (the imaug fork supports any size >= 32); an image folder, whose
+  files differ in size, is corrupted in native mode on its eval view (resize 256, center crop 224 by default: what
+  the model is shown), without the JPEG round trip;
 - ``mode="faithful"`` reproduces how ImageNet-C was made: resize short side to 256, center-crop 224,
   corrupt, JPEG round trip at quality 85.
 """
@@ -141,14 +143,23 @@ class CorruptionGrid:
 
     def images(self, items: Sequence[int]) -> np.ndarray:
         """The corrupted images of the given items, stacked: uint8 NHWC."""
-        return np.stack([np.asarray(self.source(self.settings[s], i), dtype=np.uint8)
-                         for s, i in (divmod(item, self.n) for item in items)])
+        images = [np.asarray(self.source(self.settings[s], i), dtype=np.uint8)
+                  for s, i in (divmod(item, self.n) for item in items)]
+        _check_same_size({im.shape for im in images})
+        return np.stack(images)
 
     def targets(self, items: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(labels, setting indices, sample indices) of the given items; needs no image."""
         pos = [divmod(item, self.n) for item in items]
         return (torch.tensor([int(self.labels[i]) for _, i in pos], dtype=torch.int64),
                 torch.tensor([s for s, _ in pos], dtype=torch.int64), torch.tensor([i for _, i in pos], dtype=torch.int64))
+
+
+def _check_same_size(shapes) -> None:
+    if len(set(shapes)) > 1:
+        raise QuestbenchError(f"corrupted images of one batch differ in size ({', '.join(map(str, sorted(shapes)))}): "
+                              "images of varying size need a fixed eval view (an image folder's resize/crop) "
+                              "or mode \"faithful\"")
 
 
 class OnTheFly:
@@ -160,8 +171,12 @@ class OnTheFly:
         self.mode = mode
 
     def __call__(self, setting: CorruptionSetting, i: int) -> np.ndarray:
-        return corrupted_sample(self.dataset.image_uint8(i), self.dataset.sample_ids[i], setting.corruption,
-                                setting.severity, self.suite_seed, self.mode)
+        # native mode corrupts what the model is shown: an image folder's resize/crop view where it has one
+        # (its files differ in size); faithful mode makes its own 256/224 view from the file, as ImageNet-C did
+        view = getattr(self.dataset, "eval_view_uint8", None) if self.mode == "native" else None
+        image = view(i) if view is not None else self.dataset.image_uint8(i)
+        return corrupted_sample(image, self.dataset.sample_ids[i], setting.corruption, setting.severity,
+                                self.suite_seed, self.mode)
 
 
 def _warm_up(settings: Sequence[CorruptionSetting]) -> None:
@@ -187,7 +202,10 @@ class _GridPieces(Dataset):
         # numpy, uint8: pickled through the worker's pipe in one piece; torch tensors would each go through a
         # shared-memory file handle, which at 32 px costs the main process more than the images themselves
         b, offset, items = self.pieces[k]
-        return b, offset, self.grid.images(items)
+        try:
+            return b, offset, self.grid.images(items)
+        except QuestbenchError as exc:  # handed back as a value: DataLoader would re-raise it wrapped in a traceback
+            return b, offset, exc
 
 
 def _unchanged(piece):
@@ -243,11 +261,14 @@ def _grid_loader(grid: CorruptionGrid, batch_size: int, num_workers: int) -> Ite
     filling: dict[int, tuple[torch.Tensor, int]] = {}  # batch id -> (x being filled, images still missing)
     with _opencv_single_threaded() if num_workers else contextlib.nullcontext():
         for b, offset, images in loader:
+            if isinstance(images, QuestbenchError):
+                raise images
             if b not in filling:
                 _, h, w, c = images.shape
                 filling[b] = (torch.empty(len(batches[b]), c, h, w, memory_format=torch.channels_last),
                               len(batches[b]))
             x, missing = filling[b]
+            _check_same_size({(x.shape[2], x.shape[3], x.shape[1]), images.shape[1:]})  # HWC, as the pieces
             # copy then divide in place: bit for bit .float().div_(255); torch.div(uint8, out=float) is 2x slower
             x[offset:offset + len(images)].copy_(torch.from_numpy(images).permute(0, 3, 1, 2)).div_(255.0)
             filling[b] = (x, missing - len(images))
