@@ -1,6 +1,8 @@
 """questbench: is a ViT with QUEST attention more robust than the same ViT with standard attention?"""
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from .attention import ATTENTION_KINDS, attention_kind, record_attention, set_attention
 from .errors import QuestbenchError
 from . import timm_models  # noqa: F401  (registers vit_*_quest & co. with timm)
@@ -24,10 +26,30 @@ def load_dataset(name: str, split: str = "test", **kwargs):
     return _load(name, split, **kwargs)
 
 
+def corruption_sweep(models, dataset, corruptions="common", severities=(1, 2, 3, 4, 5), seed: int = 0,
+                     mode: str = "native", **kwargs) -> dict:
+    """Error per model, corruption and severity, {model: {corruption: [fraction at each severity]}}, generated on
+    the fly. ``models``: registry names / checkpoint paths, or a mapping name -> model; ``corruptions``: "common"
+    (the 15 of mCE), "all" (with the 4 extras) or a list of names. Keyword arguments: batch_size, num_workers,
+    device, quiet."""
+    from .evaluators.corruptions import corruption_errors
+    from .metrics import ALL_CORRUPTIONS, COMMON_CORRUPTIONS
+
+    if isinstance(models, str):
+        models = [models]
+    if not isinstance(models, Mapping):
+        models = {name: load_model(name) for name in models}
+    if isinstance(corruptions, str):
+        if corruptions not in ("common", "all"):
+            raise QuestbenchError(f"corruptions must be 'common', 'all' or a list of names, not {corruptions!r}")
+        corruptions = COMMON_CORRUPTIONS if corruptions == "common" else ALL_CORRUPTIONS
+    return corruption_errors(models, dataset, list(corruptions), severities, seed, mode, **kwargs)
+
+
 def load_results(path):
     from .results import load_results as _load
     return _load(path)
 
 
-__all__ = ["ATTENTION_KINDS", "QuestbenchError", "attention_kind", "list_models", "load_dataset", "load_model",
+__all__ = ["ATTENTION_KINDS", "QuestbenchError", "attention_kind", "corruption_sweep", "list_models", "load_dataset", "load_model",
            "load_results", "record_attention", "set_attention", "__version__"]

@@ -142,3 +142,26 @@ def test_image_folder_of_mixed_sizes(tmp_path):
         grid = CorruptionGrid([st], len(raw), raw.labels, OnTheFly(raw, 0, "native"))
         with pytest.raises(QuestbenchError, match=r"^corrupted images of one batch differ in size [^\n]*$"):
             list(_grid_loader(grid, 3, workers))
+
+
+def test_corruption_sweep_from_python_reduces_to_errors():
+    import questbench
+    from questbench.metrics import mean_corruption_error
+
+    rng = np.random.default_rng(3)
+    ds = ArrayDataset((rng.random((5, 28, 28)) * 255).astype(np.uint8), rng.integers(0, 10, 5), "t", "t")
+    models = {"a": make_tiny("standard"), "b": make_tiny("quest", seed=1)}
+    errors = questbench.corruption_sweep(models, ds, ["fog", "pixelate"], severities=(2, 5), num_workers=0,
+                                         batch_size=4, quiet=True)
+    records = {(st.key, name): r for st, name, r in evaluate_corruptions(
+        models, ds, [CorruptionSetting(c, s) for c in ("fog", "pixelate") for s in (2, 5)], batch_size=4,
+        num_workers=0)}
+    for name in models:
+        assert list(errors[name]) == ["fog", "pixelate"]
+        for c in ("fog", "pixelate"):
+            assert errors[name][c] == [sum(not r["correct"] for r in records[(f"{c}/{s}", name)]) / 5 for s in (2, 5)]
+        assert 0 <= mean_corruption_error(errors[name]) <= 100
+    with pytest.raises(QuestbenchError, match="unknown corruption"):
+        questbench.corruption_sweep(models, ds, ["rain"], quiet=True)
+    with pytest.raises(QuestbenchError, match="'common', 'all' or a list"):
+        questbench.corruption_sweep(models, ds, "fogs", quiet=True)

@@ -318,6 +318,27 @@ def evaluate_corruptions(models: Mapping[str, torch.nn.Module], dataset, setting
     return evaluate_grid(models, grid, dataset.sample_ids, **kwargs)
 
 
+def corruption_errors(models: Mapping[str, torch.nn.Module], dataset, corruptions: Sequence[str],
+                      severities: Sequence[int] = (1, 2, 3, 4, 5), suite_seed: int = 0, mode: str = "native",
+                      quiet: bool = False, **kwargs) -> dict[str, dict[str, list[float]]]:
+    """On-the-fly sweep reduced to {model: {corruption: [error at each severity]}} (fractions), the mapping
+    questbench.metrics.mce and mean_corruption_error take. Shows a progress bar unless quiet."""
+    from ..progress import progress_bar
+
+    settings = [CorruptionSetting(c, s) for c in corruptions for s in severities]
+    for st in settings:
+        check_corruption(st.corruption, st.severity)
+    errors = {name: {c: [0.0] * len(severities) for c in corruptions} for name in models}
+    with progress_bar(quiet) as bar:
+        task = bar.add_task("corruptions", total=len(settings) * len(dataset) * len(models))
+        sweep = evaluate_corruptions(models, dataset, settings, suite_seed, mode,
+                                     on_batch=lambda n: bar.advance(task, n * len(models)), **kwargs)
+        for st, name, records in sweep:
+            errors[name][st.corruption][list(severities).index(st.severity)] = (
+                1.0 - sum(r["correct"] for r in records) / len(records))
+    return errors
+
+
 def center_crop_resize(image: np.ndarray, resize: int, crop: int) -> np.ndarray:
     """Short side to ``resize`` (bilinear), then center crop ``crop`` x ``crop``: the ImageNet eval transform."""
     h, w = image.shape[:2]
