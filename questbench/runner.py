@@ -153,7 +153,7 @@ class Runner:
             "suite": s.as_dict(), "suite_sha256": s.sha256, "versions": library_versions(), "models": models,
             "device": self.device, "device_name": torch.cuda.get_device_name() if self.device.startswith("cuda")
             else f"cpu ({platform.machine()}, {torch.get_num_threads()} threads)",
-            "dtype": s.precision, "seed": s.seed, "limit": self.limit,
+            "dtype": s.precision, "seed": s.seed, "limit": self.limit, "attack_processes": self.attack_processes(),
             "corruption_implementation": corr_impl,
             "dataset": {"name": self.clean_ds.name, "source": self.clean_ds.source, "split": s.data.split},
             "sample_ids": {"clean": list(self.clean_ds.sample_ids),
@@ -186,8 +186,7 @@ class Runner:
             advance: Callable[[int], None] = lambda n: bar.update(task, advance=n)  # noqa: E731
             self._run_clean([j for j in pending if j.evaluation == "clean"], advance)
             self._run_corruptions([j for j in pending if j.evaluation == "corruption"], advance)
-            for j in (j for j in pending if j.evaluation == "attack"):
-                self._run_attack(j, advance)
+            self._run_attacks([j for j in pending if j.evaluation == "attack"], advance)
             for j in (j for j in pending if j.evaluation == "diagnostics"):
                 self._run_diagnostics(j, advance)
         return RunSummary(self.out, len(jobs), len(pending), len(jobs) - len(pending),
@@ -227,6 +226,70 @@ class Runner:
             job = by_key.get((setting.key, model_name))
             if job is not None:
                 write_job(self.out, job.job_id, self._job_doc(job, wall), records)
+
+    def attack_processes(self) -> int:
+        """How many single-threaded processes share the attack jobs, one model per process at a time (1: run
+        them here). Attacks that end on a few robust samples (AutoAttack's APGD-T, FAB-T and Square) work on
+        batches too small for a second thread to help much, so on a small CPU two models side by side, one
+        thread each, finish sooner than one after the other on both threads. Decided by the suite and the
+        machine, never by which jobs are left, so a resumed run computes with the same thread count."""
+        threads = torch.get_num_threads()
+        if self.device != "cpu" or not 2 <= threads <= len(self.suite.models):
+            return 1
+        return threads  # single-threaded children: no OpenMP pool is ever used after the fork
+
+    def _run_attacks(self, jobs: list[Job], advance) -> None:
+        procs = self.attack_processes()
+        if procs == 1 or not jobs:
+            for j in jobs:
+                self._run_attack(j, advance)
+            return
+        import multiprocessing as mp
+        models = list(self.models)
+        groups = [[j for j in jobs if models.index(j.model) % procs == k] for k in range(procs)]
+        ctx = mp.get_context("fork")
+        queue = ctx.SimpleQueue()
+        children = [ctx.Process(target=self._attack_child, args=(g, queue), daemon=True) for g in groups if g]
+        for c in children:
+            c.start()
+        running, error = len(children), None
+        try:
+            while running:
+                kind, value = queue.get()
+                if kind == "advance":
+                    advance(value)
+                elif kind == "flag":
+                    self.flags.append(value)
+                elif kind == "error":
+                    error = error or value
+                else:  # "done"
+                    running -= 1
+        finally:
+            for c in children:
+                if error is not None or running:
+                    c.terminate()
+                c.join()
+        if error is not None:
+            raise QuestbenchError(error)
+
+    def _attack_child(self, jobs: list[Job], queue) -> None:
+        import os
+        import sys
+        # the parent owns the terminal (and its progress bar's thread may have held a stream lock at the fork)
+        sys.stdout = sys.stderr = open(os.devnull, "w")
+        torch.set_num_threads(1)
+        try:
+            for j in jobs:
+                n_flags = len(self.flags)
+                self._run_attack(j, lambda n: queue.put(("advance", n)))
+                for f in self.flags[n_flags:]:
+                    queue.put(("flag", f))
+        except QuestbenchError as exc:
+            queue.put(("error", str(exc)))
+        except BaseException as exc:  # noqa: BLE001 - reported by the parent, which owns the terminal
+            queue.put(("error", f"attack worker failed: {type(exc).__name__}: {exc}"))
+        finally:
+            queue.put(("done", None))
 
     def _run_attack(self, job: Job, advance) -> None:
         cfg: AttackConfig = job.fields["config"]

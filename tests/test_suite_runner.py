@@ -160,3 +160,55 @@ def test_cli_lists_and_leaderboard_errors(tmp_path):
     assert r.returncode != 0 and "holds no questbench results" in r.stderr
     r = _run_cli(["suites"])
     assert "default" in r.stdout and "paper-imagenet" in r.stdout
+
+
+ATTACKS_ONLY = """
+name = "attacks"
+models = ["tiny-std", "tiny-quest"]
+seed = 5
+batch_size = 8
+num_workers = 0
+[data]
+dataset = "fashion-mnist"
+samples = 12
+[[attacks]]
+attack = "pgd"
+eps = ["2/255", "8/255"]
+steps = 3
+samples = 12
+"""
+
+
+def test_attack_processes_match_a_single_thread_run(tmp_path, tiny_pair, monkeypatch):
+    """On a 2-thread CPU, two models' attacks run in two single-threaded processes: same records as one
+    single-threaded process running them in turn; an error in a child is one QuestbenchError in the parent."""
+    import torch
+
+    from questbench.runner import Runner
+
+    suite = load_suite(str(write_suite(tmp_path, tiny_pair, ATTACKS_ONLY)))
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        assert Runner(suite, tmp_path / "p", device="cpu", quiet=True).attack_processes() == 2
+        run_suite(suite, tmp_path / "p", device="cpu", quiet=True)
+        torch.set_num_threads(1)
+        assert Runner(suite, tmp_path / "s", device="cpu", quiet=True).attack_processes() == 1
+        run_suite(suite, tmp_path / "s", device="cpu", quiet=True)
+        cols = ["model", "setting", "sample_id", "pred"]
+        parallel, serial = (load_results(tmp_path / d).samples.query("evaluation == 'attack'")[cols] for d in "ps")
+        assert len(parallel) == 2 * 2 * 12
+        assert parallel.reset_index(drop=True).equals(serial.reset_index(drop=True))
+
+        def fail_for_quest(self, job, advance):
+            if job.model == "tiny-quest":
+                raise QuestbenchError("tiny-quest cannot be attacked")
+            return original(self, job, advance)
+
+        original = Runner._run_attack
+        monkeypatch.setattr(Runner, "_run_attack", fail_for_quest)
+        torch.set_num_threads(2)
+        with pytest.raises(QuestbenchError, match="^tiny-quest cannot be attacked$"):
+            run_suite(suite, tmp_path / "e", device="cpu", quiet=True)
+    finally:
+        torch.set_num_threads(before)
