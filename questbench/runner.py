@@ -228,11 +228,12 @@ class Runner:
                 write_job(self.out, job.job_id, self._job_doc(job, wall), records)
 
     def attack_processes(self) -> int:
-        """How many single-threaded processes share the attack jobs, one model per process at a time (1: run
-        them here). Attacks that end on a few robust samples (AutoAttack's APGD-T, FAB-T and Square) work on
-        batches too small for a second thread to help much, so on a small CPU two models side by side, one
-        thread each, finish sooner than one after the other on both threads. Decided by the suite and the
-        machine, never by which jobs are left, so a resumed run computes with the same thread count."""
+        """How many single-threaded processes share the attack jobs (1: run them here). Attacks that end on a
+        few robust samples (AutoAttack's APGD-T, FAB-T and Square) work on batches too small for a second
+        thread to help much, so on a small CPU two jobs side by side, one thread each, finish sooner than one
+        after the other on both threads. Used when the suite has at least as many models as there are threads;
+        decided by the suite and the machine, never by which jobs are left, so a resumed run computes with the
+        same thread count."""
         threads = torch.get_num_threads()
         if self.device != "cpu" or not 2 <= threads <= len(self.suite.models):
             return 1
@@ -245,12 +246,16 @@ class Runner:
                 self._run_attack(j, advance)
             return
         import multiprocessing as mp
-        models = list(self.models)
-        groups = [[j for j in jobs if models.index(j.model) % procs == k] for k in range(procs)]
         ctx = mp.get_context("fork")
-        queue = ctx.SimpleQueue()
-        children = [ctx.Process(target=self._attack_child, args=(g, queue), daemon=True) for g in groups if g]
+        todo, queue = ctx.Queue(), ctx.SimpleQueue()
+        # longest first (AutoAttack before PGD before FGSM), each child taking the next job when it is free:
+        # every job is seeded on its own and computed on one thread, so who runs it does not change it
+        for k in sorted(range(len(jobs)), key=lambda k: -_attack_cost(jobs[k])):
+            todo.put(k)
+        children = [ctx.Process(target=self._attack_child, args=(jobs, todo, queue), daemon=True)
+                    for _ in range(min(procs, len(jobs)))]
         for c in children:
+            todo.put(None)
             c.start()
         running, error = len(children), None
         try:
@@ -272,14 +277,15 @@ class Runner:
         if error is not None:
             raise QuestbenchError(error)
 
-    def _attack_child(self, jobs: list[Job], queue) -> None:
+    def _attack_child(self, jobs: list[Job], todo, queue) -> None:
         import os
         import sys
         # the parent owns the terminal (and its progress bar's thread may have held a stream lock at the fork)
         sys.stdout = sys.stderr = open(os.devnull, "w")
         torch.set_num_threads(1)
         try:
-            for j in jobs:
+            for k in iter(todo.get, None):
+                j = jobs[k]
                 n_flags = len(self.flags)
                 self._run_attack(j, lambda n: queue.put(("advance", n)))
                 for f in self.flags[n_flags:]:
@@ -315,6 +321,15 @@ class Runner:
         advance(len(self.diag_ds))
         records = [{k: (round(v, 6) if isinstance(v, float) else v) for k, v in vars(st).items()} for st in stats]
         write_job(self.out, job.job_id, self._job_doc(job, time.perf_counter() - t0), records)
+
+
+def _attack_cost(job: Job) -> float:
+    """A rough relative cost, only to start the longest attack jobs first."""
+    cfg: AttackConfig = job.fields["config"]
+    if cfg.eps == 0:
+        return 0.0
+    r = cfg.resolved()
+    return job.samples * r["restarts"] * r["steps"] * (40 if cfg.attack == "autoattack" else 1)
 
 
 @torch.inference_mode()
