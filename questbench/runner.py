@@ -234,8 +234,11 @@ class Runner:
         after the other on both threads. Used when the suite has at least as many models as there are threads;
         decided by the suite and the machine, never by which jobs are left, so a resumed run computes with the
         same thread count."""
+        import multiprocessing as mp
         threads = torch.get_num_threads()
         if self.device != "cpu" or not 2 <= threads <= len(self.suite.models):
+            return 1
+        if "fork" not in mp.get_all_start_methods():  # Windows: children would have to re-import and reload
             return 1
         return threads  # single-threaded children: no OpenMP pool is ever used after the fork
 
