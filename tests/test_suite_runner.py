@@ -77,6 +77,8 @@ def test_end_to_end_run_results_and_leaderboards(tmp_path, tiny_pair):
     assert csv1.splitlines()[0].startswith("table,model")
     r = _run_cli(["leaderboard", str(out), "--format", "rich"])
     assert r.returncode == 0 and "Clean accuracy" in r.stdout and "tiny-quest" in r.stdout
+    # the 11-column attack table is shown with models as columns, every label whole
+    assert "pgd Linf 8/255 (steps=3) (n=10)" in r.stdout and "worst-case Linf 8/255 (n=10)" in r.stdout
     r = _run_cli(["leaderboard", str(out), "--format", "csv", "--output", str(tmp_path / "lb.csv")])
     assert r.returncode == 0 and (tmp_path / "lb.csv").read_text() == csv1
     r = _run_cli(["compare", str(out), "tiny-std", "tiny-quest"])

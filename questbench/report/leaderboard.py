@@ -59,7 +59,7 @@ def sections(t: Tables, results: Results) -> list[tuple[str, pd.DataFrame, list[
         notes = []
         if (t.attacks.attack == "worst-case").any():
             notes.append("worst-case: a sample counts as robust only if it survives every attack run at that "
-                         "norm and eps; computed on the samples all of those attacks saw (n in the header).")
+                         "norm and eps; computed on the samples all of those attacks saw (n given with it).")
         out.append(("Adversarial robust accuracy (%)", attack_wide(t.attacks), notes))
     if not t.pairs.empty:
         df = t.pairs.copy()
@@ -138,6 +138,9 @@ def render_csv(results: Results) -> str:
     return buf.getvalue()
 
 
+_RICH_MAX_COLUMNS = 8
+
+
 def render_rich(results: Results, console=None) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -148,11 +151,19 @@ def render_rich(results: Results, console=None) -> None:
         if "Paired" in title:  # the terminal view keeps what a reader needs; md/csv carry everything
             df = df[["model", "evaluation", "setting", "delta (pp)", "95% CI (pp)", "McNemar p", "n"]]
         table = Table(title=title, title_justify="left")
-        for c in df.columns:
-            table.add_column(str(c), justify="left" if c in ("model", "attention", "baseline", "evaluation",
-                                                               "setting") else "right")
-        for _, r in df.iterrows():
-            table.add_row(*(_fmt(r[c]) for c in df.columns))
+        if "attention" in df.columns and len(df.columns) > _RICH_MAX_COLUMNS and len(df) <= _RICH_MAX_COLUMNS:
+            # per-corruption / per-attack tables are too wide for a terminal: models become the columns
+            table.add_column("", justify="left")
+            for m, a in zip(df.model, df.attention):
+                table.add_column(f"{m}\n({a})", justify="right")
+            for c in (c for c in df.columns if c not in ("model", "attention")):
+                table.add_row(str(c), *(_fmt(v) for v in df[c]))
+        else:
+            for c in df.columns:
+                table.add_column(str(c), justify="left" if c in ("model", "attention", "baseline", "evaluation",
+                                                                   "setting") else "right")
+            for _, r in df.iterrows():
+                table.add_row(*(_fmt(r[c]) for c in df.columns))
         console.print(table)
         for n in notes:
             console.print(f"[dim]{n}[/dim]")
