@@ -283,6 +283,7 @@ class Runner:
     def _attack_child(self, jobs: list[Job], todo, queue) -> None:
         import os
         import sys
+        _die_with_parent()
         # the parent owns the terminal (and its progress bar's thread may have held a stream lock at the fork)
         sys.stdout = sys.stderr = open(os.devnull, "w")
         torch.set_num_threads(1)
@@ -324,6 +325,16 @@ class Runner:
         advance(len(self.diag_ds))
         records = [{k: (round(v, 6) if isinstance(v, float) else v) for k, v in vars(st).items()} for st in stats]
         write_job(self.out, job.job_id, self._job_doc(job, time.perf_counter() - t0), records)
+
+
+def _die_with_parent() -> None:
+    """Linux: a child is killed when the run is (even by SIGKILL), instead of finishing its jobs orphaned."""
+    import ctypes
+    import signal
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: daemon=True still ends it when the parent exits normally
+        pass
 
 
 def _attack_cost(job: Job) -> float:

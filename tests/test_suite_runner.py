@@ -214,3 +214,39 @@ def test_attack_processes_match_a_single_thread_run(tmp_path, tiny_pair, monkeyp
             run_suite(suite, tmp_path / "e", device="cpu", quiet=True)
     finally:
         torch.set_num_threads(before)
+
+
+def test_kill_during_parallel_attacks_leaves_no_orphans_and_resumes(tmp_path, tiny_pair):
+    """SIGKILL while the attack processes run: they die with the run, and a resume gives the reference table."""
+    text = ATTACKS_ONLY.replace("steps = 3", "steps = 60").replace('eps = ["2/255", "8/255"]',
+                                                                    'eps = ["1/255", "2/255", "4/255", "8/255"]')
+    suite_path = write_suite(tmp_path, tiny_pair, text)
+    ref = tmp_path / "ref"
+    run_suite(load_suite(str(suite_path)), ref, device="cpu", quiet=True)
+    out = tmp_path / "killed"
+    env = {**os.environ, "OMP_NUM_THREADS": "2"}
+    proc = subprocess.Popen([sys.executable, "-m", "questbench.cli", "run", str(suite_path), "--out", str(out),
+                             "--device", "cpu", "--quiet"], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if len(list((out / "jobs").glob("*attack*.json"))) >= 1:
+            break
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done_before = len(list((out / "jobs").glob("*.json")))
+    assert 2 < done_before < 2 + 8  # clean jobs and some, not all, attack jobs
+    time.sleep(1.0)
+    survivors = []
+    for p in os.listdir("/proc"):
+        if p.isdigit():
+            try:
+                cmd = open(f"/proc/{p}/cmdline", "rb").read().decode(errors="replace")
+            except OSError:
+                continue
+            if str(out) in cmd:
+                survivors.append(p)
+    assert survivors == []
+    run_suite(load_suite(str(suite_path)), out, device="cpu", quiet=True)
+    assert render_csv(load_results(out)) == render_csv(load_results(ref))
