@@ -51,5 +51,5 @@ def load_results(path):
     return _load(path)
 
 
-__all__ = ["ATTENTION_KINDS", "QuestbenchError", "attention_kind", "corruption_sweep", "list_models", "load_dataset", "load_model",
-           "load_results", "record_attention", "set_attention", "__version__"]
+__all__ = ["ATTENTION_KINDS", "QuestbenchError", "attention_kind", "corruption_sweep", "list_models", "load_dataset",
+           "load_model", "load_results", "record_attention", "set_attention", "__version__"]

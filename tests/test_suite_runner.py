@@ -91,23 +91,27 @@ def _run_cli(args, **kw):
     return subprocess.run([sys.executable, "-m", "questbench.cli", *args], capture_output=True, text=True, **kw)
 
 
+def _run_then_kill(suite_path, out, threads: int, pattern: str, at_least: int) -> None:
+    """`questbench run` in a subprocess, SIGKILLed once ``at_least`` job files matching ``pattern`` exist."""
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    proc = subprocess.Popen([sys.executable, "-m", "questbench.cli", "run", str(suite_path), "--out", str(out),
+                             "--device", "cpu", "--quiet"], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if len(list((out / "jobs").glob(pattern))) >= at_least:
+            break
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+
+
 def test_kill_and_resume_gives_identical_table(tmp_path, tiny_pair):
     suite_path = write_suite(tmp_path, tiny_pair)
     ref = tmp_path / "ref"
     run_suite(load_suite(str(suite_path)), ref, device="cpu", quiet=True)
     out = tmp_path / "killed"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "questbench.cli", "run", str(suite_path), "--out", str(out),
-                             "--device", "cpu", "--quiet"], env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    jobs = out / "jobs"
-    while time.time() < deadline and proc.poll() is None:
-        if jobs.is_dir() and len(list(jobs.glob("*.json"))) >= 5:
-            break
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    _run_then_kill(suite_path, out, threads=1, pattern="*.json", at_least=5)
     done_before = len(list((out / "jobs").glob("*.json")))
     assert 0 < done_before < 28
     summary = run_suite(load_suite(str(suite_path)), out, device="cpu", quiet=True)
@@ -224,17 +228,7 @@ def test_kill_during_parallel_attacks_leaves_no_orphans_and_resumes(tmp_path, ti
     ref = tmp_path / "ref"
     run_suite(load_suite(str(suite_path)), ref, device="cpu", quiet=True)
     out = tmp_path / "killed"
-    env = {**os.environ, "OMP_NUM_THREADS": "2"}
-    proc = subprocess.Popen([sys.executable, "-m", "questbench.cli", "run", str(suite_path), "--out", str(out),
-                             "--device", "cpu", "--quiet"], env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    while time.time() < deadline and proc.poll() is None:
-        if len(list((out / "jobs").glob("*attack*.json"))) >= 1:
-            break
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    _run_then_kill(suite_path, out, threads=2, pattern="*attack*.json", at_least=1)
     done_before = len(list((out / "jobs").glob("*.json")))
     assert 2 < done_before < 2 + 8  # clean jobs and some, not all, attack jobs
     time.sleep(1.0)

@@ -152,7 +152,8 @@ class CorruptionGrid:
         """(labels, setting indices, sample indices) of the given items; needs no image."""
         pos = [divmod(item, self.n) for item in items]
         return (torch.tensor([int(self.labels[i]) for _, i in pos], dtype=torch.int64),
-                torch.tensor([s for s, _ in pos], dtype=torch.int64), torch.tensor([i for _, i in pos], dtype=torch.int64))
+                torch.tensor([s for s, _ in pos], dtype=torch.int64),
+                torch.tensor([i for _, i in pos], dtype=torch.int64))
 
 
 def _check_same_size(shapes) -> None:
