@@ -19,21 +19,28 @@ def run(suite: Optional[str] = typer.Argument(None, help="built-in suite name or
         device: Optional[str] = typer.Option(None, help="auto, cpu or cuda[:N] (default: the suite's)"),
         limit: Optional[int] = typer.Option(None, help="cap every sample count at N (smoke runs)"),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar, no leaderboard"),
-        registry: List[Path] = typer.Option([], help="extra registry TOML file(s)")):
+        registry: List[Path] = typer.Option([], help="extra registry TOML file(s)"),
+        overwrite: bool = typer.Option(False, "--overwrite", help="if DIR holds results of another configuration, "
+                                       "move them aside (DIR.replaced-<time>) instead of refusing")):
     """Run a suite (the built-in default when none is given), then print its leaderboard."""
     from .runner import run_suite
     from .suite import load_suite
 
+    if limit is not None and limit < 1:
+        raise QuestbenchError(f"--limit must be a positive integer, not {limit}")
     s = load_suite(suite)
     if out == Path("runs/default") and s.name != "default":
         out = Path("runs") / s.name
-    summary = run_suite(s, out, device=device, limit=limit, quiet=quiet, registry_files=registry)
+    summary = run_suite(s, out, device=device, limit=limit, quiet=quiet, registry_files=registry,
+                        overwrite=overwrite)
+    for note in summary.notes:
+        typer.echo(note, err=True)
     if not quiet:
         from .report.leaderboard import render_rich
         from .results import load_results
         render_rich(load_results(out))
-        typer.echo(f"{summary.jobs_run} job(s) run, {summary.jobs_skipped} already done, "
-                   f"{summary.wall_s:.1f} s; results in {out}", err=True)
+    typer.echo(f"{summary.jobs_run} job(s) run, {summary.jobs_skipped} already done, "
+               f"{summary.wall_s:.1f} s; results in {out}", err=True)
 
 
 @app.command()
@@ -155,15 +162,41 @@ def doctor():
         typer.echo(f"{'robustbench':18s} not importable ({type(exc).__name__}); optional")
 
 
+class Terminated(BaseException):
+    """SIGTERM, raised in the main thread so that every `finally` runs and child processes are ended."""
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated()
+
+
 def main() -> None:
+    import signal
+
+    signal.signal(signal.SIGTERM, _raise_terminated)
+    resume = "; finished jobs are kept: run the same command again to resume"
     try:
-        app()
+        code = app(standalone_mode=False)
     except QuestbenchError as exc:
         typer.echo(f"error: {exc}", err=True)
         sys.exit(2)
-    except KeyboardInterrupt:
-        typer.echo("interrupted", err=True)
+    except (typer.Abort, KeyboardInterrupt):
+        typer.echo(f"interrupted{resume}", err=True)
         sys.exit(130)
+    except Terminated:
+        typer.echo(f"terminated{resume}", err=True)
+        sys.exit(143)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except Exception as exc:  # the command-line parser's own errors (typer vendors its click: match by shape)
+        if type(exc).__name__ == "NoArgsIsHelpError":
+            typer.echo(exc.ctx.get_help())
+            sys.exit(0)
+        if hasattr(exc, "format_message") and hasattr(exc, "exit_code"):
+            typer.echo("error: " + " ".join(exc.format_message().split()), err=True)
+            sys.exit(2)
+        raise
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

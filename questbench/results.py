@@ -2,29 +2,37 @@
 
 Layout of an output folder::
 
-    <out>/jobs/<job id>.json     {"job": {...config, wall time, flags...}, "records": [per-sample rows]}
-    <out>/provenance.json        suite, suite sha256, versions, checkpoints, device, dtype, seeds, sample ids
+    <out>/provenance.json             the run's configuration (suite, sha256s, versions, limit, device), the
+                                      planned jobs with their identity hashes, sample ids
+    <out>/jobs/<job id>.json          {"job": {...identity, config, wall time, flags...}, "records": [rows]}
 
-A job is done when its file exists, so a killed run resumes where it stopped. Every aggregate (accuracy,
-CE, mCE, curves, leaderboards, paired tests) is computed from the per-sample rows, never stored.
+A job's id ends in the hash of everything that determines its rows (checkpoint sha256, dataset content and
+sample ids, evaluation config, seed, precision, batch size, device kind, library versions), so a job is done
+only when a file of exactly that configuration exists. A folder holds one run configuration: the runner
+refuses to mix in another, and ``load_results`` refuses job files that are foreign to the folder's plan,
+damaged, or incomplete. Every aggregate is computed from the per-sample rows, never stored.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, Optional
 
 import pandas as pd
+from pydantic import BaseModel, ConfigDict, StrictBool, StrictInt, StrictStr, TypeAdapter, ValidationError
 
 from .errors import QuestbenchError
 from .models import atomic_write_bytes
 
 JOBS_DIR = "jobs"
 PROVENANCE = "provenance.json"
+STORE_FORMAT = 2  # bumped whenever the meaning of a job file changes; older folders are refused, not misread
 SAMPLE_COLUMNS = ["model", "attention", "pair", "evaluation", "setting", "corruption", "severity", "attack",
                   "norm", "eps", "sample_id", "label", "pred", "correct"]
+EVALUATIONS = ("clean", "corruption", "attack", "diagnostics")
 
 
 def job_file(out: Path, job_id: str) -> Path:
@@ -33,6 +41,11 @@ def job_file(out: Path, job_id: str) -> Path:
 
 def slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._=+-]+", "_", text).strip("_")
+
+
+def config_hash(obj: Any) -> str:
+    """sha256 of a canonical JSON rendering (sorted keys, no whitespace): equal configurations, equal hashes."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str).encode()).hexdigest()
 
 
 def write_json(path: Path, obj: Any) -> None:
@@ -45,6 +58,95 @@ def write_job(out: Path, job_id: str, job: dict[str, Any], records: list[dict[st
 
 def job_done(out: Path, job_id: str) -> bool:
     return job_file(out, job_id).is_file()
+
+
+# --- schemas: what a report may rely on in a job file ----------------------------------------------------------
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="allow", strict=True)
+
+
+class JobInfo(_Strict):
+    format: Literal[2]
+    model: StrictStr
+    attention: StrictStr
+    pair: StrictStr
+    evaluation: Literal["clean", "corruption", "attack", "diagnostics"]
+    setting: StrictStr
+    samples: StrictInt
+    key_sha256: StrictStr
+    suite_sha256: StrictStr
+    flags: list[StrictStr]
+    corruption: Optional[StrictStr] = None
+    severity: Optional[StrictInt] = None
+    attack: Optional[StrictStr] = None
+    norm: Optional[StrictStr] = None
+    eps: Optional[float] = None
+
+
+class SampleRecord(_Strict):
+    sample_id: StrictStr
+    label: StrictInt
+    pred: StrictInt
+    correct: StrictBool
+
+
+class AttackRecord(SampleRecord):
+    clean_pred: StrictInt
+    clean_correct: StrictBool
+
+
+class DiagnosticsRecord(_Strict):
+    layer: StrictStr
+
+
+_RECORDS = {"clean": TypeAdapter(list[SampleRecord]), "corruption": TypeAdapter(list[SampleRecord]),
+            "attack": TypeAdapter(list[AttackRecord]), "diagnostics": TypeAdapter(list[DiagnosticsRecord])}
+
+
+def _first_error(exc: ValidationError) -> str:
+    e = exc.errors()[0]
+    where = ".".join(str(p) for p in e["loc"]) or "(top level)"
+    return f"{where}: {e['msg']}"
+
+
+def read_job_file(f: Path, provenance: dict[str, Any]) -> dict[str, Any]:
+    """A job file checked against its schema and against the folder's plan; one QuestbenchError otherwise."""
+    try:
+        doc = json.loads(f.read_bytes())
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise QuestbenchError(f"damaged job file {f} (not JSON): delete it and re-run to redo that job") from None
+    if not isinstance(doc, dict) or set(doc) != {"job", "records"}:
+        raise QuestbenchError(f"job file {f} is not a questbench job (expected the keys job and records)")
+    try:
+        job = JobInfo.model_validate(doc["job"])
+    except ValidationError as exc:
+        raise QuestbenchError(f"job file {f} does not match the job schema ({_first_error(exc)})") from None
+    try:
+        _RECORDS[job.evaluation].validate_python(doc["records"])
+    except ValidationError as exc:
+        raise QuestbenchError(f"job file {f} has a malformed record ({_first_error(exc)})") from None
+    planned = provenance.get("jobs", {})
+    if job.suite_sha256 != provenance.get("suite_sha256") or planned.get(f.stem) != job.key_sha256:
+        raise QuestbenchError(f"job file {f} is foreign to this folder (another suite or configuration made it): "
+                              "remove it, or keep each run in its own --out folder")
+    if job.evaluation != "diagnostics" and len(doc["records"]) != job.samples:
+        raise QuestbenchError(f"job file {f} holds {len(doc['records'])} records for {job.samples} samples: "
+                              "delete it and re-run to redo that job")
+    return doc
+
+
+def read_provenance(out: Path) -> dict[str, Any]:
+    path = Path(out) / PROVENANCE
+    if not path.is_file():
+        raise QuestbenchError(f"{out} has no {PROVENANCE}: not a results folder of this questbench version")
+    try:
+        prov = json.loads(path.read_bytes())
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise QuestbenchError(f"damaged {path} (not JSON)") from None
+    if not isinstance(prov, dict) or prov.get("format") != STORE_FORMAT:
+        raise QuestbenchError(f"{path} is not a questbench provenance document of store format {STORE_FORMAT} "
+                              "(written by another version): re-run the suite into a new --out folder")
+    return prov
 
 
 @dataclass
@@ -62,12 +164,10 @@ def load_results(path) -> Results:
     jobs_dir = out / JOBS_DIR
     if not jobs_dir.is_dir():
         raise QuestbenchError(f"{out} holds no questbench results (no {JOBS_DIR}/ folder)")
+    provenance = read_provenance(out)
     sample_frames, job_rows, diag_rows = [], [], []
     for f in sorted(jobs_dir.glob("*.json")):
-        try:
-            doc = json.loads(f.read_text())
-        except json.JSONDecodeError:
-            raise QuestbenchError(f"corrupt job file {f}: delete it and re-run to redo that job") from None
+        doc = read_job_file(f, provenance)
         job = doc["job"]
         job_rows.append({k: v for k, v in job.items() if not isinstance(v, (dict, list))} |
                         {"flags": "; ".join(job.get("flags", [])), "job_id": f.stem})
@@ -85,7 +185,5 @@ def load_results(path) -> Results:
     samples = pd.concat(sample_frames, ignore_index=True) if sample_frames else pd.DataFrame(columns=SAMPLE_COLUMNS)
     extra = [c for c in samples.columns if c not in SAMPLE_COLUMNS]
     samples = samples[SAMPLE_COLUMNS + extra]
-    prov_path = out / PROVENANCE
-    provenance = json.loads(prov_path.read_text()) if prov_path.is_file() else {}
     return Results(samples=samples, jobs=pd.DataFrame(job_rows), diagnostics=pd.DataFrame(diag_rows),
                    provenance=provenance)

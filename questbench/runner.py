@@ -19,11 +19,12 @@ import torch
 from .data import load_dataset
 from .errors import QuestbenchError
 from .evaluators.attacks import AttackConfig, evaluate_attack
-from .evaluators.common import run_with_batch_fallback
+from .evaluators.common import die_with_parent, run_with_batch_fallback
 from .evaluators.corruptions import evaluate_corruptions, evaluate_released
 from .progress import progress_bar
 from .registry import load_model
-from .results import PROVENANCE, job_done, slug, write_job, write_json
+from .outdir import check_writable, claim, exclusive
+from .results import PROVENANCE, STORE_FORMAT, config_hash, job_done, slug, write_job, write_json
 from .suite import Suite
 from .versions import library_versions
 
@@ -35,10 +36,15 @@ class Job:
     setting: str
     samples: int
     fields: dict[str, Any] = field(default_factory=dict)  # corruption/severity or attack config
+    key: dict[str, Any] = field(default_factory=dict)  # everything that determines the job's rows
+
+    @property
+    def key_sha256(self) -> str:
+        return config_hash(self.key)
 
     @property
     def job_id(self) -> str:
-        return slug(f"{self.model}__{self.evaluation}__{self.setting}")
+        return f"{slug(f'{self.model}__{self.evaluation}__{self.setting}')}.{self.key_sha256[:16]}"
 
 
 @dataclass
@@ -49,6 +55,7 @@ class RunSummary:
     jobs_skipped: int
     wall_s: float
     flags: list[str]
+    notes: list[str] = field(default_factory=list)
 
 
 def resolve_device(device: Optional[str]) -> str:
@@ -72,12 +79,47 @@ def _subset(ds, order: np.ndarray, k: Optional[int]):
 
 
 def _name(model_ref: str) -> str:
-    return Path(model_ref).stem if model_ref.endswith((".safetensors", ".pt", ".pth")) else model_ref
+    return Path(model_ref).stem if model_ref.endswith((".safetensors", ".pt", ".pth", ".bin")) else model_ref
+
+
+def model_names(refs: list[str]) -> dict[str, str]:
+    """name -> reference; two references with one name (a/m.safetensors, b/m.safetensors) are an error."""
+    names: dict[str, str] = {}
+    for ref in refs:
+        name = _name(ref)
+        if name in names:
+            same = names[name] == ref
+            raise QuestbenchError(f"model {ref!r} is listed twice" if same else
+                                  f"two models would both be named {name!r}: {names[name]} and {ref}; "
+                                  "rename one checkpoint file (with its card)")
+        names[name] = ref
+    return names
+
+
+def model_fingerprint(model) -> str:
+    """The checkpoint file's sha256, or for weights that came without one (timm hub) a hash of the state_dict."""
+    if model.card.get("sha256"):
+        return model.card["sha256"]
+    import hashlib
+    h = hashlib.sha256()
+    for k, v in sorted(model.state_dict().items()):
+        h.update(k.encode())
+        h.update(v.detach().cpu().contiguous().numpy().tobytes())
+    return "state_dict:" + h.hexdigest()
+
+
+def dataset_fingerprint(ds) -> str:
+    """Content hash of an in-memory dataset; sample ids, labels and eval view of a folder (hashing every file
+    of ImageNet would cost minutes; the ids are relative paths)."""
+    if hasattr(ds, "sha256"):
+        return ds.sha256()
+    view = {"resize": getattr(ds, "resize", None), "crop": getattr(ds, "crop", None)}
+    return config_hash({"ids": list(ds.sample_ids), "labels": [int(x) for x in ds.labels], "view": view})
 
 
 class Runner:
     def __init__(self, suite: Suite, out, device: Optional[str] = None, limit: Optional[int] = None,
-                 quiet: bool = False, registry_files=None):
+                 quiet: bool = False, registry_files=None, overwrite: bool = False):
         self.suite = suite
         self.out = Path(out)
         self.device = resolve_device(device or suite.device)
@@ -85,20 +127,24 @@ class Runner:
         self.quiet = quiet
         self.registry_files = list(registry_files or []) + list(suite.registry)
         self.flags: list[str] = []
+        self.overwrite = overwrite
+        self.notes: list[str] = []
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+            raise QuestbenchError(f"--limit must be a positive integer, not {limit!r}")
 
     # --- preparation: everything that can fail does so here, before any job runs ---------------------
     def prepare(self) -> None:
         s = self.suite
-        ds = load_dataset(s.data.dataset, s.data.split, root=s.data.root)
+        check_writable(self.out)
+        ds = load_dataset(s.data.dataset, s.data.split, root=s.data.root, **s.data.loader_kwargs())
         order = sample_order(len(ds), s.seed)
         cap = lambda k: min(x for x in (k, s.data.samples, self.limit, len(ds)) if x)  # noqa: E731
         self.clean_ds = _subset(ds, order, cap(s.data.samples))
         self.corr_ds = _subset(ds, order, cap(s.corruptions.samples)) if s.corruptions else None
         self.attack_ds = [_subset(ds, order, cap(a.samples)) for a in s.attacks]
         self.diag_ds = _subset(ds, order, cap(s.diagnostics_samples)) if s.diagnostics_samples else None
-        self.models = {}
-        for ref in s.models:
-            self.models[_name(ref)] = load_model(ref, registry_files=self.registry_files, device=self.device)
+        self.models = {name: load_model(ref, registry_files=self.registry_files, device=self.device)
+                       for name, ref in model_names(s.models).items()}
         self.source = None
         if s.corruptions and s.corruptions.mode in ("imagenet-c", "cifar-c"):
             self.source = self._released_source()
@@ -115,47 +161,75 @@ class Runner:
         check_cifar_c_folder(c.root, c.names)
         return CifarCSource(c.root, [int(sid.split("/")[-1]) for sid in self.corr_ds.sample_ids])
 
+    def _common_key(self, model: str, evaluation: str, ds) -> dict[str, Any]:
+        s = self.suite
+        return {"format": STORE_FORMAT, "model_sha256": self._model_fp[model], "evaluation": evaluation,
+                "dataset": {"name": ds.name, "split": s.data.split, "content": self._data_fp[id(ds)],
+                            "sample_ids": config_hash(list(ds.sample_ids))},
+                "seed": s.seed, "precision": s.precision, "batch_size": s.batch_size,
+                "device": self.device.split(":")[0], "versions": self._versions}
+
     def jobs(self) -> list[Job]:
         s = self.suite
+        self._model_fp = {m: model_fingerprint(model) for m, model in self.models.items()}
+        self._versions = {k: v for k, v in library_versions().items() if k != "python"}
+        datasets = [d for d in (self.clean_ds, self.corr_ds, self.diag_ds, *self.attack_ds) if d is not None]
+        self._data_fp = {id(d): dataset_fingerprint(d) for d in datasets}
         jobs: list[Job] = []
         for m in self.models:
             if s.clean:
-                jobs.append(Job(m, "clean", "clean", len(self.clean_ds)))
+                jobs.append(Job(m, "clean", "clean", len(self.clean_ds), key=self._common_key(m, "clean", self.clean_ds)))
         if s.corruptions:
-            for st in s.corruptions.settings():  # setting-major: one corrupted batch serves every model
+            c = s.corruptions
+            source = {"mode": c.mode, "root": str(Path(c.root).resolve()) if c.root else None}
+            for st in c.settings():  # setting-major: one corrupted batch serves every model
                 for m in self.models:
+                    key = self._common_key(m, "corruption", self.corr_ds) | {
+                        "corruption": st.corruption, "severity": st.severity, "source": source}
                     jobs.append(Job(m, "corruption", st.key, len(self.corr_ds),
-                                    {"corruption": st.corruption, "severity": st.severity}))
+                                    {"corruption": st.corruption, "severity": st.severity}, key))
         for a_idx, spec in enumerate(s.attacks):
             for cfg in spec.configs:
                 for m in self.models:
+                    key = self._common_key(m, "attack", self.attack_ds[a_idx]) | {
+                        "attack": cfg.resolved(), "batch_size": spec.batch_size or s.batch_size}
                     jobs.append(Job(m, "attack", cfg.key, len(self.attack_ds[a_idx]),
                                     {"attack": cfg.attack, "norm": cfg.norm, "eps": cfg.eps, "a_idx": a_idx,
-                                     "config": cfg}))
+                                     "config": cfg}, key))
         if self.diag_ds is not None:
             for m in self.models:
-                jobs.append(Job(m, "diagnostics", "attention", len(self.diag_ds)))
+                jobs.append(Job(m, "diagnostics", "attention", len(self.diag_ds),
+                                key=self._common_key(m, "diagnostics", self.diag_ds)))
         return jobs
 
+    def run_config(self) -> dict[str, Any]:
+        """What makes two runs the same run: a folder holds results of one such configuration only."""
+        s = self.suite
+        return {"suite": {k: v for k, v in s.as_dict().items() if k not in ("path", "sha256")},
+                "suite_sha256": s.sha256, "limit": self.limit, "device": self.device.split(":")[0],
+                "models": dict(sorted(self._model_fp.items())), "versions": self._versions}
+
     # --- provenance -------------------------------------------------------------------------------------
-    def provenance(self) -> dict[str, Any]:
+    def provenance(self, jobs: list[Job]) -> dict[str, Any]:
         s = self.suite
         models = {}
         for name, model in self.models.items():
             card = model.card
             models[name] = {"attention": model.spec.attention, "arch": model.spec.arch, "pair": card.get("pair", ""),
-                            "sha256": card.get("sha256", ""), "source": card.get("registry_entry", {}).get("source",
+                            "sha256": self._model_fp[name], "source": card.get("registry_entry", {}).get("source",
                                                                                                  card.get("path", ""))}
         corr_impl = "imagecorruptions-imaug " + library_versions()["imagecorruptions"]
         if s.corruptions and s.corruptions.mode in ("imagenet-c", "cifar-c"):
             corr_impl = f"released {s.corruptions.mode} at {s.corruptions.root}"
         return {
+            "format": STORE_FORMAT, "run_config": self.run_config(), "jobs": {j.job_id: j.key_sha256 for j in jobs},
             "suite": s.as_dict(), "suite_sha256": s.sha256, "versions": library_versions(), "models": models,
             "device": self.device, "device_name": torch.cuda.get_device_name() if self.device.startswith("cuda")
             else f"cpu ({platform.machine()}, {torch.get_num_threads()} threads)",
             "dtype": s.precision, "seed": s.seed, "limit": self.limit, "attack_processes": self.attack_processes(),
             "corruption_implementation": corr_impl,
-            "dataset": {"name": self.clean_ds.name, "source": self.clean_ds.source, "split": s.data.split},
+            "dataset": {"name": self.clean_ds.name, "source": self.clean_ds.source, "split": s.data.split,
+                        "content_sha256": self._data_fp[id(self.clean_ds)]},
             "sample_ids": {"clean": list(self.clean_ds.sample_ids),
                            "corruption": list(self.corr_ds.sample_ids) if self.corr_ds is not None else [],
                            **{f"attack[{i}]": list(d.sample_ids) for i, d in enumerate(self.attack_ds)},
@@ -165,10 +239,11 @@ class Runner:
     # --- execution --------------------------------------------------------------------------------------
     def _job_doc(self, job: Job, wall: float, flags=(), config=None) -> dict[str, Any]:
         model = self.models[job.model]
-        doc = {"model": job.model, "attention": model.spec.attention, "pair": model.card.get("pair", ""),
-               "evaluation": job.evaluation, "setting": job.setting, "samples": job.samples,
-               "wall_s": round(wall, 3), "flags": list(flags), "device": self.device, "dtype": self.suite.precision,
-               "checkpoint_sha256": model.card.get("sha256", ""), "suite_sha256": self.suite.sha256}
+        doc = {"format": STORE_FORMAT, "model": job.model, "attention": model.spec.attention,
+               "pair": model.card.get("pair", ""), "evaluation": job.evaluation, "setting": job.setting,
+               "samples": job.samples, "wall_s": round(wall, 3), "flags": list(flags), "device": self.device,
+               "dtype": self.suite.precision, "checkpoint_sha256": self._model_fp[job.model],
+               "suite_sha256": self.suite.sha256, "key_sha256": job.key_sha256, "key": job.key}
         for k in ("corruption", "severity", "attack", "norm", "eps"):
             doc[k] = job.fields.get(k)
         if config is not None:
@@ -179,8 +254,18 @@ class Runner:
         start = time.perf_counter()
         self.prepare()
         jobs = self.jobs()
+        planned = {j.job_id for j in jobs}
+        with exclusive(self.out):
+            moved = claim(self.out, self.run_config(), planned, self.overwrite)
+            if moved:
+                self.notes.append(moved)
+                with exclusive(self.out):
+                    return self._execute(jobs, start)
+            return self._execute(jobs, start)
+
+    def _execute(self, jobs: list[Job], start: float) -> RunSummary:
         pending = [j for j in jobs if not job_done(self.out, j.job_id)]
-        write_json(self.out / PROVENANCE, self.provenance())
+        write_json(self.out / PROVENANCE, self.provenance(jobs))
         with progress_bar(self.quiet) as bar:
             task = bar.add_task(f"{self.suite.name}: {len(pending)} jobs", total=sum(j.samples for j in pending))
             advance: Callable[[int], None] = lambda n: bar.update(task, advance=n)  # noqa: E731
@@ -190,7 +275,7 @@ class Runner:
             for j in (j for j in pending if j.evaluation == "diagnostics"):
                 self._run_diagnostics(j, advance)
         return RunSummary(self.out, len(jobs), len(pending), len(jobs) - len(pending),
-                          time.perf_counter() - start, self.flags)
+                          time.perf_counter() - start, self.flags, self.notes)
 
     def _run_clean(self, jobs: list[Job], advance) -> None:
         ds = self.clean_ds
@@ -283,7 +368,7 @@ class Runner:
     def _attack_child(self, jobs: list[Job], todo, queue) -> None:
         import os
         import sys
-        _die_with_parent()
+        die_with_parent()
         # the parent owns the terminal (and its progress bar's thread may have held a stream lock at the fork)
         sys.stdout = sys.stderr = open(os.devnull, "w")
         torch.set_num_threads(1)
@@ -327,16 +412,6 @@ class Runner:
         write_job(self.out, job.job_id, self._job_doc(job, time.perf_counter() - t0), records)
 
 
-def _die_with_parent() -> None:
-    """Linux: a child is killed when the run is (even by SIGKILL), instead of finishing its jobs orphaned."""
-    import ctypes
-    import signal
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
-    except (OSError, AttributeError):  # not Linux: daemon=True still ends it when the parent exits normally
-        pass
-
-
 def _attack_cost(job: Job) -> float:
     """A rough relative cost, only to start the longest attack jobs first."""
     cfg: AttackConfig = job.fields["config"]
@@ -362,4 +437,5 @@ def _predict(model, ds, batch_size: int, device: str, advance) -> list[dict[str,
 
 
 def run_suite(suite: Suite, out, **kwargs) -> RunSummary:
+    """Run ``suite`` into the folder ``out`` (resuming a run of the same configuration there)."""
     return Runner(suite, out, **kwargs).run()

@@ -1,49 +1,117 @@
-"""Suite files (TOML) -> validated, fully resolved suites -> jobs (model x evaluation x setting).
+"""Suite files (TOML) -> validated, fully resolved suites.
 
-Everything is checked before anything runs: an unknown key, model, corruption, attack or a missing dataset
-is one QuestbenchError naming it.
+A suite file is validated by a schema (pydantic, strict types, unknown keys forbidden): every mistake is one
+QuestbenchError naming the key and what it should be, raised before anything runs.
 """
 from __future__ import annotations
 
 import hashlib
+import re
 import tomllib
 from dataclasses import asdict, dataclass, field
 from fractions import Fraction
 from importlib import resources
 from pathlib import Path
-from typing import Any, Optional
+from typing import Annotated, Any, Literal, Optional, Union
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .errors import QuestbenchError
 from .evaluators.attacks import ATTACKS, AttackConfig
-from .evaluators.corruptions import MODES as CORRUPTION_MODES, CorruptionSetting, check_corruption
+from .evaluators.corruptions import CorruptionSetting, check_corruption
 from .metrics import ALL_CORRUPTIONS, COMMON_CORRUPTIONS, EXTRA_CORRUPTIONS
 
-CORRUPTION_SOURCES = CORRUPTION_MODES + ("imagenet-c", "cifar-c")
-_TOP_KEYS = {"name", "description", "seed", "device", "batch_size", "num_workers", "precision", "models", "data",
-             "clean", "corruptions", "attacks", "diagnostics", "registry"}
-_DATA_KEYS = {"dataset", "split", "root", "samples", "classes"}
-_CORR_KEYS = {"names", "severities", "mode", "root", "samples"}
-_ATTACK_KEYS = {"attack", "eps", "norm", "steps", "step_size", "step_size_ratio", "restarts", "random_start",
-                "loss", "samples", "batch_size"}
-_DIAG_KEYS = {"samples"}
+CORRUPTION_SOURCES = ("native", "faithful", "imagenet-c", "cifar-c")
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"  # a suite name becomes a folder name under runs/
+DEVICE_PATTERN = r"^(auto|cpu|cuda(:[0-9]+)?)$"
 
-
-def _check_keys(table: dict, allowed: set, where: str) -> None:
-    unknown = sorted(set(table) - allowed)
-    if unknown:
-        raise QuestbenchError(f"suite {where}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}")
+PositiveInt = Annotated[int, Field(gt=0)]
+Fractionish = Union[int, float, str]  # 0.03, 8/255 as "8/255"
 
 
 def parse_eps(value: Any, where: str) -> float:
-    """Accept numbers and fraction strings such as "1/255"."""
+    """A number or a fraction string such as "1/255", in [0, 1] (images live in [0, 1]; 0 anchors a sweep)."""
+    eps = None
     try:
         if isinstance(value, str):
-            return float(Fraction(value.strip()))
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
+            eps = float(Fraction(value.strip()))
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            eps = float(value)
     except (ValueError, ZeroDivisionError):
         pass
-    raise QuestbenchError(f"suite {where}: eps {value!r} is not a number or a fraction like \"1/255\"")
+    if eps is None:
+        raise QuestbenchError(f"suite {where}: eps {value!r} is not a number or a fraction like \"1/255\"")
+    if not 0 <= eps <= 1:
+        raise QuestbenchError(f"suite {where}: eps {value!r} is outside [0, 1] (images are in [0, 1]; "
+                              "write 8/255 as \"8/255\")")
+    return eps
+
+
+class _Schema(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class DataSchema(_Schema):
+    dataset: str = "fashion-mnist"
+    split: str = "test"
+    root: Optional[str] = None
+    samples: Optional[PositiveInt] = None
+    classes: Optional[str] = None  # image folders: a file of wnids, one per line, fixing the class order
+
+
+class CorruptionSchema(_Schema):
+    names: Union[Literal["common", "extra", "all"], Annotated[list[str], Field(min_length=1)]] = "common"
+    severities: Annotated[list[Annotated[int, Field(ge=1, le=5)]], Field(min_length=1)] = [1, 2, 3, 4, 5]
+    mode: Literal["native", "faithful", "imagenet-c", "cifar-c"] = "native"
+    root: Optional[str] = None
+    samples: Optional[PositiveInt] = None
+
+
+class AttackSchema(_Schema):
+    attack: Literal[ATTACKS]  # type: ignore[valid-type]
+    eps: Union[Fractionish, Annotated[list[Fractionish], Field(min_length=1)]]
+    norm: Literal["Linf", "L2"] = "Linf"
+    steps: Optional[PositiveInt] = None
+    step_size: Optional[Fractionish] = None
+    step_size_ratio: Optional[Annotated[float, Field(gt=0)]] = None
+    restarts: PositiveInt = 1
+    random_start: bool = True
+    loss: Literal["ce", "dlr"] = "ce"
+    samples: Optional[PositiveInt] = None
+    batch_size: Optional[PositiveInt] = None
+
+
+class DiagnosticsSchema(_Schema):
+    samples: PositiveInt = 64
+
+
+class CleanSchema(_Schema):
+    enabled: bool = True
+
+
+class SuiteSchema(_Schema):
+    name: Optional[Annotated[str, Field(pattern=NAME_PATTERN)]] = None
+    description: str = ""
+    models: Annotated[list[Annotated[str, Field(min_length=1)]], Field(min_length=1)]
+    seed: Annotated[int, Field(ge=0, lt=2**63)] = 0
+    device: Annotated[str, Field(pattern=DEVICE_PATTERN)] = "auto"
+    batch_size: PositiveInt = 256
+    num_workers: Annotated[int, Field(ge=0, le=256)] = 2
+    precision: Literal["fp32", "bf16"] = "fp32"
+    data: DataSchema = DataSchema()
+    clean: Union[bool, CleanSchema] = True
+    corruptions: Optional[CorruptionSchema] = None
+    attacks: list[AttackSchema] = []
+    diagnostics: Optional[DiagnosticsSchema] = None
+    registry: list[str] = []
+
+    @field_validator("models")
+    @classmethod
+    def _unique(cls, v: list[str]) -> list[str]:
+        dup = sorted({m for m in v if v.count(m) > 1})
+        if dup:
+            raise ValueError(f"model(s) listed twice: {', '.join(dup)}")
+        return v
 
 
 @dataclass
@@ -52,7 +120,22 @@ class DataSpec:
     split: str = "test"
     root: Optional[str] = None
     samples: Optional[int] = None
-    classes: Optional[str] = None  # ImageNet: a file of wnids (one per line) fixing class order
+    classes: Optional[str] = None
+
+    def loader_kwargs(self) -> dict[str, Any]:
+        """Extra arguments for the dataset loader: the class order file of an image folder."""
+        if self.classes is None:
+            return {}
+        path = Path(self.classes)
+        if not path.is_file():
+            raise QuestbenchError(f"suite data.classes: no file {path}")
+        try:
+            wnids = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+        except UnicodeDecodeError:
+            raise QuestbenchError(f"suite data.classes: {path} is not a text file of class names") from None
+        if not wnids:
+            raise QuestbenchError(f"suite data.classes: {path} lists no classes")
+        return {"classes": wnids}
 
 
 @dataclass
@@ -95,107 +178,92 @@ class Suite:
 
     def as_dict(self) -> dict[str, Any]:
         d = asdict(self)
-        d["attacks"] = [{"samples": a.samples, "configs": [c.resolved() for c in a.configs]} for a in self.attacks]
+        d["attacks"] = [{"samples": a.samples, "batch_size": a.batch_size,
+                         "configs": [c.resolved() for c in a.configs]} for a in self.attacks]
         return d
 
 
-def _corruption_names(value: Any) -> list[str]:
-    if value in (None, "common"):
-        return list(COMMON_CORRUPTIONS)
-    if value == "extra":
-        return list(EXTRA_CORRUPTIONS)
-    if value == "all":
-        return list(ALL_CORRUPTIONS)
-    if isinstance(value, str):
-        value = [value]
-    if not isinstance(value, list):
-        raise QuestbenchError(f"suite corruptions.names must be a list or common/extra/all, not {value!r}")
-    return [str(v) for v in value]
+def _corruption_names(value: Union[str, list[str]]) -> list[str]:
+    groups = {"common": COMMON_CORRUPTIONS, "extra": EXTRA_CORRUPTIONS, "all": ALL_CORRUPTIONS}
+    names = list(groups[value]) if isinstance(value, str) else list(value)
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise QuestbenchError(f"suite corruptions.names: listed twice: {', '.join(dup)}")
+    return names
 
 
-def _positive_int(value: Any, where: str) -> Optional[int]:
-    if value is None:
-        return None
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise QuestbenchError(f"suite {where} must be a positive integer, not {value!r}")
-    return value
+def _attack_spec(a: AttackSchema, where: str) -> AttackSpec:
+    eps_list = [parse_eps(e, where) for e in (a.eps if isinstance(a.eps, list) else [a.eps])]
+    if len(set(eps_list)) != len(eps_list):
+        raise QuestbenchError(f"suite {where}: an eps is listed twice")
+    if a.step_size is not None and a.step_size_ratio is not None:
+        raise QuestbenchError(f"suite {where}: give step_size or step_size_ratio, not both")
+    if a.attack != "pgd" and (a.steps is not None or a.step_size is not None or a.step_size_ratio is not None):
+        raise QuestbenchError(f"suite {where}: steps and step sizes apply to pgd only ({a.attack} uses its own)")
+    if a.attack in ("fgsm", "autoattack", "autoattack-fast") and (a.loss != "ce" or a.restarts != 1):
+        raise QuestbenchError(f"suite {where}: {a.attack} uses its own loss and restarts")
+    configs = []
+    for eps in eps_list:
+        step_size = parse_eps(a.step_size, f"{where}.step_size") if a.step_size is not None else (
+            a.step_size_ratio * eps if a.step_size_ratio is not None else None)
+        configs.append(AttackConfig(attack=a.attack, eps=eps, norm=a.norm,
+                                    steps=a.steps if a.steps is not None else (10 if a.attack == "pgd" else 0),
+                                    step_size=step_size, restarts=a.restarts, random_start=a.random_start,
+                                    loss=a.loss))
+    return AttackSpec(configs, a.samples, a.batch_size)
 
 
-def _parse_attacks(entries: Any) -> list[AttackSpec]:
-    if not isinstance(entries, list):
-        raise QuestbenchError("suite attacks must be an array of tables ([[attacks]])")
-    specs = []
-    for n, a in enumerate(entries):
-        where = f"attacks[{n}]"
-        _check_keys(a, _ATTACK_KEYS, where)
-        if a.get("attack") not in ATTACKS:
-            raise QuestbenchError(f"suite {where}: unknown attack {a.get('attack')!r}; known: {', '.join(ATTACKS)}")
-        eps_values = a.get("eps", [])
-        eps_list = [parse_eps(e, where) for e in (eps_values if isinstance(eps_values, list) else [eps_values])]
-        if not eps_list:
-            raise QuestbenchError(f"suite {where}: give eps (a number or a list for a sweep)")
-        configs = []
-        for eps in eps_list:
-            step_size = a.get("step_size")
-            if step_size is not None:
-                step_size = parse_eps(step_size, where)
-            elif "step_size_ratio" in a:
-                step_size = float(a["step_size_ratio"]) * eps
-            configs.append(AttackConfig(attack=a["attack"], eps=eps, norm=a.get("norm", "Linf"),
-                                        steps=int(a.get("steps", 10 if a["attack"] == "pgd" else 0)),
-                                        step_size=step_size, restarts=int(a.get("restarts", 1)),
-                                        random_start=bool(a.get("random_start", True)), loss=a.get("loss", "ce")))
-        specs.append(AttackSpec(configs, _positive_int(a.get("samples"), f"{where}.samples"),
-                                _positive_int(a.get("batch_size"), f"{where}.batch_size")))
-    return specs
+def _schema_error(exc: ValidationError, path: str) -> QuestbenchError:
+    e = exc.errors()[0]
+    # union members tag the location ('bool', 'CleanSchema', "literal['common']"): keep only the keys
+    tags = ("bool", "int", "float", "str", "list", "dict")
+    loc = ".".join(str(p) for p in e["loc"] if not (str(p) in tags or "[" in str(p) or str(p).endswith("Schema")
+                                                     or str(p).startswith("function-")))
+    msg = e["msg"]
+    if e["type"] == "extra_forbidden":
+        msg = "unknown key"
+    got = e.get("input")
+    got_text = "" if e["type"] in ("extra_forbidden", "missing") or isinstance(got, dict) else f" (got {got!r})"
+    more = f"; {len(exc.errors()) - 1} more problem(s)" if len(exc.errors()) > 1 else ""
+    return QuestbenchError(f"suite {path}: {loc or 'top level'}: {msg}{got_text}{more}")
 
 
 def parse_suite(text: str, path: str = "<string>") -> Suite:
+    if not isinstance(text, str):
+        raise QuestbenchError(f"a suite is TOML text, not {type(text).__name__}")
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise QuestbenchError(f"suite {path} is not valid TOML: {exc}") from None
-    _check_keys(raw, _TOP_KEYS, "top level")
-    models = raw.get("models")
-    if not models or not isinstance(models, list) or not all(isinstance(m, str) for m in models):
-        raise QuestbenchError(f"suite {path}: 'models' must be a non-empty list of registry names or paths")
-    data_raw = raw.get("data", {})
-    _check_keys(data_raw, _DATA_KEYS, "[data]")
-    data = DataSpec(**data_raw)
-    _positive_int(data.samples, "data.samples")
+    try:
+        sch = SuiteSchema.model_validate(raw)
+    except ValidationError as exc:
+        raise _schema_error(exc, path) from None
     corruptions = None
-    if "corruptions" in raw:
-        c = raw["corruptions"]
-        _check_keys(c, _CORR_KEYS, "[corruptions]")
-        corruptions = CorruptionSpec(names=_corruption_names(c.get("names")),
-                                     severities=list(c.get("severities", [1, 2, 3, 4, 5])),
-                                     mode=c.get("mode", "native"), root=c.get("root"),
-                                     samples=_positive_int(c.get("samples"), "corruptions.samples"))
-        if corruptions.mode not in CORRUPTION_SOURCES:
-            raise QuestbenchError(f"suite [corruptions]: mode must be one of {', '.join(CORRUPTION_SOURCES)}, "
-                                  f"not {corruptions.mode!r}")
-        if corruptions.mode in ("imagenet-c", "cifar-c") and not corruptions.root:
-            raise QuestbenchError(f"suite [corruptions]: mode {corruptions.mode!r} needs root = <folder>")
+    if sch.corruptions is not None:
+        c = sch.corruptions
+        corruptions = CorruptionSpec(names=_corruption_names(c.names), severities=list(c.severities), mode=c.mode,
+                                     root=c.root, samples=c.samples)
+        if len(set(c.severities)) != len(c.severities):
+            raise QuestbenchError(f"suite {path}: corruptions.severities: a severity is listed twice")
+        if c.mode in ("imagenet-c", "cifar-c") and not c.root:
+            raise QuestbenchError(f"suite [corruptions]: mode {c.mode!r} needs root = <folder>")
         for name in corruptions.names:
-            for sev in corruptions.severities:
-                check_corruption(name, sev)
-    diag = raw.get("diagnostics")
-    if diag is not None:
-        _check_keys(diag, _DIAG_KEYS, "[diagnostics]")
-    clean = raw.get("clean", {"enabled": True})
-    suite = Suite(
-        name=raw.get("name", Path(path).stem), description=raw.get("description", ""), models=list(models),
-        data=data, seed=int(raw.get("seed", 0)), device=raw.get("device", "auto"),
-        batch_size=_positive_int(raw.get("batch_size", 256), "batch_size"),
-        num_workers=int(raw.get("num_workers", 2)), precision=raw.get("precision", "fp32"),
-        clean=bool(clean.get("enabled", True)) if isinstance(clean, dict) else bool(clean),
-        corruptions=corruptions, attacks=_parse_attacks(raw.get("attacks", [])),
-        diagnostics_samples=_positive_int((diag or {}).get("samples", 64), "diagnostics.samples") if diag is not None
-        else None,
-        path=path, sha256=hashlib.sha256(text.encode()).hexdigest(), registry=list(raw.get("registry", [])))
-    if suite.precision not in ("fp32", "bf16"):
-        raise QuestbenchError(f"suite precision must be fp32 or bf16, not {suite.precision!r}")
-    return suite
+            check_corruption(name, 1)
+    if sch.data.classes is not None and sch.data.dataset.lower() not in ("imagenet", "imagefolder"):
+        raise QuestbenchError(f"suite {path}: data.classes (a class order file) applies to image folders "
+                              f"(dataset = \"imagenet\"), not {sch.data.dataset!r}")
+    clean = sch.clean if isinstance(sch.clean, bool) else sch.clean.enabled
+    name = sch.name or Path(path).stem
+    if not re.match(NAME_PATTERN, name):
+        raise QuestbenchError(f"suite {path}: name {name!r} must be letters, digits, '.', '_' or '-'")
+    return Suite(
+        name=name, description=sch.description, models=list(sch.models), data=DataSpec(**sch.data.model_dump()),
+        seed=sch.seed, device=sch.device, batch_size=sch.batch_size, num_workers=sch.num_workers,
+        precision=sch.precision, clean=clean, corruptions=corruptions,
+        attacks=[_attack_spec(a, f"{path}: attacks.{n}") for n, a in enumerate(sch.attacks)],
+        diagnostics_samples=sch.diagnostics.samples if sch.diagnostics is not None else None,
+        path=path, sha256=hashlib.sha256(text.encode()).hexdigest(), registry=list(sch.registry))
 
 
 def builtin_suites_dir() -> Path:
@@ -210,14 +278,27 @@ def list_suites() -> list[tuple[str, str]]:
     return out
 
 
+def read_suite_text(path: Path) -> str:
+    try:
+        return path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError:
+        raise QuestbenchError(f"suite {path} is not a UTF-8 text file (a TOML suite was expected)") from None
+    except OSError as exc:
+        raise QuestbenchError(f"cannot read suite {path}: {exc.strerror}") from None
+
+
 def load_suite(name_or_path: Optional[str] = None) -> Suite:
     """A suite by built-in name (``default``, ``fmnist-full``, ...) or by path to a TOML file."""
     name_or_path = name_or_path or "default"
+    if not isinstance(name_or_path, (str, Path)):
+        raise QuestbenchError(f"a suite is a built-in name or a TOML path, not {type(name_or_path).__name__}")
     p = Path(name_or_path)
+    if p.is_dir():
+        raise QuestbenchError(f"suite {p} is a folder, not a TOML file")
     if not p.is_file():
         builtin = builtin_suites_dir() / f"{name_or_path}.toml"
         if not builtin.is_file():
             known = ", ".join(n for n, _ in list_suites())
             raise QuestbenchError(f"no suite file {name_or_path!r} and no built-in suite of that name (built in: {known})")
         p = builtin
-    return parse_suite(p.read_text(), str(p))
+    return parse_suite(read_suite_text(p), str(p))

@@ -31,6 +31,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from ..errors import QuestbenchError
 from ..metrics import ALL_CORRUPTIONS
+from .common import die_with_parent
 
 MIN_SIDE = 32
 MODES = ("native", "faithful")
@@ -256,7 +257,7 @@ def _grid_loader(grid: CorruptionGrid, batch_size: int, num_workers: int) -> Ite
     # in_order=False: a worker stuck on a slow piece (zoom_blur at 224 px) does not idle the other one
     loader = DataLoader(_GridPieces(grid, pieces), batch_size=None, collate_fn=_unchanged, num_workers=num_workers,
                         persistent_workers=False, prefetch_factor=_PREFETCH if num_workers else None,
-                        in_order=not num_workers)
+                        in_order=not num_workers, worker_init_fn=die_with_parent if num_workers else None)
     if num_workers:
         _warm_up(grid.settings)
     filling: dict[int, tuple[torch.Tensor, int]] = {}  # batch id -> (x being filled, images still missing)

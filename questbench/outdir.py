@@ -1,0 +1,123 @@
+"""Claiming an output folder for a run: it must be a folder we can write, used by no other run at the same
+time, and hold either nothing or results of exactly this run's configuration.
+
+A folder of another configuration is refused with one line naming the difference; with ``overwrite`` it is
+moved aside (``<out>.replaced-<time>``), never mixed with the new results.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+from .errors import QuestbenchError
+from .results import JOBS_DIR, PROVENANCE, STORE_FORMAT
+
+LOCK = ".questbench.lock"
+
+
+def check_writable(out: Path) -> None:
+    """Before anything loads: ``out`` is (or can become) a writable folder."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise QuestbenchError(f"--out {out} exists and is not a folder")
+    probe = out
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir():
+        raise QuestbenchError(f"--out {out}: {probe} is not a folder")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise QuestbenchError(f"--out {out}: {probe} is not writable")
+
+
+def _is_results_folder(out: Path) -> bool:
+    return (out / PROVENANCE).is_file() or (out / JOBS_DIR).is_dir()
+
+
+def _flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(obj, dict):
+        flat: dict[str, Any] = {}
+        for k, v in obj.items():
+            flat.update(_flatten(v, f"{prefix}{k}."))
+        return flat
+    return {prefix.rstrip("."): obj}
+
+
+def _short(v: Any) -> str:
+    text = json.dumps(v, default=str)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def describe_difference(old: dict[str, Any], new: dict[str, Any]) -> str:
+    """'seed 0 -> 1; data.samples 2000 -> 100' for the keys whose values differ (at most 4 named)."""
+    a, b = _flatten(old), _flatten(new)
+    keys = [k for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+    if not keys:
+        return "same settings, different suite file text"
+    named = [f"{k} {_short(a.get(k))} -> {_short(b.get(k))}" for k in keys[:4]]
+    return "; ".join(named) + (f"; and {len(keys) - 4} more" if len(keys) > 4 else "")
+
+
+def _move_aside(out: Path) -> Path:
+    target = out.with_name(f"{out.name}.replaced-{time.strftime('%Y%m%d-%H%M%S')}")
+    n = 1
+    while target.exists():
+        target = out.with_name(f"{out.name}.replaced-{time.strftime('%Y%m%d-%H%M%S')}-{n}")
+        n += 1
+    out.rename(target)
+    return target
+
+
+def claim(out: Path, run_config: dict[str, Any], planned_ids: set[str], overwrite: bool = False) -> str:
+    """Check ``out`` against this run; returns a note ('' or where old results were moved)."""
+    out = Path(out)
+    if not out.exists() or not any(p.name != LOCK for p in out.iterdir()):
+        return ""
+    if not _is_results_folder(out):
+        raise QuestbenchError(f"--out {out} is a non-empty folder that holds no questbench results; "
+                              "choose an empty or new folder")
+    reason = ""
+    prov_path = out / PROVENANCE
+    try:
+        old = json.loads(prov_path.read_bytes()) if prov_path.is_file() else None
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        old = None
+    if not isinstance(old, dict) or old.get("format") != STORE_FORMAT:
+        reason = "its results were written by another questbench version or are damaged"
+    elif old.get("run_config") != run_config:
+        reason = f"it holds another configuration ({describe_difference(old.get('run_config', {}), run_config)})"
+    else:
+        foreign = sorted(f.name for f in (out / JOBS_DIR).glob("*.json") if f.stem not in planned_ids) \
+            if (out / JOBS_DIR).is_dir() else []
+        if foreign:
+            reason = f"it holds {len(foreign)} job file(s) this run did not plan, e.g. {foreign[0]}"
+    if not reason:
+        return ""
+    if not overwrite:
+        raise QuestbenchError(f"--out {out}: {reason}; use another --out, or --overwrite to move the old "
+                              "results aside")
+    return f"old results moved to {_move_aside(out)}"
+
+
+@contextlib.contextmanager
+def exclusive(out: Path) -> Iterator[None]:
+    """One run per folder at a time (an OS lock: released when the process ends, even by SIGKILL)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows: no concurrent-run guard
+        yield
+        return
+    Path(out).mkdir(parents=True, exist_ok=True)
+    fd = os.open(Path(out) / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise QuestbenchError(f"--out {out} is in use by another questbench run; wait for it or use another "
+                                  "--out") from None
+        yield
+    finally:
+        os.close(fd)
