@@ -134,6 +134,8 @@ def toy(out: Path = typer.Option(Path("runs/toy"), "--out"),
     from .models import atomic_write_bytes
     from .toy import run_grid, success_rates, toy_markdown
 
+    from .outdir import check_writable
+    check_writable(out)
     preset = "quick" if quick else "full"
     runs = run_grid(preset, out, quiet=quiet)
     atomic_write_bytes(out / "toy.md", toy_markdown(runs, preset).encode())
@@ -170,13 +172,13 @@ def _raise_terminated(signum, frame):
     raise Terminated()
 
 
-def main() -> None:
+def main(argv: Optional[List[str]] = None) -> None:
     import signal
 
     signal.signal(signal.SIGTERM, _raise_terminated)
     resume = "; finished jobs are kept: run the same command again to resume"
     try:
-        code = app(standalone_mode=False)
+        code = app(args=argv, standalone_mode=False)
     except QuestbenchError as exc:
         typer.echo(f"error: {exc}", err=True)
         sys.exit(2)

@@ -43,7 +43,13 @@ class ModelSpec:
         unknown = set(d) - known
         if unknown:
             raise QuestbenchError(f"unknown model spec fields: {', '.join(sorted(unknown))}")
-        return cls(**tuple_fields(d))
+        try:
+            spec = cls(**tuple_fields(d))
+        except TypeError as exc:
+            raise QuestbenchError(f"model spec: {exc}") from None
+        if not isinstance(spec.arch, str) or not isinstance(spec.attention, str) or len(spec.input_size) != 3:
+            raise QuestbenchError("model spec: arch and attention must be names, input_size (channels, h, w)")
+        return spec
 
 
 def tuple_fields(d: dict[str, Any]) -> dict[str, Any]:
@@ -122,12 +128,34 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; results are ordinary files
         with os.fdopen(fd, "wb") as f:
             f.write(data)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def check_output_file(path: str | Path) -> Path:
+    """An output file path that can be written: not a folder, its parent a folder (created if missing)."""
+    p = Path(path)
+    if p.is_dir():
+        raise QuestbenchError(f"output {p} is a folder; give a file name")
+    parent = p.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise QuestbenchError(f"output {p}: {parent} is not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise QuestbenchError(f"output {p}: {parent} is not writable")
+    return p
 
 
 def card_path(weights_path: str | Path) -> Path:
@@ -156,9 +184,12 @@ def read_card(path: str | Path) -> dict[str, Any]:
     if not cp.is_file():
         raise QuestbenchError(f"no model card {cp} beside {path} (it records arch, attention and preprocessing)")
     try:
-        return json.loads(cp.read_text())
-    except json.JSONDecodeError as exc:
+        card = json.loads(cp.read_bytes())
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise QuestbenchError(f"model card {cp} is not valid JSON: {exc}") from None
+    if not isinstance(card, dict):
+        raise QuestbenchError(f"model card {cp} is not a JSON object")
+    return card
 
 
 def _read_state_dict(path: Path, trust_pickle: bool) -> dict[str, torch.Tensor]:
@@ -192,7 +223,11 @@ def load_checkpoint(path: str | Path, expected_sha256: Optional[str] = None, tru
     actual = file_sha256(path)
     if expected and expected != actual:
         raise QuestbenchError(f"sha256 mismatch for {path}: expected {expected[:12]}..., file has {actual[:12]}...")
-    spec = spec or ModelSpec.from_dict(card["spec"])
+    if spec is None:
+        if not isinstance(card.get("spec"), dict):
+            raise QuestbenchError(f"model card {card_path(path)} has no 'spec' table (arch, attention, "
+                                  "preprocessing): it was not written by questbench's save_checkpoint")
+        spec = ModelSpec.from_dict(card["spec"])
     model = build_model(spec)
     state = _read_state_dict(path, trust_pickle)
     try:

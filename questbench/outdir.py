@@ -16,8 +16,6 @@ from typing import Any, Iterator
 from .errors import QuestbenchError
 from .results import JOBS_DIR, PROVENANCE, STORE_FORMAT
 
-LOCK = ".questbench.lock"
-
 
 def check_writable(out: Path) -> None:
     """Before anything loads: ``out`` is (or can become) a writable folder."""
@@ -31,6 +29,9 @@ def check_writable(out: Path) -> None:
         raise QuestbenchError(f"--out {out}: {probe} is not a folder")
     if not os.access(probe, os.W_OK | os.X_OK):
         raise QuestbenchError(f"--out {out}: {probe} is not writable")
+    if out.is_dir() and any(out.iterdir()) and not _is_results_folder(out):
+        raise QuestbenchError(f"--out {out} is a non-empty folder that holds no questbench results; "
+                              "choose an empty or new folder")
 
 
 def _is_results_folder(out: Path) -> bool:
@@ -42,6 +43,11 @@ def _flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
         flat: dict[str, Any] = {}
         for k, v in obj.items():
             flat.update(_flatten(v, f"{prefix}{k}."))
+        return flat
+    if isinstance(obj, list) and obj and all(isinstance(v, (dict, list)) for v in obj):
+        flat = {}
+        for i, v in enumerate(obj):
+            flat.update(_flatten(v, f"{prefix}{i}."))
         return flat
     return {prefix.rstrip("."): obj}
 
@@ -55,7 +61,9 @@ def describe_difference(old: dict[str, Any], new: dict[str, Any]) -> str:
     """'seed 0 -> 1; data.samples 2000 -> 100' for the keys whose values differ (at most 4 named)."""
     a, b = _flatten(old), _flatten(new)
     keys = [k for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
-    if not keys:
+    if len(keys) > 1:  # the suite file's hash changes with any setting in it: name the setting instead
+        keys = [k for k in keys if k != "suite_sha256"]
+    if keys == ["suite_sha256"]:
         return "same settings, different suite file text"
     named = [f"{k} {_short(a.get(k))} -> {_short(b.get(k))}" for k in keys[:4]]
     return "; ".join(named) + (f"; and {len(keys) - 4} more" if len(keys) > 4 else "")
@@ -74,7 +82,7 @@ def _move_aside(out: Path) -> Path:
 def claim(out: Path, run_config: dict[str, Any], planned_ids: set[str], overwrite: bool = False) -> str:
     """Check ``out`` against this run; returns a note ('' or where old results were moved)."""
     out = Path(out)
-    if not out.exists() or not any(p.name != LOCK for p in out.iterdir()):
+    if not out.exists() or not any(out.iterdir()):
         return ""
     if not _is_results_folder(out):
         raise QuestbenchError(f"--out {out} is a non-empty folder that holds no questbench results; "
@@ -104,20 +112,27 @@ def claim(out: Path, run_config: dict[str, Any], planned_ids: set[str], overwrit
 
 @contextlib.contextmanager
 def exclusive(out: Path) -> Iterator[None]:
-    """One run per folder at a time (an OS lock: released when the process ends, even by SIGKILL)."""
+    """One run per folder at a time: an OS lock on the folder itself, released when the process ends, even by
+    SIGKILL. A folder this run created is removed again if the run ends before writing anything into it."""
+    out = Path(out)
+    created = not out.exists()
+    out.mkdir(parents=True, exist_ok=True)
     try:
         import fcntl
     except ImportError:  # pragma: no cover - Windows: no concurrent-run guard
-        yield
-        return
-    Path(out).mkdir(parents=True, exist_ok=True)
-    fd = os.open(Path(out) / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+        fcntl = None
+    fd = os.open(out, os.O_RDONLY)
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise QuestbenchError(f"--out {out} is in use by another questbench run; wait for it or use another "
-                                  "--out") from None
+        if fcntl is not None:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise QuestbenchError(f"--out {out} is in use by another questbench run; wait for it or use "
+                                      "another --out") from None
         yield
+    except BaseException:
+        if created and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()
+        raise
     finally:
         os.close(fd)

@@ -11,17 +11,52 @@ robustbench install; optional).
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Annotated, Any, Literal, Optional, Sequence
 
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from .attention import ATTENTION_KINDS
 from .errors import QuestbenchError
 from .models import ModelSpec, QuestbenchModel, load_checkpoint, tuple_fields
 
-_ENTRY_FIELDS = {"name", "arch", "attention", "num_classes", "input_size", "mean", "std", "interpolation",
-                 "arch_kwargs", "source", "sha256", "pair", "dataset", "description"}
+SOURCE_PATTERN = r"^(builtin|path|url|timm|robustbench):.+$"
+
+
+class _EntrySchema(BaseModel):
+    """One ``[[model]]`` table: strict types, unknown keys refused."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    name: Annotated[str, Field(min_length=1)]
+    arch: Annotated[str, Field(min_length=1)]
+    attention: str
+    source: Annotated[str, Field(pattern=SOURCE_PATTERN)]
+    num_classes: Annotated[int, Field(gt=0)] = 1000
+    input_size: Annotated[list[Annotated[int, Field(gt=0)]], Field(min_length=3, max_length=3)] = [3, 224, 224]
+    mean: Annotated[list[float], Field(min_length=1)] = [0.485, 0.456, 0.406]
+    std: Annotated[list[Annotated[float, Field(gt=0)]], Field(min_length=1)] = [0.229, 0.224, 0.225]
+    interpolation: Literal["bilinear", "bicubic", "nearest"] = "bilinear"
+    arch_kwargs: dict[str, Any] = {}
+    sha256: Annotated[str, Field(pattern=r"^([0-9a-f]{64})?$")] = ""
+    pair: str = ""
+    dataset: str = ""
+    description: str = ""
+
+    @field_validator("attention")
+    @classmethod
+    def _known_kind(cls, v: str) -> str:
+        if v not in ATTENTION_KINDS:
+            raise ValueError(f"unknown attention kind {v!r}; known: {', '.join(ATTENTION_KINDS)}")
+        return v
+
+
+class _RegistrySchema(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    model: list[_EntrySchema] = []
 
 
 @dataclass(frozen=True)
@@ -61,20 +96,29 @@ def builtin_registry_file() -> Path:
 
 def _parse(path: Path) -> dict[str, RegistryEntry]:
     try:
-        data = tomllib.loads(path.read_text())
-    except FileNotFoundError:
+        data = tomllib.loads(path.read_bytes().decode("utf-8"))
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
         raise QuestbenchError(f"registry file not found: {path}") from None
+    except UnicodeDecodeError:
+        raise QuestbenchError(f"registry file {path} is not a UTF-8 text file (TOML expected)") from None
     except tomllib.TOMLDecodeError as exc:
         raise QuestbenchError(f"registry file {path} is not valid TOML: {exc}") from None
+    try:
+        schema = _RegistrySchema.model_validate(data)
+    except ValidationError as exc:
+        e = exc.errors()[0]
+        loc = list(e["loc"])
+        raw = data.get("model", [])
+        who = raw[loc[1]].get("name", "?") if len(loc) > 1 and isinstance(loc[1], int) and isinstance(raw, list) \
+            and loc[1] < len(raw) and isinstance(raw[loc[1]], dict) else "?"
+        key = ".".join(str(p) for p in loc[2:]) or ".".join(str(p) for p in loc)
+        msg = "unknown key" if e["type"] == "extra_forbidden" else e["msg"]
+        raise QuestbenchError(f"registry file {path}: model {who!r}: {key}: {msg}") from None
     entries = {}
-    for raw in data.get("model", []):
-        unknown = set(raw) - _ENTRY_FIELDS
-        if unknown:
-            raise QuestbenchError(f"{path}: model {raw.get('name', '?')!r} has unknown keys {sorted(unknown)}")
-        missing = {"name", "arch", "attention", "source"} - set(raw)
-        if missing:
-            raise QuestbenchError(f"{path}: model {raw.get('name', '?')!r} lacks {sorted(missing)}")
-        entries[raw["name"]] = RegistryEntry(registry_file=str(path), **tuple_fields(raw))
+    for e in schema.model:
+        if e.name in entries:
+            raise QuestbenchError(f"registry file {path}: model {e.name!r} is defined twice")
+        entries[e.name] = RegistryEntry(registry_file=str(path), **tuple_fields(e.model_dump()))
     return entries
 
 
@@ -141,6 +185,7 @@ def resolve_entry_file(entry: RegistryEntry) -> Path:
         import torch.hub
         cache = Path(torch.hub.get_dir()) / "questbench" / Path(ref).name
         if not cache.is_file():
+            cache.parent.mkdir(parents=True, exist_ok=True)
             try:
                 torch.hub.download_url_to_file(ref, str(cache), progress=False)
             except Exception as exc:
@@ -152,6 +197,14 @@ def resolve_entry_file(entry: RegistryEntry) -> Path:
 def load_model(name_or_path: str, registry_files=None, trust_pickle: bool = False,
                device: str = "cpu") -> QuestbenchModel:
     """Load by registry name, or by path to a checkpoint with its card (``.json``) beside it."""
+    if not isinstance(name_or_path, (str, Path)) or not str(name_or_path):
+        raise QuestbenchError(f"a model is a registry name or a checkpoint path, not {name_or_path!r}")
+    if not isinstance(device, str) or not re.match(r"^(cpu|cuda(:[0-9]+)?|mps)$", device):
+        raise QuestbenchError(f"device must be cpu or cuda[:N], not {device!r}")
+    if device.startswith("cuda"):
+        import torch
+        if not torch.cuda.is_available():
+            raise QuestbenchError(f"device {device!r} requested but CUDA is not available here")
     path = Path(name_or_path)
     if path.suffix in (".safetensors", ".pt", ".pth", ".bin") or path.exists():
         return load_checkpoint(path, trust_pickle=trust_pickle).to(device)

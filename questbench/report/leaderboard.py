@@ -174,6 +174,9 @@ def render_rich(results: Results, console=None) -> None:
 def leaderboard(results_dir, fmt: str = "md", output: Optional[str] = None) -> Optional[str]:
     if fmt not in FORMATS:
         raise QuestbenchError(f"format must be one of {', '.join(FORMATS)}, not {fmt!r}")
+    if output is not None:
+        from ..models import check_output_file
+        check_output_file(output)
     results = load_results(results_dir)
     if results.samples.empty and results.diagnostics.empty:
         raise QuestbenchError(f"{results_dir} holds no finished jobs")
