@@ -46,10 +46,17 @@ def corruption_sweep(models, dataset, corruptions="common", severities=(1, 2, 3,
     return corruption_errors(models, dataset, list(corruptions), severities, seed, mode, **kwargs)
 
 
+def compare(results_or_dir, baseline: str, model: str, seed: int = 0):
+    """``model`` minus ``baseline`` on shared samples as a DataFrame: evaluation, setting, n_images, baseline_acc,
+    model_acc, delta_pp, ci_low, ci_high, p_value, p_holm (one row per setting, one per aggregate 'all')."""
+    from .report.compare import compare as _compare
+    return _compare(results_or_dir, baseline, model, seed=seed)
+
+
 def load_results(path):
     from .results import load_results as _load
     return _load(path)
 
 
-__all__ = ["ATTENTION_KINDS", "QuestbenchError", "attention_kind", "corruption_sweep", "list_models", "load_dataset",
+__all__ = ["ATTENTION_KINDS", "QuestbenchError", "attention_kind", "compare", "corruption_sweep", "list_models", "load_dataset",
            "load_model", "load_results", "record_attention", "set_attention", "__version__"]

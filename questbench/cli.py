@@ -59,28 +59,25 @@ def leaderboard(results: Path = typer.Argument(..., help="a results folder writt
 def compare(results: Path = typer.Argument(..., help="results folder"),
             baseline: str = typer.Argument(..., help="baseline model name (e.g. the standard one)"),
             model: str = typer.Argument(..., help="model compared against it")):
-    """Paired comparison of two models on shared samples: deltas, bootstrap CI, McNemar p."""
+    """Paired comparison on shared samples: delta, bootstrap 95% CI over images, McNemar / sign-flip p, Holm."""
+    from rich import box
     from rich.console import Console
     from rich.table import Table
 
-    from .report.tables import paired_rows
-    from .results import load_results
+    from .report.compare import compare as compare_models
 
-    res = load_results(results)
-    for name in (baseline, model):
-        if name not in set(res.samples.model):
-            raise QuestbenchError(f"model {name!r} is not in {results}")
-    rows = paired_rows(res.samples, baseline, model)
-    if not rows:
-        raise QuestbenchError(f"{baseline} and {model} share no evaluated samples in {results}")
-    table = Table(title=f"{model} minus {baseline}", title_justify="left")
-    for c in ("evaluation", "setting", "baseline", "model", "delta (pp)", "95% CI (pp)", "McNemar p", "n"):
-        table.add_column(c)
-    for r in rows:
-        table.add_row(r["evaluation"], r["setting"], f"{r['baseline_acc']:.2f}", f"{r['model_acc']:.2f}",
-                      f"{r['delta_pp']:+.2f}", f"{r['ci_low']:+.2f} to {r['ci_high']:+.2f}",
-                      f"{r['mcnemar_p']:.3g}", str(r["n"]))
-    Console().print(table)
+    df = compare_models(results, baseline, model)
+    console = Console()
+    console.print(f"[bold]{model} minus {baseline}[/bold] (accuracy %, delta in pp; * n too small to resolve 5 pp)")
+    for evaluation, g in df.groupby("evaluation", sort=False):
+        table = Table(title=evaluation, title_justify="left", box=box.SIMPLE_HEAD, padding=(0, 1), pad_edge=False)
+        for c in ("setting", "base", "model", "delta", "95% CI", "p", "Holm", "n"):
+            table.add_column(c, justify="left" if c == "setting" else "right", overflow="fold", no_wrap=c == "setting")
+        for _, r in g.iterrows():
+            table.add_row(r.setting, f"{r.baseline_acc:.1f}", f"{r.model_acc:.1f}", f"{r.delta_pp:+.2f}",
+                          f"{r.ci_low:+.1f}..{r.ci_high:+.1f}", f"{r.p_value:.2g}", f"{r.p_holm:.2g}",
+                          f"{r.n_images}" + ("" if r.resolves_5pp else "*"))
+        console.print(table)
 
 
 @app.command()
@@ -165,17 +162,23 @@ def doctor():
 
 
 class Terminated(BaseException):
-    """SIGTERM, raised in the main thread so that every `finally` runs and child processes are ended."""
+    """SIGTERM or Ctrl-C, raised in the main thread so that every `finally` runs and child processes end. Not
+    a KeyboardInterrupt: typer would turn that into a silent exit 130."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
 
 
 def _raise_terminated(signum, frame):
-    raise Terminated()
+    raise Terminated(signum)
 
 
 def main(argv: Optional[List[str]] = None) -> None:
     import signal
 
     signal.signal(signal.SIGTERM, _raise_terminated)
+    signal.signal(signal.SIGINT, _raise_terminated)
     resume = "; finished jobs are kept: run the same command again to resume"
     try:
         code = app(args=argv, standalone_mode=False)
@@ -185,9 +188,10 @@ def main(argv: Optional[List[str]] = None) -> None:
     except (typer.Abort, KeyboardInterrupt):
         typer.echo(f"interrupted{resume}", err=True)
         sys.exit(130)
-    except Terminated:
-        typer.echo(f"terminated{resume}", err=True)
-        sys.exit(143)
+    except Terminated as exc:
+        interrupted = exc.signum == signal.SIGINT
+        typer.echo(f"{'interrupted' if interrupted else 'terminated'}{resume}", err=True)
+        sys.exit(130 if interrupted else 143)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
     except Exception as exc:  # the command-line parser's own errors (typer vendors its click: match by shape)

@@ -103,8 +103,19 @@ def wilson_interval(correct: int, total: int, z: float = 1.96) -> tuple[float, f
     return (max(0.0, centre - half), min(1.0, centre + half))
 
 
+# The smallest n for which a 95% interval on one accuracy near 50% is at most +-5 pp wide (1.96 * 0.5 / sqrt(n)
+# <= 0.05): results on fewer samples cannot resolve the 5 pp differences at stake and are marked as such.
+MIN_N_5PP = math.ceil((1.96 * 0.5 / 0.05) ** 2)  # 385
+
+
+def resolves_5pp(n: int) -> bool:
+    return n >= MIN_N_5PP
+
+
 def mcnemar(a_correct: Iterable[bool], b_correct: Iterable[bool]) -> dict[str, float]:
-    """Exact McNemar test on paired per-sample outcomes (two-sided binomial on discordant pairs)."""
+    """Exact McNemar test on paired per-sample outcomes: two-sided binomial test (scipy) on the discordant pairs."""
+    from scipy.stats import binomtest
+
     a = np.asarray(list(a_correct), dtype=bool)
     b = np.asarray(list(b_correct), dtype=bool)
     if a.shape != b.shape:
@@ -112,24 +123,112 @@ def mcnemar(a_correct: Iterable[bool], b_correct: Iterable[bool]) -> dict[str, f
     only_a = int(np.sum(a & ~b))
     only_b = int(np.sum(~a & b))
     n = only_a + only_b
-    if n == 0:
-        return {"only_a": 0, "only_b": 0, "p_value": 1.0}
-    k = min(only_a, only_b)
-    # two-sided exact binomial p-value with p=0.5, computed in log space for large n
-    logs = [math.lgamma(n + 1) - math.lgamma(i + 1) - math.lgamma(n - i + 1) - n * math.log(2) for i in range(k + 1)]
-    tail = math.fsum(math.exp(x) for x in logs)
-    return {"only_a": only_a, "only_b": only_b, "p_value": min(1.0, 2 * tail)}
+    p = 1.0 if n == 0 else float(binomtest(only_b, n, 0.5, alternative="two-sided").pvalue)
+    return {"only_a": only_a, "only_b": only_b, "p_value": p}
+
+
+def per_image_sums(image_ids, a_correct, b_correct) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Rows (one per image and setting) -> per image: a's correct count, b's correct count, settings seen.
+
+    Images are the sampled unit; every statistic over several settings works on these sums, so memory is
+    O(images), not O(rows)."""
+    codes, uniques = _factorize(image_ids)
+    k = len(uniques)
+    a = np.bincount(codes, weights=np.asarray(a_correct, dtype=float), minlength=k)
+    b = np.bincount(codes, weights=np.asarray(b_correct, dtype=float), minlength=k)
+    m = np.bincount(codes, minlength=k).astype(float)
+    return a, b, m
+
+
+def _factorize(values) -> tuple[np.ndarray, np.ndarray]:
+    import pandas as pd
+    codes, uniques = pd.factorize(np.asarray(values), sort=True)
+    return codes, np.asarray(uniques)
+
+
+def cluster_bootstrap(a_sum: np.ndarray, b_sum: np.ndarray, m: np.ndarray, n_boot: int = 2000,
+                      seed: int = 0) -> dict[str, float]:
+    """Paired bootstrap of b - a (pp) resampling images (clusters), each with all its settings, via
+    scipy.stats.bootstrap (percentile interval). With one setting per image this is the ordinary paired
+    bootstrap; with many correlated settings per image it is as wide as the images make it."""
+    from scipy.stats import bootstrap
+
+    d = np.asarray(b_sum, float) - np.asarray(a_sum, float)
+    m = np.asarray(m, float)
+    if d.size == 0:
+        raise QuestbenchError("paired bootstrap needs at least one shared sample")
+    delta = 100 * d.sum() / m.sum()
+    if d.size < 2 or np.all(d == d[0]) and np.all(m == m[0]):
+        return {"delta_pp": float(delta), "ci_low": float(delta), "ci_high": float(delta)}
+
+    def ratio(dd, mm, axis=-1):
+        return 100 * dd.sum(axis=axis) / mm.sum(axis=axis)
+
+    res = bootstrap((d, m), ratio, paired=True, vectorized=True, n_resamples=n_boot, method="percentile",
+                    batch=max(1, 2_000_000 // d.size), rng=np.random.default_rng(seed))
+    return {"delta_pp": float(delta), "ci_low": float(res.confidence_interval.low),
+            "ci_high": float(res.confidence_interval.high)}
+
+
+def sign_flip_test(a_sum: np.ndarray, b_sum: np.ndarray, n_resamples: int = 9999, seed: int = 0) -> float:
+    """Two-sided paired permutation test (scipy) of b - a over images: each image's two models' outcomes are
+    swapped at random, keeping its settings together. For one setting per image it is McNemar's test."""
+    from scipy.stats import permutation_test
+
+    a = np.asarray(a_sum, float)
+    b = np.asarray(b_sum, float)
+    if np.all(a == b):
+        return 1.0
+    res = permutation_test((a, b), lambda x, y, axis=-1: (y - x).sum(axis=axis), permutation_type="samples",
+                           vectorized=True, n_resamples=n_resamples, alternative="two-sided",
+                           batch=max(1, 2_000_000 // a.size), rng=np.random.default_rng(seed))
+    return float(res.pvalue)
+
+
+def two_way_bootstrap(d_sum: np.ndarray, m: np.ndarray, n_boot: int = 2000, seed: int = 0) -> dict[str, float]:
+    """Mean delta (pp) over trained pairs with an interval that includes seed-to-seed variation.
+
+    ``d_sum``: (pairs, images) per-image sums of b - a, on images shared by every pair; ``m``: settings per
+    image. Pairs and images are both sampled, and the images are the same for every pair (one suite), so each
+    replicate resamples pairs and images independently (a crossed bootstrap) and averages the pairs' deltas.
+    With 2-3 pairs the interval is only as good as 2-3 draws of the seed allow: the pair count goes with it.
+    """
+    d_sum = np.asarray(d_sum, float)
+    m = np.asarray(m, float)
+    n_pairs, n_img = d_sum.shape
+    per_pair = 100 * d_sum.sum(1) / m.sum()
+    rng = np.random.default_rng(seed)
+    stats = []
+    chunk = max(1, 2_000_000 // max(n_img, 1))
+    for start in range(0, n_boot, chunk):
+        k = min(chunk, n_boot - start)
+        w_img = rng.multinomial(n_img, np.full(n_img, 1 / n_img), size=k)  # (k, images) resampling counts
+        w_pair = rng.multinomial(n_pairs, np.full(n_pairs, 1 / n_pairs), size=k) / n_pairs
+        deltas = 100 * (w_img @ d_sum.T) / (w_img @ m)[:, None]  # (k, pairs)
+        stats.append((deltas * w_pair).sum(1))
+    lo, hi = np.percentile(np.concatenate(stats), [2.5, 97.5])
+    return {"delta_pp": float(per_pair.mean()), "ci_low": float(lo), "ci_high": float(hi),
+            "per_pair": [float(x) for x in per_pair]}
+
+
+def holm(p_values: Sequence[float]) -> list[float]:
+    """Holm's step-down adjustment of p-values for testing several settings at once (family-wise error)."""
+    p = np.asarray(p_values, float)
+    order = np.argsort(p, kind="stable")
+    adjusted = np.empty_like(p)
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (len(p) - rank) * p[i]))
+        adjusted[i] = running
+    return [float(x) for x in adjusted]
 
 
 def paired_bootstrap(a_correct: Iterable[bool], b_correct: Iterable[bool], n_boot: int = 2000,
                      seed: int = 0) -> dict[str, float]:
-    """Paired bootstrap of the accuracy difference b - a (percentage points) with a 95% interval."""
+    """Paired bootstrap of the accuracy difference b - a (percentage points) with a 95% interval, one row per
+    independently sampled unit."""
     a = np.asarray(list(a_correct), dtype=float)
     b = np.asarray(list(b_correct), dtype=float)
     if a.shape != b.shape or a.size == 0:
         raise QuestbenchError("paired bootstrap needs the same, non-empty samples for both models")
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, a.size, size=(n_boot, a.size))
-    diffs = (b[idx] - a[idx]).mean(axis=1) * 100
-    lo, hi = np.percentile(diffs, [2.5, 97.5])
-    return {"delta_pp": float((b.mean() - a.mean()) * 100), "ci_low": float(lo), "ci_high": float(hi)}
+    return cluster_bootstrap(a, b, np.ones_like(a), n_boot=n_boot, seed=seed)

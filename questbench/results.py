@@ -31,7 +31,7 @@ JOBS_DIR = "jobs"
 PROVENANCE = "provenance.json"
 STORE_FORMAT = 2  # bumped whenever the meaning of a job file changes; older folders are refused, not misread
 SAMPLE_COLUMNS = ["model", "attention", "pair", "evaluation", "setting", "corruption", "severity", "attack",
-                  "norm", "eps", "sample_id", "label", "pred", "correct"]
+                  "norm", "eps", "sweep", "sample_id", "label", "pred", "correct"]
 EVALUATIONS = ("clean", "corruption", "attack", "diagnostics")
 
 
@@ -81,6 +81,7 @@ class JobInfo(_Strict):
     attack: Optional[StrictStr] = None
     norm: Optional[StrictStr] = None
     eps: Optional[float] = None
+    sweep: Optional[StrictInt] = None
 
 
 class SampleRecord(_Strict):
@@ -179,7 +180,7 @@ def load_results(path) -> Results:
             continue
         df = pd.DataFrame(doc["records"])
         for col in ("model", "attention", "pair", "evaluation", "setting", "corruption", "severity", "attack",
-                    "norm", "eps"):
+                    "norm", "eps", "sweep"):
             df[col] = job.get(col)
         sample_frames.append(df)
     samples = pd.concat(sample_frames, ignore_index=True) if sample_frames else pd.DataFrame(columns=SAMPLE_COLUMNS)

@@ -246,6 +246,7 @@ class Runner:
                "suite_sha256": self.suite.sha256, "key_sha256": job.key_sha256, "key": job.key}
         for k in ("corruption", "severity", "attack", "norm", "eps"):
             doc[k] = job.fields.get(k)
+        doc["sweep"] = job.fields.get("a_idx")  # which [[attacks]] entry: the eps values of one sweep belong together
         if config is not None:
             doc["config"] = config
         return doc

@@ -140,14 +140,28 @@ def test_registered_names_cover_all_sizes():
 
 def test_record_attention_on_fused_model():
     torch.manual_seed(6)
-    m = _vit()  # plain timm Attention, fused by default
-    assert m.blocks[0].attn.fused_attn or True
+    m = _vit()  # plain timm Attention
+    for blk in m.blocks:
+        blk.attn.fused_attn = True  # the fused kernel, which hides attention maps from hooks
     x = torch.rand(3, 3, 32, 32)
     expected = m(x)
+    seen = {}
+    hook = m.blocks[0].norm1.register_forward_hook(lambda mod, inp, out: seen.setdefault("h", out.detach()))
     with record_attention(m) as stats:
         out = m(x)
+    hook.remove()
     assert torch.allclose(out, expected, atol=1e-5)
     assert len(stats) == 2 and stats[0].layer == "blocks.0.attn"
+    # oracle: the attention of layer 0 computed by hand from its input, softmax(q k^T / sqrt(d))
+    attn = m.blocks[0].attn
+    b, n, c = seen["h"].shape
+    with torch.no_grad():
+        qkv = attn.qkv(seen["h"]).reshape(b, n, 3, attn.num_heads, c // attn.num_heads).permute(2, 0, 3, 1, 4)
+    p = ((qkv[0] @ qkv[1].transpose(-2, -1)) * attn.head_dim ** -0.5).softmax(-1)
+    entropy = -(p * p.clamp_min(1e-12).log()).sum(-1).mean()
+    assert stats[0].entropy == pytest.approx(float(entropy), rel=1e-4)
+    assert stats[0].max_attention == pytest.approx(float(p.max()), rel=1e-4)
+    assert stats[0].k_norm_mean == pytest.approx(float(qkv[1].norm(dim=-1).mean()), rel=1e-4)
     assert 0 < stats[0].entropy <= stats[0].max_entropy + 1e-6
     assert type(m.blocks[0].attn).__name__ == "Attention"  # restored afterwards
     set_attention(m, "quest")

@@ -165,3 +165,23 @@ def test_corruption_sweep_from_python_reduces_to_errors():
         questbench.corruption_sweep(models, ds, ["rain"], quiet=True)
     with pytest.raises(QuestbenchError, match="'common', 'all' or a list"):
         questbench.corruption_sweep(models, ds, "fogs", quiet=True)
+
+
+@pytest.mark.parametrize("w, h", [(500, 375), (375, 500), (640, 427), (427, 640), (500, 333), (1024, 683),
+                                  (301, 257), (256, 256)])
+def test_faithful_view_is_torchvision_resize_and_center_crop(w, h):
+    """The ImageNet-C pipeline: PIL image -> Resize(256) -> CenterCrop(224), pixel for pixel; the resized long
+    side is truncated (640 x 427 -> 383 x 256, not 384)."""
+    from PIL import Image
+    from torchvision import transforms
+
+    from questbench.evaluators.corruptions import center_crop_resize, prepare_image
+
+    rng = np.random.default_rng(w * h)
+    img = (rng.random((h, w, 3)) * 255).astype(np.uint8)
+    ref = np.asarray(transforms.Compose([transforms.Resize(256), transforms.CenterCrop(224)])(Image.fromarray(img)))
+    ours = prepare_image(img, "faithful")
+    assert ours.shape == (224, 224, 3) and np.array_equal(ours, ref)
+    assert np.array_equal(center_crop_resize(img, 256, 224), ref)
+    if (w, h) == (640, 427):
+        assert transforms.Resize(256)(Image.fromarray(img)).size == (383, 256)

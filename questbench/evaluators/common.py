@@ -72,9 +72,12 @@ def run_with_batch_fallback(fn: Callable[[int], T], batch_size: int, on_halve: C
 
 def die_with_parent(worker_id: int | None = None) -> None:
     """Linux: this (child) process is killed when its parent dies, even by SIGKILL, instead of living on
-    orphaned. Usable as a DataLoader ``worker_init_fn``."""
+    orphaned. Ctrl-C is left to the parent (a terminal sends it to every process of the group; the parent ends
+    its children), and SIGTERM kills outright. Usable as a DataLoader ``worker_init_fn``."""
     import ctypes
     import signal
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     try:
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
     except (OSError, AttributeError):  # not Linux: daemon processes still end when the parent exits normally

@@ -342,13 +342,14 @@ def corruption_errors(models: Mapping[str, torch.nn.Module], dataset, corruption
 
 
 def center_crop_resize(image: np.ndarray, resize: int, crop: int) -> np.ndarray:
-    """Short side to ``resize`` (bilinear), then center crop ``crop`` x ``crop``: the ImageNet eval transform."""
-    h, w = image.shape[:2]
-    scale = resize / min(h, w)
-    pil = Image.fromarray(_to_rgb(image)).resize((max(resize, round(w * scale)), max(resize, round(h * scale))),
-                                                 Image.BILINEAR)
-    left, top = (pil.width - crop) // 2, (pil.height - crop) // 2
-    return np.asarray(pil.crop((left, top, left + crop, top + crop)))
+    """Short side to ``resize``, then center crop ``crop`` x ``crop``: torchvision's ``Resize(resize)`` and
+    ``CenterCrop(crop)`` on a PIL image (bilinear, the long side truncated, the crop offset rounded), exactly the
+    transform that made ImageNet-C and that ImageNet evaluation uses."""
+    from torchvision.transforms import InterpolationMode
+    from torchvision.transforms import functional as TF
+
+    pil = TF.resize(Image.fromarray(_to_rgb(image)), resize, interpolation=InterpolationMode.BILINEAR)
+    return np.asarray(TF.center_crop(pil, crop))
 
 
 def evaluate_released(models: Mapping[str, torch.nn.Module], source: Callable, labels: Sequence[int],

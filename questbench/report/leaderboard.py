@@ -10,6 +10,9 @@ import pandas as pd
 
 from ..errors import QuestbenchError
 from ..results import Results, load_results
+from ..metrics import MIN_N_5PP, resolves_5pp
+from .compare import AGGREGATE
+from .labels import eps_label
 from .tables import Tables, compute_tables
 
 FORMATS = ("md", "rich", "csv")
@@ -21,9 +24,12 @@ def _fmt(v) -> str:
     return str(v)
 
 
-def _eps_label(eps: float) -> str:
-    k = eps * 255
-    return f"{round(k)}/255" if abs(k - round(k)) < 1e-6 else f"{eps:.4g}"
+SMALL_N_NOTE = (f"n* : fewer than {MIN_N_5PP} samples, so a 95% interval on one accuracy is wider than +-5 pp: too "
+                "few to resolve a 5 pp difference; never used for ranking.")
+
+
+def _n_label(n: int) -> str:
+    return f"n={n}" if resolves_5pp(n) else f"n={n}*"
 
 
 def attack_wide(att: pd.DataFrame) -> pd.DataFrame:
@@ -33,13 +39,13 @@ def attack_wide(att: pd.DataFrame) -> pd.DataFrame:
     att = att.copy()
     # n in every header: attacks run on different subsets (AutoAttack on fewer samples), and the worst case
     # is taken only over the samples every attack at that eps saw, so columns are not all on the same images
-    att["column"] = [(f"{a} {n} {_eps_label(e)}" if a != "pgd" or s.count("/") < 4 else
-                      f"{a} {n} {_eps_label(e)} ({s.split('/')[3]})") + f" (n={k})" for a, n, e, s, k in
-                     zip(att.attack, att.norm, att.eps, att.setting, att.n)]
+    att["column"] = [f"{sw} {eps_label(e)} ({_n_label(k)})" for sw, e, k in zip(att.sweep, att.eps, att.n)]
     order = list(dict.fromkeys(att.sort_values(["attack", "norm", "eps"]).column))
     wide = att.pivot_table(index=["model", "attention"], columns="column", values="robust", aggfunc="first")
     wide = wide[order].reset_index()
-    return wide.sort_values([order[-1], "model"], ascending=[False, True]).reset_index(drop=True)
+    # ranked by the last column whose n resolves 5 pp (a 16-sample column must not decide the order)
+    ranked = [c for c in order if not c.endswith("*)")] or order
+    return wide.sort_values([ranked[-1], "model"], ascending=[False, True]).reset_index(drop=True)
 
 
 def sections(t: Tables, results: Results) -> list[tuple[str, pd.DataFrame, list[str]]]:
@@ -57,18 +63,41 @@ def sections(t: Tables, results: Results) -> list[tuple[str, pd.DataFrame, list[
                     "averaged over severities", df, t.notes))
     if not t.attacks.empty:
         notes = []
+        if not t.attacks.n.map(resolves_5pp).all():
+            notes.append(SMALL_N_NOTE)
         if (t.attacks.attack == "worst-case").any():
             notes.append("worst-case: a sample counts as robust only if it survives every attack run at that "
                          "norm and eps; computed on the samples all of those attacks saw (n given with it).")
         out.append(("Adversarial robust accuracy (%)", attack_wide(t.attacks), notes))
     if not t.pairs.empty:
-        df = t.pairs.copy()
-        df["95% CI (pp)"] = [f"{a:+.2f} to {b:+.2f}" for a, b in zip(df.ci_low, df.ci_high)]
-        df["McNemar p"] = [f"{p:.3g}" for p in df.mcnemar_p]
-        df = df.rename(columns={"baseline_acc": "standard acc", "model_acc": "model acc", "delta_pp": "delta (pp)"})
+        # per-corruption settings stay in the csv and `questbench compare`; the table keeps what is claimed
+        df = t.pairs[(t.pairs.evaluation != "corruption") | (t.pairs.setting == AGGREGATE)].copy()
+        df = df.assign(**{"delta (pp)": [f"{d:+.2f}" for d in df.delta_pp],
+                          "95% CI (pp)": [f"{a:+.2f} to {b:+.2f}" for a, b in zip(df.ci_low, df.ci_high)],
+                          "p": [f"{p:.3g}" for p in df.p_value], "p (Holm)": [f"{p:.3g}" for p in df.p_holm],
+                          "n": [_n_label(n) for n in df.n_images]})
+        df = df.rename(columns={"baseline_acc": "standard acc", "model_acc": "model acc"})
+        notes = ["One row per setting: exact McNemar test, paired bootstrap over images. Rows 'all' aggregate a "
+                 "whole sweep (eps > 0) or every corruption setting: the image is the unit (cluster bootstrap, "
+                 "sign-flip permutation test over images), never the rows. p (Holm): adjusted within each "
+                 "evaluation. n counts images."]
+        if not df.n_images.map(resolves_5pp).all():
+            notes.append(SMALL_N_NOTE)
         out.append(("Paired comparison with the standard-attention sibling (model minus standard)",
                     df[["model", "baseline", "evaluation", "setting", "standard acc", "model acc", "delta (pp)",
-                        "95% CI (pp)", "McNemar p", "n"]], []))
+                        "95% CI (pp)", "p", "p (Holm)", "n"]], notes))
+    if not t.seeds.empty:
+        df = t.seeds.assign(**{"mean delta (pp)": [f"{d:+.2f}" for d in t.seeds.delta_pp],
+                               "95% CI (pp)": [f"{a:+.2f} to {b:+.2f}" for a, b in zip(t.seeds.ci_low, t.seeds.ci_high)],
+                               "per-pair deltas (pp)": t.seeds.per_pair_delta_pp, "pairs": t.seeds.n_pairs,
+                               "n": [_n_label(n) for n in t.seeds.n_images]})
+        notes = ["Across trained pairs (seeds): the mean of the per-pair deltas, with a 95% interval from a crossed "
+                 "bootstrap that resamples pairs and images, so it includes seed-to-seed variation. With "
+                 f"{int(t.seeds.n_pairs.max())} pairs the pair-level spread is estimated from "
+                 f"{int(t.seeds.n_pairs.max())} draws only."]
+        out.append(("Across seeds (attention kind minus standard)",
+                    df[["attention", "evaluation", "setting", "pairs", "per-pair deltas (pp)", "mean delta (pp)",
+                        "95% CI (pp)", "n"]], notes))
     return out
 
 
@@ -116,25 +145,36 @@ def render_markdown(results: Results, output: Optional[Path] = None) -> str:
 def render_csv(results: Results) -> str:
     """Long, sorted, fixed-precision csv: the same results always give a byte-identical file."""
     t = compute_tables(results)
+    nan = float("nan")
     rows = []
     for _, r in t.clean.iterrows():
-        rows.append(("clean", r.model, r.attention, "top1", "", r.top1, r.n))
+        rows.append(("clean", r.model, r.attention, "top1", "", r.top1, r.n, r.ci_low, r.ci_high, nan, nan))
+    corr_n = t.severity.groupby("model").n.first() if "n" in t.severity else {}
     for _, r in t.corruptions.iterrows():
         for c in t.corruptions.columns:
             if c not in ("model", "attention"):
-                rows.append(("corruptions", r.model, r.attention, c, "", r[c], ""))
+                rows.append(("corruption_error_pct", r.model, r.attention, c, "", r[c], corr_n.get(r.model, ""),
+                             nan, nan, nan, nan))
     for _, r in t.severity.iterrows():
-        rows.append(("corruption_severity", r.model, "", f"{r.corruption}/{r.severity}", "", r.accuracy, ""))
+        rows.append(("corruption_accuracy_pct", r.model, "", f"{r.corruption}/{r.severity}", "", r.accuracy, r.n,
+                     nan, nan, nan, nan))
     for _, r in t.attacks.iterrows():
-        rows.append(("attacks", r.model, r.attention, r.setting, f"{r.eps:.6g}", r.robust, r.n))
+        rows.append(("robust_accuracy_pct", r.model, r.attention, r.setting, f"{r.eps:.6g}", r.robust, r.n,
+                     nan, nan, nan, nan))
     for _, r in t.pairs.iterrows():
-        rows.append(("pairs", r.model, r.baseline, f"{r.evaluation}:{r.setting}", "", r.delta_pp, r.n))
+        rows.append(("pair_delta_pp", r.model, r.baseline, f"{r.evaluation}: {r.setting}", "", r.delta_pp,
+                     r.n_images, r.ci_low, r.ci_high, r.p_value, r.p_holm))
+    for _, r in t.seeds.iterrows():
+        rows.append(("seeds_mean_delta_pp", r.attention, f"{r.n_pairs} pairs", f"{r.evaluation}: {r.setting}", "",
+                     r.delta_pp, r.n_images, r.ci_low, r.ci_high, nan, nan))
     rows.sort(key=lambda x: tuple(str(v) for v in x[:5]))
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["table", "model", "attention_or_baseline", "metric", "eps", "value", "n"])
+    w.writerow(["table", "model", "attention_or_baseline", "metric", "eps", "value", "n", "ci_low", "ci_high",
+                "p_value", "p_holm"])
+    num = lambda v: "" if v == "" or pd.isna(v) else f"{float(v):.6f}"  # noqa: E731
     for r in rows:
-        w.writerow([*r[:5], "" if pd.isna(r[5]) else f"{float(r[5]):.6f}", r[6]])
+        w.writerow([*r[:5], num(r[5]), r[6], *(num(v) for v in r[7:])])
     return buf.getvalue()
 
 
@@ -149,7 +189,7 @@ def render_rich(results: Results, console=None) -> None:
     t = compute_tables(results)
     for title, df, notes in sections(t, results):
         if "Paired" in title:  # the terminal view keeps what a reader needs; md/csv carry everything
-            df = df[["model", "evaluation", "setting", "delta (pp)", "95% CI (pp)", "McNemar p", "n"]]
+            df = df[["model", "evaluation", "setting", "delta (pp)", "95% CI (pp)", "p", "p (Holm)", "n"]]
         table = Table(title=title, title_justify="left")
         if "attention" in df.columns and len(df.columns) > _RICH_MAX_COLUMNS and len(df) <= _RICH_MAX_COLUMNS:
             # per-corruption / per-attack tables are too wide for a terminal: models become the columns

@@ -35,7 +35,7 @@ def write_plots(t: Tables, md_path: Path) -> list[tuple[str, str]]:
         for ax, sw in zip(axes[0], sweeps):
             for model, d in t.attacks[t.attacks.sweep == sw].sort_values("eps").groupby("model"):
                 ax.plot(d.eps * 255, d.robust, marker="o", label=model)
-            ax.set_title(sw.rstrip("/"), fontsize=8)
+            ax.set_title(sw, fontsize=8)
             ax.set_xlabel("eps (x 1/255)")
         written.append(_finish(fig, axes, "robust accuracy (%)", md_path.with_name(f"{stem}_attacks.png"),
                                "robust accuracy vs eps"))

@@ -7,9 +7,10 @@ import numpy as np
 import pandas as pd
 
 from ..evaluators.attacks import sweep_flags
-from ..metrics import (COMMON_CORRUPTIONS, CORRUPTION_GROUP, mcnemar, mce, mean_corruption_error, paired_bootstrap,
-                       relative_mce, wilson_interval)
+from ..metrics import COMMON_CORRUPTIONS, CORRUPTION_GROUP, mce, mean_corruption_error, relative_mce, wilson_interval
 from ..results import Results
+from .compare import compare_pairs, compare_seeds, sweep_keys
+from .labels import attack_label
 
 IMAGENET_DATASETS = ("imagenet", "imagefolder")
 
@@ -20,7 +21,8 @@ class Tables:
     corruptions: pd.DataFrame  # one row per model: summary metric + per-corruption error (%)
     severity: pd.DataFrame  # model, corruption, group, severity, accuracy (%)
     attacks: pd.DataFrame  # model, attack, norm, eps, robust accuracy (%), n
-    pairs: pd.DataFrame
+    pairs: pd.DataFrame  # compare() rows of every model against its standard sibling
+    seeds: pd.DataFrame  # compare_seeds(): mean delta over trained pairs with a pairs x images interval
     flags: list[str] = field(default_factory=list)
     corruption_metric: str = ""
     notes: list[str] = field(default_factory=list)
@@ -47,27 +49,31 @@ def corruption_tables(samples: pd.DataFrame, dataset: str) -> tuple[pd.DataFrame
     notes: list[str] = []
     if corr.empty:
         return pd.DataFrame(), pd.DataFrame(), "", notes
-    sev = (corr.groupby(["model", "corruption", "severity"], sort=True).correct.mean() * 100).rename("accuracy")
-    sev = sev.reset_index()
+    grouped = corr.groupby(["model", "corruption", "severity"], sort=True).correct
+    sev = pd.DataFrame({"accuracy": grouped.mean() * 100, "n": grouped.size()}).reset_index()
     sev["group"] = sev.corruption.map(CORRUPTION_GROUP)
     imagenet = dataset.lower() in IMAGENET_DATASETS
     clean = samples[samples.evaluation == "clean"]
     rows = []
-    metric = ""
+    errors = {model: {c: [1 - float(gc[gc.severity == s].correct.mean()) if (gc.severity == s).any() else np.nan
+                          for s in range(1, 6)] for c, gc in g.groupby("corruption", sort=True)}
+              for model, g in corr.groupby("model", sort=True)}
+    # one metric for the whole table (a column mixing mCE and unnormalized error could not be ranked): mCE only
+    # when every model has all 15 common corruptions at all 5 severities
+    use_mce = imagenet and all(all(c in e and not np.isnan(e[c]).any() for c in COMMON_CORRUPTIONS)
+                               for e in errors.values())
+    metric = "mCE (%, AlexNet-normalized)" if use_mce else "mean corruption error (%, unnormalized)"
     for model, g in corr.groupby("model", sort=True):
-        errs = {c: [1 - float(gc[gc.severity == s].correct.mean()) if (gc.severity == s).any() else np.nan
-                    for s in range(1, 6)] for c, gc in g.groupby("corruption", sort=True)}
+        errs = errors[model]
         row: dict = {"model": model, "attention": g.attention.iloc[0]}
         complete = {c: e for c, e in errs.items() if not np.isnan(e).any()}
         ids = set(g.sample_id)
         cm = clean[(clean.model == model) & clean.sample_id.isin(ids)]
-        if imagenet and all(c in complete for c in COMMON_CORRUPTIONS):
-            metric = "mCE (%, AlexNet-normalized)"
+        if use_mce:
             row["summary"] = mce(complete)
             if not cm.empty:
                 row["relative_mce"] = relative_mce(complete, 1 - float(cm.correct.mean()))
         else:
-            metric = "mean corruption error (%, unnormalized)"
             row["summary"] = mean_corruption_error({c: [x for x in e if not np.isnan(x)] for c, e in errs.items()})
         for c, e in errs.items():
             row[c] = 100 * float(np.nanmean(e))
@@ -75,6 +81,9 @@ def corruption_tables(samples: pd.DataFrame, dataset: str) -> tuple[pd.DataFrame
     if imagenet and metric.startswith("mCE") and corr.sample_id.nunique() < 50000:
         notes.append(f"mCE uses AlexNet's errors on the full 50,000-image validation set; these results cover "
                      f"{corr.sample_id.nunique()} images, so the normalization is approximate.")
+    if imagenet and not use_mce:
+        notes.append("not every model has all 15 common corruptions at 5 severities: mean corruption error "
+                     "(unnormalized) instead of mCE.")
     if not imagenet:
         notes.append(f"{dataset} has no AlexNet baseline: corruption error is the unnormalized mean error over "
                      "corruptions and severities (not mCE).")
@@ -88,11 +97,13 @@ def attack_table(samples: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     if att.empty:
         return pd.DataFrame(), flags
     rows = []
+    att = att.assign(_sweep=sweep_keys(att))
+    labels = {k: attack_label(g.sort_values("eps").setting.iloc[-1]) for k, g in att.groupby("_sweep")}
     for (model, setting), g in att.groupby(["model", "setting"], sort=True):
         rows.append({"model": model, "attention": g.attention.iloc[0], "attack": g.attack.iloc[0],
                      "norm": g.norm.iloc[0], "eps": float(g.eps.iloc[0]), "setting": setting,
                      "robust": 100 * float(g.correct.mean()), "clean": 100 * float(g.clean_correct.mean()),
-                     "n": len(g), "sweep": setting.split("eps=")[0] + setting.split("eps=")[1].partition("/")[2]})
+                     "n": len(g), "sweep": labels[g._sweep.iloc[0]]})
     df = pd.DataFrame(rows)
     # worst case per sample over attacks at the same (norm, eps), on the samples every attack saw
     worst = []
@@ -106,53 +117,15 @@ def attack_table(samples: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
                       "eps": float(eps), "setting": f"worst-case/{norm}/eps={eps:.6g}",
                       "robust": 100 * float(per_sample.mean()),
                       "clean": 100 * float(gg.groupby("sample_id").clean_correct.first().mean()),
-                      "n": len(per_sample), "sweep": f"worst-case/{norm}/"})
+                      "n": len(per_sample), "sweep": f"worst-case {norm}"})
     df = pd.concat([df, pd.DataFrame(worst)], ignore_index=True) if worst else df
     for (model, sweep), g in df[df.attack != "worst-case"].groupby(["model", "sweep"], sort=True):
         if len(g) < 2 and not (g.eps == 0).any():
             continue
         pts = list(zip(g.eps, g.robust / 100))
         clean = float(g.clean.iloc[0]) / 100 if g.n.nunique() == 1 else float(g.clean.mean()) / 100
-        flags += [f"{model} {sweep.rstrip('/')}: {f}" for f in sweep_flags(pts, clean)]
+        flags += [f"{model} {sweep}: {f}" for f in sweep_flags(pts, clean)]
     return df.sort_values(["attack", "norm", "eps", "model"]).reset_index(drop=True), flags
-
-
-def paired_rows(samples: pd.DataFrame, baseline: str, model: str) -> list[dict]:
-    """Per evaluation (and per attack setting): accuracy of both on shared samples, delta, CI, McNemar."""
-    rows = []
-    for evaluation in ("clean", "corruption", "attack"):
-        a = samples[(samples.model == baseline) & (samples.evaluation == evaluation)]
-        b = samples[(samples.model == model) & (samples.evaluation == evaluation)]
-        if a.empty or b.empty:
-            continue
-        groups = [("all", a, b)] if evaluation != "attack" else [
-            (s, a[a.setting == s], b[b.setting == s]) for s in sorted(set(a.setting) & set(b.setting))]
-        for setting, ga, gb in groups:
-            key = ["setting", "sample_id"]
-            merged = ga[key + ["correct"]].merge(gb[key + ["correct"]], on=key, suffixes=("_a", "_b"))
-            if merged.empty:
-                continue
-            mc = mcnemar(merged.correct_a, merged.correct_b)
-            bs = paired_bootstrap(merged.correct_a, merged.correct_b, n_boot=1000, seed=0)
-            rows.append({"model": model, "baseline": baseline, "evaluation": evaluation, "setting": setting,
-                         "baseline_acc": 100 * float(merged.correct_a.mean()),
-                         "model_acc": 100 * float(merged.correct_b.mean()), "delta_pp": bs["delta_pp"],
-                         "ci_low": bs["ci_low"], "ci_high": bs["ci_high"], "mcnemar_p": mc["p_value"],
-                         "n": len(merged)})
-    return rows
-
-
-def pair_table(samples: pd.DataFrame) -> pd.DataFrame:
-    """Each non-standard model minus its standard-attention ``pair`` sibling, when both are in the results."""
-    meta = _model_meta(samples)
-    rows = []
-    for model, m in meta.iterrows():
-        partner = m.pair
-        if m.attention == "standard" or not partner or partner not in meta.index:
-            continue
-        if meta.loc[partner].attention == "standard":
-            rows += paired_rows(samples, partner, model)
-    return pd.DataFrame(rows)
 
 
 def compute_tables(results: Results) -> Tables:
@@ -166,5 +139,5 @@ def compute_tables(results: Results) -> Tables:
             if j["flags"]:
                 job_flags.append(f"{j['model']} {j['setting']}: {j['flags']}")
     return Tables(clean=clean_table(samples), corruptions=corr, severity=sev, attacks=att,
-                  pairs=pair_table(samples), flags=sorted(set(flags + job_flags)), corruption_metric=metric,
+                  pairs=compare_pairs(results), seeds=compare_seeds(results), flags=sorted(set(flags + job_flags)), corruption_metric=metric,
                   notes=notes)

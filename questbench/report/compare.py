@@ -1,0 +1,176 @@
+"""Paired comparisons of two models on the samples both were evaluated on, and of trained pairs across seeds.
+
+The sampled unit is the image. A single setting (clean, one corruption at one severity, one attack at one eps)
+gets the exact McNemar test and a paired bootstrap over images; an aggregate over settings (all corruptions,
+a whole eps sweep) keeps each image's settings together: a cluster bootstrap over images and a sign-flip
+permutation test over images. p-values are Holm-adjusted within each evaluation (the settings tested
+together). Across seeds, trained pairs and images are both resampled.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterator, Union
+
+import numpy as np
+import pandas as pd
+
+from ..errors import QuestbenchError
+from ..metrics import (ALL_CORRUPTIONS, cluster_bootstrap, holm, mcnemar, per_image_sums,
+                       resolves_5pp, sign_flip_test, two_way_bootstrap)
+from ..results import Results, load_results
+from .labels import attack_family, attack_label, corruption_label, eps_label
+
+COLUMNS = ["evaluation", "setting", "n_images", "baseline_acc", "model_acc", "delta_pp", "ci_low", "ci_high",
+           "p_value", "p_holm", "test", "resolves_5pp"]
+SEED_COLUMNS = ["attention", "evaluation", "setting", "n_pairs", "n_images", "per_pair_delta_pp", "delta_pp",
+                "ci_low", "ci_high", "pairs"]
+AGGREGATE = "all"
+N_BOOT = 2000
+N_PERMUTATIONS = 1999  # p resolution 1/2000 for aggregates; single settings use the exact McNemar test
+
+
+def _results(results_or_dir: Union[Results, str, Path]) -> Results:
+    return results_or_dir if isinstance(results_or_dir, Results) else load_results(results_or_dir)
+
+
+def _corruption_order(c: str) -> int:
+    return ALL_CORRUPTIONS.index(c) if c in ALL_CORRUPTIONS else len(ALL_CORRUPTIONS)
+
+
+def settings_of(samples: pd.DataFrame) -> Iterator[tuple[str, str, pd.DataFrame, bool, tuple]]:
+    """(evaluation label, setting label, rows, is aggregate, sort key) in reading order: clean; corruptions per
+    setting, then all; each attack sweep per eps (ascending), then all eps > 0 (eps = 0 is the sweep's clean
+    anchor, not an attack)."""
+    clean = samples[samples.evaluation == "clean"]
+    if not clean.empty:
+        yield "clean", "clean", clean, False, (0,)
+    corr = samples[samples.evaluation == "corruption"]
+    if not corr.empty:
+        for (c, s), g in sorted(corr.groupby(["corruption", "severity"]), key=lambda t: (_corruption_order(t[0][0]),
+                                                                                        t[0][1])):
+            yield "corruption", corruption_label(c, s), g, False, (1,)
+        yield "corruption", AGGREGATE, corr, True, (1,)
+    att = samples[samples.evaluation == "attack"]
+    if not att.empty:
+        att = att.assign(_family=sweep_keys(att))
+        for n, (fam, g) in enumerate(sorted(att.groupby("_family"), key=lambda t: t[0])):
+            label = attack_label(g.sort_values("eps").setting.iloc[-1])
+            for eps, ge in sorted(g.groupby("eps"), key=lambda t: t[0]):
+                yield label, eps_label(eps), ge.drop(columns="_family"), False, (2, n)
+            attacked = g[g.eps > 0]
+            if attacked.eps.nunique() > 1:
+                yield label, AGGREGATE, attacked.drop(columns="_family"), True, (2, n)
+
+
+def sweep_keys(att: pd.DataFrame) -> list[str]:
+    """Which sweep each attack row belongs to: its [[attacks]] entry (eps values of one entry form a sweep)."""
+    return [f"{int(w):03d}" if pd.notna(w) else attack_family(s) for w, s in zip(att.sweep, att.setting)]
+
+
+def _paired(ga: pd.DataFrame, gb: pd.DataFrame) -> pd.DataFrame:
+    key = ["setting", "sample_id"]
+    return ga[key + ["correct"]].merge(gb[key + ["correct"]], on=key, suffixes=("_a", "_b"))
+
+
+def _single_setting_ci(a: np.ndarray, b: np.ndarray, seed: int) -> tuple[float, float]:
+    """Paired bootstrap over images for one setting. Each image's difference is -1, 0 or +1, so a resample is
+    a multinomial draw over those three counts: the same distribution as resampling images, at O(1) cost."""
+    d = b.astype(int) - a.astype(int)
+    n = d.size
+    probs = np.array([(d == -1).sum(), (d == 0).sum(), (d == 1).sum()]) / n
+    draws = np.random.default_rng(seed).multinomial(n, probs, size=N_BOOT)
+    deltas = 100 * (draws[:, 2] - draws[:, 0]) / n
+    lo, hi = np.percentile(deltas, [2.5, 97.5])
+    return float(lo), float(hi)
+
+
+def compare(results_or_dir, baseline: str, model: str, seed: int = 0) -> pd.DataFrame:
+    """``model`` minus ``baseline`` on their shared samples, one row per setting and one per aggregate
+    (``setting == "all"``); columns as in ``COLUMNS`` (accuracies and deltas in percent / pp)."""
+    res = _results(results_or_dir)
+    s = res.samples
+    for name in (baseline, model):
+        if name not in set(s.model):
+            raise QuestbenchError(f"model {name!r} has no results here")
+    rows = []
+    for evaluation, setting, g, aggregate, order in settings_of(s[s.model.isin([baseline, model])]):
+        merged = _paired(g[g.model == baseline], g[g.model == model])
+        if merged.empty:
+            continue
+        a, b, m = per_image_sums(merged.sample_id, merged.correct_a, merged.correct_b)
+        if aggregate:
+            ci = cluster_bootstrap(a, b, m, n_boot=N_BOOT, seed=seed)
+            lo, hi = ci["ci_low"], ci["ci_high"]
+            p, test = sign_flip_test(a, b, n_resamples=N_PERMUTATIONS, seed=seed), "sign-flip over images"
+        else:
+            lo, hi = _single_setting_ci(merged.correct_a.to_numpy(bool), merged.correct_b.to_numpy(bool), seed)
+            p, test = mcnemar(merged.correct_a, merged.correct_b)["p_value"], "McNemar (exact)"
+        rows.append({"evaluation": evaluation, "setting": setting, "n_images": len(a),
+                     "baseline_acc": 100 * a.sum() / m.sum(), "model_acc": 100 * b.sum() / m.sum(),
+                     "delta_pp": 100 * (b.sum() - a.sum()) / m.sum(), "ci_low": lo, "ci_high": hi, "p_value": p,
+                     "test": test, "resolves_5pp": resolves_5pp(len(a)), "_order": order})
+    df = pd.DataFrame(rows, columns=COLUMNS[:-3] + ["test", "resolves_5pp", "_order"])
+    if df.empty:
+        raise QuestbenchError(f"{baseline} and {model} share no evaluated samples")
+    df["p_holm"] = np.nan
+    for _, idx in df.groupby("evaluation", sort=False).groups.items():
+        df.loc[idx, "p_holm"] = holm(df.loc[idx, "p_value"].tolist())
+    return df[COLUMNS].reset_index(drop=True)
+
+
+def standard_pairs(samples: pd.DataFrame) -> list[tuple[str, str, str]]:
+    """(standard model, other model, other's attention) for every model whose ``pair`` is a standard one here."""
+    meta = samples.groupby("model", sort=True)[["attention", "pair"]].first()
+    out = []
+    for model, m in meta.iterrows():
+        if m.attention != "standard" and m.pair in meta.index and meta.loc[m.pair].attention == "standard":
+            out.append((m.pair, model, m.attention))
+    return out
+
+
+def compare_pairs(results_or_dir, seed: int = 0) -> pd.DataFrame:
+    """Every model against its standard-attention sibling: ``compare`` rows with ``model`` and ``baseline``."""
+    res = _results(results_or_dir)
+    frames = [compare(res, base, model, seed=seed).assign(model=model, baseline=base)
+              for base, model, _ in standard_pairs(res.samples)]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=COLUMNS + ["model", "baseline"])
+
+
+def compare_seeds(results_or_dir, seed: int = 0) -> pd.DataFrame:
+    """Per attention kind with two or more trained pairs: each pair's delta, their mean and a crossed
+    (pairs x images) bootstrap interval, for every aggregate and single-setting row the pairs share."""
+    res = _results(results_or_dir)
+    s = res.samples
+    by_kind: dict[str, list[tuple[str, str]]] = {}
+    for base, model, kind in standard_pairs(s):
+        by_kind.setdefault(kind, []).append((base, model))
+    rows = []
+    for kind, pairs in sorted(by_kind.items()):
+        if len(pairs) < 2:
+            continue
+        names = {m for p in pairs for m in p}
+        for evaluation, setting, g, aggregate, order in settings_of(s[s.model.isin(names)]):
+            if evaluation == "corruption" and not aggregate:
+                continue  # per-corruption seed tables would be 75 rows per kind; the aggregate carries the claim
+            d_rows, m_ref, ids_ref, ok = [], None, None, True
+            for base, model in pairs:
+                merged = _paired(g[g.model == base], g[g.model == model])
+                if merged.empty:
+                    ok = False
+                    break
+                merged = merged.sort_values(["sample_id", "setting"])
+                ids, codes = np.unique(merged.sample_id.to_numpy(), return_inverse=True)
+                if ids_ref is not None and not np.array_equal(ids, ids_ref):
+                    ok = False  # pairs evaluated on different images: no shared image set to resample
+                    break
+                a, b, m = per_image_sums(merged.sample_id, merged.correct_a, merged.correct_b)
+                d_rows.append(b - a)
+                ids_ref, m_ref = ids, m
+            if not ok:
+                continue
+            bs = two_way_bootstrap(np.stack(d_rows), m_ref, n_boot=N_BOOT, seed=seed)
+            rows.append({"attention": kind, "evaluation": evaluation, "setting": setting, "n_pairs": len(pairs),
+                         "n_images": len(ids_ref), "per_pair_delta_pp": ", ".join(f"{x:+.2f}" for x in bs["per_pair"]),
+                         "delta_pp": bs["delta_pp"], "ci_low": bs["ci_low"], "ci_high": bs["ci_high"],
+                         "pairs": ", ".join(f"{m} - {b}" for b, m in pairs)})
+    return pd.DataFrame(rows, columns=SEED_COLUMNS)
