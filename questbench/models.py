@@ -143,18 +143,23 @@ def _umask() -> int:
     return mask
 
 
+def check_creatable(path: str | Path, what: str) -> None:
+    """The nearest existing ancestor of ``path`` is a writable folder, so ``path`` can be made below it."""
+    probe = Path(path)
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir():
+        raise QuestbenchError(f"{what} {path}: {probe} is not a folder")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise QuestbenchError(f"{what} {path}: {probe} is not writable")
+
+
 def check_output_file(path: str | Path) -> Path:
     """An output file path that can be written: not a folder, its parent a folder (created if missing)."""
     p = Path(path)
     if p.is_dir():
         raise QuestbenchError(f"output {p} is a folder; give a file name")
-    parent = p.parent
-    while not parent.exists():
-        parent = parent.parent
-    if not parent.is_dir():
-        raise QuestbenchError(f"output {p}: {parent} is not a folder")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise QuestbenchError(f"output {p}: {parent} is not writable")
+    check_creatable(p.parent, "output")
     return p
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from .errors import QuestbenchError
+from .models import check_creatable
 from .results import JOBS_DIR, PROVENANCE, STORE_FORMAT
 
 
@@ -22,13 +23,7 @@ def check_writable(out: Path) -> None:
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise QuestbenchError(f"--out {out} exists and is not a folder")
-    probe = out
-    while not probe.exists():
-        probe = probe.parent
-    if not probe.is_dir():
-        raise QuestbenchError(f"--out {out}: {probe} is not a folder")
-    if not os.access(probe, os.W_OK | os.X_OK):
-        raise QuestbenchError(f"--out {out}: {probe} is not writable")
+    check_creatable(out, "--out")
     if out.is_dir() and any(out.iterdir()) and not _is_results_folder(out):
         raise QuestbenchError(f"--out {out} is a non-empty folder that holds no questbench results; "
                               "choose an empty or new folder")

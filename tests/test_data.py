@@ -110,3 +110,24 @@ def test_cifar_c_layout(tmp_path):
     np.save(tmp_path / "labels.npy", labels)
     with pytest.raises(QuestbenchError, match="50000 labels"):
         check_cifar_c_folder(tmp_path, ["fog"])
+
+
+def test_suite_classes_file_fixes_the_label_order(imagenet_tree, tmp_path):
+    """data.classes: a wnid file gives the class index of each folder (1000-way ImageNet order with only some
+    folders on disk); without it, labels follow the sorted folder names."""
+    from questbench.data import load_dataset
+    from questbench.suite import parse_suite
+
+    wnids = tmp_path / "wnids.txt"
+    wnids.write_text("n00000001\nn01443537\nn01440764\n")
+    s = parse_suite(f'models = ["m"]\n[data]\ndataset = "imagenet"\nroot = "{imagenet_tree / "val"}"\n'
+                    f'classes = "{wnids}"\n', "t.toml")
+    ds = load_dataset(s.data.dataset, s.data.split, root=s.data.root, **s.data.loader_kwargs())
+    by_folder = {sid.split("/")[0]: int(lbl) for sid, lbl in zip(ds.sample_ids, ds.labels)}
+    assert by_folder == {"n01443537": 1, "n01440764": 2} and ds.num_classes == 3
+    plain = load_dataset("imagenet", root=imagenet_tree / "val")
+    assert {sid.split("/")[0]: int(lbl) for sid, lbl in zip(plain.sample_ids, plain.labels)} == {
+        "n01440764": 0, "n01443537": 1}
+    wnids.write_text("")
+    with pytest.raises(QuestbenchError, match="lists no classes"):
+        s.data.loader_kwargs()

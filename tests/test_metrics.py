@@ -84,6 +84,21 @@ def test_cluster_bootstrap_on_perfectly_correlated_settings_equals_the_per_image
     assert (per_row["ci_high"] - per_row["ci_low"]) > 6 * (naive["ci_high"] - naive["ci_low"])
 
 
+def test_sign_flip_test_matches_scipy_permutation_test():
+    from scipy.stats import permutation_test
+    rng = np.random.default_rng(7)
+    for n in (8, 12):  # exact enumeration on both sides
+        a, b = rng.integers(0, 6, n).astype(float), rng.integers(0, 6, n).astype(float)
+        ref = permutation_test((a, b), lambda x, y, axis=-1: (y - x).sum(axis=axis), permutation_type="samples",
+                               vectorized=True, n_resamples=10**6).pvalue
+        ours = metrics.sign_flip_test(a, b, n_resamples=10**6)
+        assert ours == pytest.approx(ref, rel=1e-9)
+    a, b = rng.integers(0, 6, 300).astype(float), rng.integers(1, 7, 300).astype(float) * 0.97
+    ref = permutation_test((a, b), lambda x, y, axis=-1: (y - x).sum(axis=axis), permutation_type="samples",
+                           vectorized=True, n_resamples=20000, rng=np.random.default_rng(0)).pvalue
+    assert metrics.sign_flip_test(a, b, n_resamples=20000) == pytest.approx(ref, abs=0.01)
+
+
 def test_sign_flip_test_on_one_setting_agrees_with_mcnemar():
     rng = np.random.default_rng(4)
     a = rng.random(300) < 0.6

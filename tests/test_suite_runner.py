@@ -219,16 +219,7 @@ def test_kill_during_parallel_attacks_leaves_no_orphans_and_resumes(tmp_path, ti
     done_before = len(list((out / "jobs").glob("*.json")))
     assert 2 < done_before < 2 + 8  # clean jobs and some, not all, attack jobs
     time.sleep(1.0)
-    survivors = []
-    for p in os.listdir("/proc"):
-        if p.isdigit():
-            try:
-                cmd = open(f"/proc/{p}/cmdline", "rb").read().decode(errors="replace")
-            except OSError:
-                continue
-            if str(out) in cmd:
-                survivors.append(p)
-    assert survivors == []
+    assert _processes_mentioning(str(out)) == []
     run_suite(load_suite(str(suite_path)), out, device="cpu", quiet=True)
     assert render_csv(load_results(out)) == render_csv(load_results(ref))
 

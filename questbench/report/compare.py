@@ -3,8 +3,9 @@
 The sampled unit is the image. A single setting (clean, one corruption at one severity, one attack at one eps)
 gets the exact McNemar test and a paired bootstrap over images; an aggregate over settings (all corruptions,
 a whole eps sweep) keeps each image's settings together: a cluster bootstrap over images and a sign-flip
-permutation test over images. p-values are Holm-adjusted within each evaluation (the settings tested
-together). Across seeds, trained pairs and images are both resampled.
+permutation test over images. p-values are Holm-adjusted within families read together: the headline (clean
+and the aggregates), and each evaluation's single settings. Across seeds, trained pairs and images are both
+resampled.
 """
 from __future__ import annotations
 
@@ -56,7 +57,8 @@ def settings_of(samples: pd.DataFrame) -> Iterator[tuple[str, str, pd.DataFrame,
         for n, (fam, g) in enumerate(sorted(att.groupby("_family"), key=lambda t: t[0])):
             label = attack_label(g.sort_values("eps").setting.iloc[-1])
             for eps, ge in sorted(g.groupby("eps"), key=lambda t: t[0]):
-                yield label, eps_label(eps), ge.drop(columns="_family"), False, (2, n)
+                if eps > 0:  # eps = 0 is the clean evaluation again (its sanity check is a leaderboard flag)
+                    yield label, eps_label(eps), ge.drop(columns="_family"), False, (2, n)
             attacked = g[g.eps > 0]
             if attacked.eps.nunique() > 1:
                 yield label, AGGREGATE, attacked.drop(columns="_family"), True, (2, n)
@@ -112,8 +114,11 @@ def compare(results_or_dir, baseline: str, model: str, seed: int = 0) -> pd.Data
     df = pd.DataFrame(rows, columns=COLUMNS[:-3] + ["test", "resolves_5pp", "_order"])
     if df.empty:
         raise QuestbenchError(f"{baseline} and {model} share no evaluated samples")
+    # families of tests read together: the headline (clean and every aggregate), and the single settings of
+    # each evaluation; an aggregate is not diluted by the 75 settings it summarizes
+    family = np.where((df.setting == AGGREGATE) | (df.evaluation == "clean"), "headline", df.evaluation)
     df["p_holm"] = np.nan
-    for _, idx in df.groupby("evaluation", sort=False).groups.items():
+    for _, idx in df.groupby(family, sort=False).groups.items():
         df.loc[idx, "p_holm"] = holm(df.loc[idx, "p_value"].tolist())
     return df[COLUMNS].reset_index(drop=True)
 

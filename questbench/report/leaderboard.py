@@ -52,7 +52,8 @@ def sections(t: Tables, results: Results) -> list[tuple[str, pd.DataFrame, list[
     out = []
     if not t.clean.empty:
         df = t.clean.assign(**{"top-1 (%)": t.clean.top1, "95% CI": [f"{a:.1f}-{b:.1f}" for a, b in
-                                                                       zip(t.clean.ci_low, t.clean.ci_high)]})
+                                                                       zip(t.clean.ci_low, t.clean.ci_high)],
+                               "n": [_n_label(n).removeprefix("n=") for n in t.clean.n]})
         out.append(("Clean accuracy", df[["model", "attention", "top-1 (%)", "95% CI", "n"]], []))
     if not t.corruptions.empty:
         cols = ["model", "attention", "summary"] + (["relative_mce"] if "relative_mce" in t.corruptions else []) + \
@@ -79,8 +80,9 @@ def sections(t: Tables, results: Results) -> list[tuple[str, pd.DataFrame, list[
         df = df.rename(columns={"baseline_acc": "standard acc", "model_acc": "model acc"})
         notes = ["One row per setting: exact McNemar test, paired bootstrap over images. Rows 'all' aggregate a "
                  "whole sweep (eps > 0) or every corruption setting: the image is the unit (cluster bootstrap, "
-                 "sign-flip permutation test over images), never the rows. p (Holm): adjusted within each "
-                 "evaluation. n counts images."]
+                 "sign-flip permutation test over images), never the rows. p (Holm): adjusted within the "
+                 "headline family (clean and the 'all' rows) and within each evaluation's settings. n counts "
+                 "images."]
         if not df.n_images.map(resolves_5pp).all():
             notes.append(SMALL_N_NOTE)
         out.append(("Paired comparison with the standard-attention sibling (model minus standard)",
@@ -171,10 +173,11 @@ def render_csv(results: Results) -> str:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["table", "model", "attention_or_baseline", "metric", "eps", "value", "n", "ci_low", "ci_high",
-                "p_value", "p_holm"])
+                "p_value", "p_holm", "resolves_5pp"])
     num = lambda v: "" if v == "" or pd.isna(v) else f"{float(v):.6f}"  # noqa: E731
     for r in rows:
-        w.writerow([*r[:5], num(r[5]), r[6], *(num(v) for v in r[7:])])
+        resolves = "" if r[6] == "" or pd.isna(r[6]) else str(resolves_5pp(int(r[6]))).lower()
+        w.writerow([*r[:5], num(r[5]), r[6], *(num(v) for v in r[7:]), resolves])
     return buf.getvalue()
 
 
