@@ -108,6 +108,19 @@ def model_fingerprint(model) -> str:
     return "state_dict:" + h.hexdigest()
 
 
+def device_kind(device: str) -> str:
+    """What of the device changes numbers: on a CPU, the instruction set the kernels use. oneDNN's AVX-512 and
+    AVX2 convolutions round differently, and that flips single PGD outcomes (the default suite's PGD 8/255 cell
+    is 25.20% on AVX-512 and 25.40% with ONEDNN_MAX_CPU_ISA=AVX2, one sample of 500), so results from machines
+    with different instruction sets are not mixed in one folder."""
+    import os
+    if device.startswith("cuda"):
+        return f"cuda:{torch.cuda.get_device_name(torch.device(device))}"
+    isa = torch.backends.cpu.get_cpu_capability()
+    forced = os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA")
+    return f"cpu:{isa}" + (f":onednn={forced}" if forced else "")
+
+
 def dataset_fingerprint(ds) -> str:
     """Content hash of an in-memory dataset; sample ids, labels and eval view of a folder (hashing every file
     of ImageNet would cost minutes; the ids are relative paths)."""
@@ -167,12 +180,13 @@ class Runner:
                 "dataset": {"name": ds.name, "split": s.data.split, "content": self._data_fp[id(ds)],
                             "sample_ids": config_hash(list(ds.sample_ids))},
                 "seed": s.seed, "precision": s.precision, "batch_size": s.batch_size,
-                "device": self.device.split(":")[0], "versions": self._versions}
+                "device": self._device_kind, "versions": self._versions}
 
     def jobs(self) -> list[Job]:
         s = self.suite
         self._model_fp = {m: model_fingerprint(model) for m, model in self.models.items()}
         self._versions = {k: v for k, v in library_versions().items() if k != "python"}
+        self._device_kind = device_kind(self.device)
         datasets = [d for d in (self.clean_ds, self.corr_ds, self.diag_ds, *self.attack_ds) if d is not None]
         self._data_fp = {id(d): dataset_fingerprint(d) for d in datasets}
         jobs: list[Job] = []
@@ -206,7 +220,7 @@ class Runner:
         """What makes two runs the same run: a folder holds results of one such configuration only."""
         s = self.suite
         return {"suite": {k: v for k, v in s.as_dict().items() if k not in ("path", "sha256")},
-                "suite_sha256": s.sha256, "limit": self.limit, "device": self.device.split(":")[0],
+                "suite_sha256": s.sha256, "limit": self.limit, "device": self._device_kind,
                 "models": dict(sorted(self._model_fp.items())), "versions": self._versions}
 
     # --- provenance -------------------------------------------------------------------------------------
