@@ -1,13 +1,60 @@
-"""questbench: is a ViT with QUEST attention more robust than the same ViT with standard attention?"""
+"""questbench: is a ViT with QUEST attention more robust than the same ViT with standard attention?
+
+Importing questbench is cheap (no torch): the command line starts in well under a second. The API below loads
+what it needs on first use, and questbench's timm model names (``vit_small_patch16_224_quest``, ...) are
+registered the moment timm is imported, before or after questbench, so ``timm.create_model`` finds them.
+"""
 from __future__ import annotations
 
+import importlib
+import importlib.abc
+import importlib.util
+import sys
 from collections.abc import Mapping
 
-from .attention import ATTENTION_KINDS, attention_kind, record_attention, set_attention
+from . import metrics  # noqa: F401  (light: numpy)
 from .errors import QuestbenchError
-from . import timm_models  # noqa: F401  (registers vit_*_quest & co. with timm)
 
 __version__ = "0.1.0"
+
+_LAZY = {"ATTENTION_KINDS": "attention", "attention_kind": "attention", "record_attention": "attention",
+         "set_attention": "attention"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module 'questbench' has no attribute {name!r}")
+
+
+class _RegisterWithTimm(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """Runs timm's own loader, then registers questbench's model names, when (and only if) timm is imported."""
+
+    def find_spec(self, fullname, path, target=None):
+        if fullname != "timm":
+            return None
+        sys.meta_path.remove(self)  # find the real spec below; fire once
+        spec = importlib.util.find_spec("timm")
+        if spec is None or spec.loader is None:
+            return spec
+        self._loader, spec.loader = spec.loader, self
+        return spec
+
+    def create_module(self, spec):
+        return self._loader.create_module(spec)
+
+    def exec_module(self, module):
+        self._loader.exec_module(module)
+        attention = sys.modules.get(f"{__name__}.attention")
+        if attention is not None and not hasattr(attention, "ATTENTION_KINDS"):
+            return  # questbench.attention is importing timm; it registers the names once it is complete
+        importlib.import_module(".timm_models", __name__)
+
+
+if "timm" in sys.modules:
+    from . import timm_models  # noqa: F401
+elif not any(isinstance(f, _RegisterWithTimm) for f in sys.meta_path):
+    sys.meta_path.insert(0, _RegisterWithTimm())
 
 
 def load_model(name_or_path: str, **kwargs):
@@ -58,5 +105,6 @@ def load_results(path):
     return _load(path)
 
 
-__all__ = ["ATTENTION_KINDS", "QuestbenchError", "attention_kind", "compare", "corruption_sweep", "list_models", "load_dataset",
-           "load_model", "load_results", "record_attention", "set_attention", "__version__"]
+__all__ = ["ATTENTION_KINDS", "QuestbenchError", "attention_kind", "compare", "corruption_sweep", "list_models",
+           "load_dataset", "load_model", "load_results", "metrics", "record_attention", "set_attention",
+           "__version__"]

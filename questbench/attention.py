@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from timm.layers import Attention
 
 from .errors import QuestbenchError
+from .settings import ATTENTION_NAMES
 
 NORM_EPS = 1e-6  # guards against an all-zero key (or query) vector
 
@@ -198,6 +199,7 @@ class QKNormDSAttention(QuestbenchAttention):
 ATTENTION_KINDS: dict[str, type[QuestbenchAttention]] = {
     cls.kind: cls for cls in (StandardAttention, QuestAttention, QNormAttention, QKNormHSAttention, QKNormDSAttention)
 }
+assert tuple(ATTENTION_KINDS) == ATTENTION_NAMES, "settings.ATTENTION_NAMES must list the same kinds"
 _KIND_PARAMS = ("qk_scale", "q_scale", "k_scale")
 
 
@@ -272,3 +274,7 @@ def record_attention(model: nn.Module) -> Iterator[list[AttentionStats]]:
                 del m._qb_recorder
         for m, cls in patched:
             m.__class__ = cls
+
+
+# register questbench's timm model names now that the attention kinds exist (timm_models needs them)
+from . import timm_models  # noqa: E402,F401

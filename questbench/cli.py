@@ -35,12 +35,16 @@ def run(suite: Optional[str] = typer.Argument(None, help="built-in suite name or
                         overwrite=overwrite)
     for note in summary.notes:
         typer.echo(note, err=True)
+    from .report.leaderboard import render_markdown, render_rich
+    from .results import load_results
+    results = load_results(out)
     if not quiet:
-        from .report.leaderboard import render_rich
-        from .results import load_results
-        render_rich(load_results(out))
+        render_rich(results)
+    from .models import atomic_write_bytes
+    board = out / "leaderboard.md"
+    atomic_write_bytes(board, render_markdown(results, board).encode())
     typer.echo(f"{summary.jobs_run} job(s) run, {summary.jobs_skipped} already done, "
-               f"{summary.wall_s:.1f} s; results in {out}", err=True)
+               f"{summary.wall_s:.1f} s; results in {out}, leaderboard {board}", err=True)
 
 
 @app.command()
@@ -83,18 +87,24 @@ def compare(results: Path = typer.Argument(..., help="results folder"),
 @app.command()
 def models(registry: List[Path] = typer.Option([], help="extra registry TOML file(s)")):
     """List the checkpoint registry (built-in zoo, timm pretrained entries, your own files)."""
+    from rich import box
     from rich.console import Console
     from rich.table import Table
 
     from .registry import list_models
 
-    table = Table(title="questbench models", title_justify="left")
-    for c in ("name", "attention", "pair", "arch", "classes", "input", "source"):
-        table.add_column(c)
+    console = Console()
+    wide = console.width >= 120  # arch, classes and input size only where they fit beside the rest
+    cols = ("name", "attention") + (("arch", "classes", "input") if wide else ()) + ("pair / source",)
+    table = Table(title="questbench models", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+    for c in cols:
+        # names whole on one line (they are what you type); pair and source fold onto further lines
+        table.add_column(c, no_wrap=c != "pair / source", overflow="fold")
     for e in list_models(registry_files=registry):
-        table.add_row(e.name, e.attention, e.pair or "-", e.arch, str(e.num_classes),
-                      "x".join(map(str, e.input_size)), e.source)
-    Console().print(table)
+        row = {"name": e.name, "attention": e.attention, "arch": e.arch, "classes": str(e.num_classes),
+               "input": "x".join(map(str, e.input_size)), "pair / source": f"{e.pair or '-'}\n{e.source}"}
+        table.add_row(*(row[c] for c in cols))
+    console.print(table)
 
 
 @app.command()
@@ -110,7 +120,10 @@ def suites():
 def train(attention: str = typer.Option("quest", help="attention kind"),
           seed: int = typer.Option(0), epochs: int = typer.Option(10),
           out: Path = typer.Option(Path("zoo-out"), "--out"),
-          device: str = typer.Option("auto"), data_root: Optional[Path] = typer.Option(None),
+          device: str = typer.Option("auto"),
+          data_root: Optional[Path] = typer.Option(None, help="folder with the Fashion-MNIST IDX files"),
+          download: bool = typer.Option(False, "--download", help="fetch the training split with torchvision "
+                                        "(needs a network; else apt-get install dataset-fashion-mnist)"),
           train_limit: Optional[int] = typer.Option(None, help="use only the first N training images"),
           name: Optional[str] = typer.Option(None), quiet: bool = typer.Option(False, "--quiet", "-q")):
     """Train a Fashion-MNIST ViT with the built-in recipe; writes safetensors + card."""
@@ -118,7 +131,7 @@ def train(attention: str = typer.Option("quest", help="attention kind"),
     from .train import train_fmnist
 
     card = train_fmnist(attention, seed, out, epochs=epochs, device=resolve_device(device), data_root=data_root,
-                        train_limit=train_limit, quiet=quiet, name=name)
+                        train_limit=train_limit, quiet=quiet, name=name, download=download)
     typer.echo(f"{card['name']}: test top-1 {100 * card['test_top1']:.2f}% in {card['train_wall_s']:.0f} s "
                f"-> {out / card['weights']}")
 

@@ -16,13 +16,16 @@ import tomllib
 from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Any, Literal, Optional, Sequence
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Optional, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from .attention import ATTENTION_KINDS
 from .errors import QuestbenchError
-from .models import ModelSpec, QuestbenchModel, load_checkpoint, tuple_fields
+from .modelspec import ModelSpec, tuple_fields
+from .settings import ATTENTION_NAMES
+
+if TYPE_CHECKING:
+    from .models import QuestbenchModel
 
 SOURCE_PATTERN = r"^(builtin|path|url|timm|robustbench):.+$"
 
@@ -49,8 +52,8 @@ class _EntrySchema(BaseModel):
     @field_validator("attention")
     @classmethod
     def _known_kind(cls, v: str) -> str:
-        if v not in ATTENTION_KINDS:
-            raise ValueError(f"unknown attention kind {v!r}; known: {', '.join(ATTENTION_KINDS)}")
+        if v not in ATTENTION_NAMES:
+            raise ValueError(f"unknown attention kind {v!r}; known: {', '.join(ATTENTION_NAMES)}")
         return v
 
 
@@ -150,6 +153,8 @@ def get_entry(name: str, registry_files=None) -> RegistryEntry:
 def _load_timm_pretrained(entry: RegistryEntry, timm_name: str) -> QuestbenchModel:
     import timm
 
+    from .models import QuestbenchModel
+
     try:
         net = timm.create_model(timm_name, pretrained=True, num_classes=entry.num_classes)
     except Exception as exc:  # hub/network errors have many types
@@ -167,6 +172,7 @@ def _load_robustbench(entry: RegistryEntry, rb_name: str) -> QuestbenchModel:
     except Exception as exc:
         raise QuestbenchError(f"robustbench is not importable here ({type(exc).__name__}); "
                               f"entry {entry.name!r} needs a working robustbench install") from None
+    from .models import QuestbenchModel
     net = rb_load(model_name=rb_name, dataset=entry.dataset or "cifar10", threat_model="Linf")
     # RobustBench models already normalize inside: identity preprocessing
     spec = ModelSpec(arch=entry.arch, attention=entry.attention, num_classes=entry.num_classes,
@@ -197,6 +203,7 @@ def resolve_entry_file(entry: RegistryEntry) -> Path:
 def load_model(name_or_path: str, registry_files=None, trust_pickle: bool = False,
                device: str = "cpu") -> QuestbenchModel:
     """Load by registry name, or by path to a checkpoint with its card (``.json``) beside it."""
+    from .models import load_checkpoint
     if not isinstance(name_or_path, (str, Path)) or not str(name_or_path):
         raise QuestbenchError(f"a model is a registry name or a checkpoint path, not {name_or_path!r}")
     if not isinstance(device, str) or not re.match(r"^(cpu|cuda(:[0-9]+)?|mps)$", device):

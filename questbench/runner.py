@@ -21,7 +21,7 @@ from .errors import QuestbenchError
 from .evaluators.attacks import AttackConfig, evaluate_attack
 from .evaluators.common import die_with_parent, run_with_batch_fallback
 from .evaluators.corruptions import evaluate_corruptions, evaluate_released
-from .progress import progress_bar
+from .progress import JobProgress, progress_bar
 from .registry import load_model
 from .outdir import check_writable, claim, exclusive
 from .results import PROVENANCE, STORE_FORMAT, config_hash, job_done, slug, write_job, write_json
@@ -142,6 +142,7 @@ class Runner:
         self.flags: list[str] = []
         self.overwrite = overwrite
         self.notes: list[str] = []
+        self.show: Callable[[str, str], None] = lambda kind, now: None
         if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
             raise QuestbenchError(f"--limit must be a positive integer, not {limit!r}")
 
@@ -282,19 +283,22 @@ class Runner:
         pending = [j for j in jobs if not job_done(self.out, j.job_id)]
         write_json(self.out / PROVENANCE, self.provenance(jobs))
         with progress_bar(self.quiet) as bar:
-            task = bar.add_task(f"{self.suite.name}: {len(pending)} jobs", total=sum(j.samples for j in pending))
-            advance: Callable[[int], None] = lambda n: bar.update(task, advance=n)  # noqa: E731
-            self._run_clean([j for j in pending if j.evaluation == "clean"], advance)
-            self._run_corruptions([j for j in pending if j.evaluation == "corruption"], advance)
-            self._run_attacks([j for j in pending if j.evaluation == "attack"], advance)
+            kinds = ("clean", "corruption", "attack", "diagnostics")
+            jp = JobProgress(bar, {k: sum(j.samples for j in pending if j.evaluation == k) for k in kinds})
+            self.show = jp.show
+            step: dict[str, Callable[[int], None]] = {k: (lambda n, k=k: jp.advance(k, n)) for k in kinds}
+            self._run_clean([j for j in pending if j.evaluation == "clean"], step["clean"])
+            self._run_corruptions([j for j in pending if j.evaluation == "corruption"], step["corruption"])
+            self._run_attacks([j for j in pending if j.evaluation == "attack"], step["attack"])
             for j in (j for j in pending if j.evaluation == "diagnostics"):
-                self._run_diagnostics(j, advance)
+                self._run_diagnostics(j, step["diagnostics"])
         return RunSummary(self.out, len(jobs), len(pending), len(jobs) - len(pending),
                           time.perf_counter() - start, self.flags, self.notes)
 
     def _run_clean(self, jobs: list[Job], advance) -> None:
         ds = self.clean_ds
         for job in jobs:
+            self.show("clean", job.model)
             t0 = time.perf_counter()
             model = self.models[job.model]
             records = run_with_batch_fallback(lambda bs: _predict(model, ds, bs, self.device, advance),
@@ -321,6 +325,7 @@ class Runner:
         last, last_setting, wall = time.perf_counter(), None, 0.0
         for setting, model_name, records in it:
             if setting != last_setting:  # a setting's models arrive together; share its time between them
+                self.show("corruption", f"{setting.corruption} severity {setting.severity} done")
                 now = time.perf_counter()
                 wall, last, last_setting = (now - last) / len(models), now, setting
             job = by_key.get((setting.key, model_name))
@@ -346,6 +351,7 @@ class Runner:
         procs = self.attack_processes()
         if procs == 1 or not jobs:
             for j in jobs:
+                self.show("attack", _attack_text(j))
                 self._run_attack(j, advance)
             return
         import multiprocessing as mp
@@ -366,6 +372,8 @@ class Runner:
                 kind, value = queue.get()
                 if kind == "advance":
                     advance(value)
+                elif kind == "show":
+                    self.show("attack", value)
                 elif kind == "flag":
                     self.flags.append(value)
                 elif kind == "error":
@@ -391,6 +399,7 @@ class Runner:
             for k in iter(todo.get, None):
                 j = jobs[k]
                 n_flags = len(self.flags)
+                queue.put(("show", _attack_text(j)))
                 self._run_attack(j, lambda n: queue.put(("advance", n)))
                 for f in self.flags[n_flags:]:
                     queue.put(("flag", f))
@@ -417,6 +426,7 @@ class Runner:
 
     def _run_diagnostics(self, job: Job, advance) -> None:
         from .attention import record_attention
+        self.show("diagnostics", job.model)
         t0 = time.perf_counter()
         model = self.models[job.model]
         x = torch.stack([self.diag_ds[i][0] for i in range(len(self.diag_ds))]).to(self.device)
@@ -425,6 +435,11 @@ class Runner:
         advance(len(self.diag_ds))
         records = [{k: (round(v, 6) if isinstance(v, float) else v) for k, v in vars(st).items()} for st in stats]
         write_job(self.out, job.job_id, self._job_doc(job, time.perf_counter() - t0), records)
+
+
+def _attack_text(job: Job) -> str:
+    from .report.labels import attack_label, eps_label
+    return f"{job.model} {attack_label(job.setting)} {eps_label(job.fields['eps'])}"
 
 
 def _attack_cost(job: Job) -> float:

@@ -17,9 +17,8 @@ from typing import Annotated, Any, Literal, Optional, Union
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .errors import QuestbenchError
-from .evaluators.attacks import ATTACKS, AttackConfig
-from .evaluators.corruptions import CorruptionSetting, check_corruption
 from .metrics import ALL_CORRUPTIONS, COMMON_CORRUPTIONS, EXTRA_CORRUPTIONS
+from .settings import ATTACKS, AttackConfig, CorruptionSetting, check_corruption
 
 CORRUPTION_SOURCES = ("native", "faithful", "imagenet-c", "cifar-c")
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"  # a suite name becomes a folder name under runs/

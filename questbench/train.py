@@ -143,11 +143,12 @@ def _device_name(device: str) -> str:
 
 def train_fmnist(attention: str, seed: int, out: Path, epochs: int = 10, device: str = "cpu",
                  data_root=None, train_limit: Optional[int] = None, quiet: bool = False,
-                 name: Optional[str] = None, fp16: bool = True, **recipe_overrides) -> dict[str, Any]:
+                 name: Optional[str] = None, fp16: bool = True, download: bool = False,
+                 **recipe_overrides) -> dict[str, Any]:
     spec = ModelSpec(attention=attention, **FMNIST_SPEC)
     recipe = Recipe(epochs=epochs, seed=seed, train_limit=train_limit, **recipe_overrides)
-    train_data = load_dataset("fashion-mnist", "train", root=data_root)
-    test_data = load_dataset("fashion-mnist", "test", root=data_root)
+    train_data = load_dataset("fashion-mnist", "train", root=data_root, download=download)
+    test_data = load_dataset("fashion-mnist", "test", root=data_root, download=download)
     model, card = train(spec, recipe, train_data, test_data, device=device, quiet=quiet)
     name = name or f"fmnist-vit-{attention.replace('_', '')}-s{seed}"
     card["name"] = name

@@ -69,20 +69,27 @@ def test_end_to_end_run_results_and_leaderboards(tmp_path, tiny_pair):
     again = run_suite(suite, out, device="cpu", quiet=True)
     assert again.jobs_run == 0 and again.jobs_skipped == n_jobs
     md = leaderboard(out, "md", str(tmp_path / "lb.md"))
-    assert "Clean accuracy" in md and "mean corruption error" in md and "tiny-quest" in md
-    assert (tmp_path / "lb_corruptions.png").is_file() and (tmp_path / "lb_attacks.png").is_file()
-    assert "Paired comparison" in md
+    sections = [line for line in md.splitlines() if line.startswith("## ")]
+    assert sections[:5] == ["## Headline", "## Clean accuracy", "## Corruptions in detail", "## Attack sweeps",
+                            "## Attention mechanism"] and "## Paired: tiny-quest minus tiny-std" in sections
+    for name in ("corruptions", "attacks", "attention"):
+        assert (tmp_path / f"lb_{name}.png").is_file()
     csv1 = render_csv(load_results(out))
     assert csv1 == render_csv(load_results(out))
     assert csv1.splitlines()[0].startswith("table,model")
-    r = _run_cli(["leaderboard", str(out), "--format", "rich"])
+    r = _run_cli(["leaderboard", str(out), "--format", "rich"], env={**os.environ, "COLUMNS": "80"})
     assert r.returncode == 0 and "Clean accuracy" in r.stdout and "tiny-quest" in r.stdout
-    # the 11-column attack table is shown with models as columns, every label whole
-    assert "PGD-3 Linf (step 0.833 eps) 8/255 (n=10*)" in r.stdout and "worst-case Linf 8/255 (n=10*)" in r.stdout
+    # at 80 columns every name and setting stays whole: labels fold, nothing is cut
+    assert "…" not in r.stdout and max(len(line) for line in r.stdout.splitlines()) <= 80
+    assert "PGD-3 Linf (step 0.833 eps) 10*" in r.stdout and "gaussian_noise" in r.stdout
     r = _run_cli(["leaderboard", str(out), "--format", "csv", "--output", str(tmp_path / "lb.csv")])
     assert r.returncode == 0 and (tmp_path / "lb.csv").read_text() == csv1
-    r = _run_cli(["compare", str(out), "tiny-std", "tiny-quest"])
-    assert r.returncode == 0 and "Holm" in r.stdout and "gaussian_noise" in r.stdout and "…" not in r.stdout
+    r = _run_cli(["compare", str(out), "tiny-std", "tiny-quest"], env={**os.environ, "COLUMNS": "80"})
+    assert r.returncode == 0 and "Holm" in r.stdout and "…" not in r.stdout
+    assert "gaussian_noise severity 5" in r.stdout and "PGD-3 Linf (step 0.833 eps)" in r.stdout
+    r = _run_cli(["models", "--registry", str(tiny_pair)], env={**os.environ, "COLUMNS": "80"})
+    assert r.returncode == 0 and "…" not in r.stdout
+    assert all(name in r.stdout for name in ("tiny-quest", "fmnist-vit-standard-s2", "deit_tiny_patch16_224.fb_in1k"))
     r = _run_cli(["leaderboard", str(out), "--format", "html"])
     assert r.returncode == 2 and r.stderr.startswith("error: format must be one of")
 

@@ -67,5 +67,6 @@ def load_fashion_mnist(split: str = "test", root=None, download: bool = False) -
             return ArrayDataset(images, labels, "fashion-mnist", f"{source}:{folder}", ids, CLASS_NAMES)
     if root is not None:
         raise QuestbenchError(f"no Fashion-MNIST {split} IDX files ({img_stem}[.gz], {lbl_stem}[.gz]) in {root}")
-    raise QuestbenchError(f"Fashion-MNIST {split} split not found: install the Debian package "
-                          f"dataset-fashion-mnist, pass a folder, or allow the download")
+    raise QuestbenchError(f"Fashion-MNIST {split} split not found: `apt-get install dataset-fashion-mnist` "
+                          f"(files in {DEBIAN_DIR}), pass a folder of the IDX files (--data-root), or, with a "
+                          "network, --download (torchvision's copy)")

@@ -11,72 +11,16 @@
 from __future__ import annotations
 
 import logging
-import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, Callable, Optional, Sequence
 
 import torch
 import torch.nn as nn
 
-from ..errors import QuestbenchError
+from ..settings import AttackConfig
 from .common import PrecisionWrapper, configure_matmul, derive_seed, seeded
 
-ATTACKS = ("fgsm", "pgd", "autoattack", "apgd-ce", "autoattack-fast")
-NORMS = ("Linf", "L2")
 BUDGET_TOL = 1e-5
-
-
-@dataclass(frozen=True)
-class AttackConfig:
-    attack: str
-    eps: float
-    norm: str = "Linf"
-    steps: int = 0  # fgsm: 1; pgd: as given; autoattack: the reference's own (100)
-    step_size: Optional[float] = None  # absolute; pgd default 2.5 * eps / steps (Madry et al.)
-    restarts: int = 1
-    random_start: bool = True
-    loss: str = "ce"
-    version: str = "standard"
-
-    def __post_init__(self):
-        if self.attack not in ATTACKS:
-            raise QuestbenchError(f"unknown attack {self.attack!r}; known: {', '.join(ATTACKS)}")
-        if self.norm not in NORMS:
-            raise QuestbenchError(f"attack norm must be one of {NORMS}, not {self.norm!r}")
-        if not (self.eps >= 0 and math.isfinite(self.eps)):
-            raise QuestbenchError(f"eps must be a finite number >= 0, not {self.eps!r}")
-        if self.attack == "pgd" and self.steps < 1:
-            raise QuestbenchError("pgd needs steps >= 1")
-        if self.restarts < 1:
-            raise QuestbenchError("restarts must be >= 1")
-        if self.attack in ("fgsm", "autoattack", "autoattack-fast") and self.loss != "ce":
-            raise QuestbenchError(f"{self.attack} uses its own loss; only loss='ce' is accepted")
-
-    def resolved(self) -> dict[str, Any]:
-        """The full configuration as run, with defaults filled in (recorded with every result)."""
-        d = asdict(self)
-        if self.attack == "fgsm":
-            d.update(steps=1, step_size=self.eps, random_start=False, restarts=1)
-        elif self.attack == "pgd":
-            d["step_size"] = self.step_size if self.step_size is not None else 2.5 * self.eps / self.steps
-        elif self.attack in ("autoattack", "apgd-ce"):
-            d.update(steps=100, step_size=None, random_start=True, loss="ce" if self.attack == "apgd-ce" else
-                     "ce+dlr-targeted+fab-targeted+square", version="standard" if self.attack == "autoattack"
-                     else "custom", restarts=1, implementation="pyautoattack")
-        elif self.attack == "autoattack-fast":
-            d.update(steps=10, step_size=None, implementation="torchattacks", version="torchattacks-standard")
-        d.setdefault("implementation", "torchattacks")
-        return d
-
-    @property
-    def key(self) -> str:
-        r = self.resolved()
-        parts = [self.attack, self.norm, f"eps={self.eps:.6g}"]
-        if self.attack == "pgd":
-            parts += [f"steps={self.steps}", f"alpha={r['step_size']:.6g}", f"restarts={self.restarts}"]
-            if not self.random_start:
-                parts.append("no-random-start")
-        return "/".join(parts)
 
 
 class _SanityLog(logging.Handler):

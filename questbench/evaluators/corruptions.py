@@ -21,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
-from dataclasses import dataclass
 from typing import Callable, Iterator, Mapping, Optional, Sequence
 
 import numpy as np
@@ -30,7 +29,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from ..errors import QuestbenchError
-from ..metrics import ALL_CORRUPTIONS
+from ..settings import CorruptionSetting, check_corruption  # noqa: F401  (re-exported)
 from .common import die_with_parent
 
 MIN_SIDE = 32
@@ -42,13 +41,6 @@ _TAKES_SEED = ("glass_blur", "impulse_noise")
 def corruption_seed(suite_seed: int, sample_id: str, corruption: str, severity: int) -> int:
     digest = hashlib.sha256(f"{suite_seed}|{sample_id}|{corruption}|{severity}".encode()).digest()
     return int.from_bytes(digest[:4], "little")
-
-
-def check_corruption(corruption: str, severity: int) -> None:
-    if corruption not in ALL_CORRUPTIONS:
-        raise QuestbenchError(f"unknown corruption {corruption!r}; known: {', '.join(ALL_CORRUPTIONS)}")
-    if severity not in (1, 2, 3, 4, 5):
-        raise QuestbenchError(f"severity must be 1..5, not {severity!r}")
 
 
 @contextlib.contextmanager
@@ -113,16 +105,6 @@ def corrupted_sample(image: np.ndarray, sample_id: str, corruption: str, severit
     out = corrupt_image(prepare_image(image, mode), corruption, severity,
                         corruption_seed(suite_seed, sample_id, corruption, severity))
     return jpeg_round_trip(out) if mode == "faithful" else out
-
-
-@dataclass(frozen=True)
-class CorruptionSetting:
-    corruption: str
-    severity: int
-
-    @property
-    def key(self) -> str:
-        return f"{self.corruption}/{self.severity}"
 
 
 class CorruptionGrid:

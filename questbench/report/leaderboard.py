@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import csv
 import io
+import re
+import textwrap
 from pathlib import Path
 from typing import Optional
 
@@ -32,74 +34,187 @@ def _n_label(n: int) -> str:
     return f"n={n}" if resolves_5pp(n) else f"n={n}*"
 
 
-def attack_wide(att: pd.DataFrame) -> pd.DataFrame:
-    """One row per model, one column per (attack, norm, eps) setting family."""
-    if att.empty:
-        return att
-    att = att.copy()
-    # n in every header: attacks run on different subsets (AutoAttack on fewer samples), and the worst case
-    # is taken only over the samples every attack at that eps saw, so columns are not all on the same images
-    att["column"] = [f"{sw} {eps_label(e)} ({_n_label(k)})" for sw, e, k in zip(att.sweep, att.eps, att.n)]
-    order = list(dict.fromkeys(att.sort_values(["attack", "norm", "eps"]).column))
-    wide = att.pivot_table(index=["model", "attention"], columns="column", values="robust", aggfunc="first")
-    wide = wide[order].reset_index()
-    # ranked by the last column whose n resolves 5 pp (a 16-sample column must not decide the order)
-    ranked = [c for c in order if not c.endswith("*)")] or order
-    return wide.sort_values([ranked[-1], "model"], ascending=[False, True]).reset_index(drop=True)
+def short_names(models) -> dict[str, str]:
+    """Model names without the prefix they all share ('fmnist-vit-standard-s0' -> 'standard-s0'), for column
+    headers; the full names stay in the row-wise tables and the provenance."""
+    models = list(models)
+    if len(models) < 2:
+        return {m: m for m in models}
+    prefix = models[0]
+    for m in models[1:]:
+        while not m.startswith(prefix):
+            prefix = prefix[:-1]
+    prefix = prefix[: prefix.rfind("-") + 1] if "-" in prefix else ""
+    return {m: m[len(prefix):] or m for m in models}
+
+
+def _mark(value: float, n: int) -> str:
+    return f"{value:.2f}" + ("" if resolves_5pp(n) else "*")
+
+
+def _compact_sweep_names(sweeps) -> dict[str, str]:
+    """'PGD-10 Linf (step eps/4)' -> 'PGD-10' where that stays unambiguous (the sweep table has the details)."""
+    short = {s: s.split(" (")[0].replace(" Linf", "") for s in sweeps}
+    return short if len(set(short.values())) == len(short) else {s: s for s in sweeps}
+
+
+def _main_points(att: pd.DataFrame) -> pd.DataFrame:
+    """Each attack sweep at its largest eps: the number a headline reports (worst-case excluded)."""
+    att = att[att.attack != "worst-case"]
+    return att.loc[att.groupby(["model", "sweep"]).eps.idxmax()]
+
+
+def headline(t: Tables) -> tuple[str, pd.DataFrame, list[str]]:
+    """One row per model: clean top-1, corruption error, robust accuracy at each attack's largest eps, each
+    header with its n; ranked by the strongest attack whose n resolves 5 pp, else corruptions, else clean."""
+    models = list(t.clean.model) if not t.clean.empty else sorted(
+        set(t.corruptions.get("model", [])) | set(t.attacks.get("model", [])))
+    meta = {}
+    for df in (t.clean, t.corruptions, t.attacks):
+        if not df.empty:
+            meta.update(dict(zip(df.model, df.attention)))
+    table = pd.DataFrame({"model": models, "attention": [meta.get(m, "") for m in models]})
+    ranking: list[tuple[str, bool]] = []  # (column, higher is better), in order of preference
+    if not t.clean.empty:
+        n = int(t.clean.n.max())
+        col = f"clean (n={n})" + ("" if resolves_5pp(n) else "*")
+        table[col] = table.model.map(dict(zip(t.clean.model, t.clean.top1)))
+        ranking.append((col, True))
+    if not t.corruptions.empty:
+        n_img = int(t.severity.n.max()) if "n" in t.severity else 0
+        short = "mCE" if t.corruption_metric.startswith("mCE") else "corr. error"
+        col = f"{short} (n={n_img})" + ("" if resolves_5pp(n_img) else "*")
+        table[col] = table.model.map(dict(zip(t.corruptions.model, t.corruptions.summary)))
+        ranking.insert(0, (col, False))
+    if not t.attacks.empty:
+        main = _main_points(t.attacks)
+        compact = _compact_sweep_names(main.sweep.unique())
+        for sweep, g in sorted(main.groupby("sweep", sort=False), key=lambda kv: -kv[1].n.max()):
+            n = int(g.n.max())
+            col = f"{compact[sweep]} {eps_label(g.eps.max())} (n={n})" + ("" if resolves_5pp(n) else "*")
+            table[col] = table.model.map(dict(zip(g.model, g.robust)))
+            if resolves_5pp(n):
+                ranking.insert(0, (col, True))
+    usable = [(c, up) for c, up in ranking if not c.endswith("*")] or ranking
+    rank_col, up = usable[0]
+    table = table.sort_values([rank_col, "model"], ascending=[not up, True]).reset_index(drop=True)
+    notes = [f"Ranked by {rank_col} ({'higher' if up else 'lower'} is better). Accuracies in %; corruption error "
+             f"is {t.corruption_metric or 'not run'}; attacks at the largest eps of each sweep (the sweeps are below)."]
+    if any(c.endswith("*") for c in table.columns):
+        notes.append(SMALL_N_NOTE)
+    return "Headline", table, notes + t.notes
+
+
+def sweep_table(t: Tables) -> tuple[str, pd.DataFrame, list[str]]:
+    """Robust accuracy, one row per model and eps, one column per attack sweep (n in the header)."""
+    att = t.attacks
+    cols = {}
+    for sweep, g in att.groupby("sweep", sort=False):
+        ns = sorted(set(int(x) for x in g.n))
+        n_text = f"n={ns[0]}" if len(ns) == 1 else "n=" + "/".join(map(str, ns))
+        cols[sweep] = f"{sweep} ({n_text})" + ("" if all(resolves_5pp(n) for n in ns) else "*")
+    order = [s for s in dict.fromkeys(att.sort_values(["attack", "norm"]).sweep) if not s.startswith("worst")] + \
+        [s for s in dict.fromkeys(att.sweep) if s.startswith("worst")]
+    rows = []
+    for (model, eps), g in att.groupby(["model", "eps"], sort=True):
+        row = {"model": model, "eps": eps_label(eps)}
+        for _, r in g.iterrows():
+            row[cols[r.sweep]] = _mark(r.robust, int(r.n))
+        rows.append(row)
+    df = pd.DataFrame(rows, columns=["model", "eps"] + [cols[s] for s in order]).fillna("-")
+    notes = ["Robust accuracy (%), one row per eps; eps = 0 is the clean anchor of each sweep."]
+    if (att.attack == "worst-case").any():
+        notes.append("worst-case: a sample counts as robust only if it survives every attack run at that norm and "
+                     "eps, on the samples all of them saw (so its n is the smallest of theirs).")
+    if not att.n.map(resolves_5pp).all():
+        notes.append(SMALL_N_NOTE + " Cells from such n carry a *.")
+    return "Attack sweeps", df, notes
+
+
+def corruption_detail(t: Tables) -> tuple[str, pd.DataFrame, list[str]]:
+    """Error (%) per corruption averaged over severities: corruptions as rows, models as columns."""
+    from ..metrics import ALL_CORRUPTIONS
+    names = short_names(t.corruptions.model)
+    present = [c for c in ALL_CORRUPTIONS if c in t.corruptions.columns] + \
+        [c for c in t.corruptions.columns if c not in ALL_CORRUPTIONS and c not in
+         ("model", "attention", "summary", "relative_mce")]
+    df = pd.DataFrame({"corruption": present})
+    for _, r in t.corruptions.iterrows():
+        df[names[r.model]] = [r[c] for c in present]
+    legend = ", ".join(f"{s} = {m}" for m, s in names.items() if s != m)
+    notes = ["Error (%) per corruption, averaged over its severities; lower is better."] + \
+        ([f"Columns: {legend}."] if legend else [])
+    return "Corruptions in detail", df, notes
+
+
+def mechanism_table(results: Results) -> Optional[tuple[str, pd.DataFrame, list[str]]]:
+    """Attention diagnostics per model, averaged over layers: the paper's mechanism in numbers."""
+    d = results.diagnostics
+    if d.empty:
+        return None
+    g = d.groupby(["model", "attention"], sort=True)
+    df = pd.DataFrame({
+        "entropy": g.entropy.mean(), "H / log N": (d.entropy / d.max_entropy).groupby(
+            [d.model, d.attention]).mean(),
+        "max w": g.max_attention.mean(), "|q|": g.q_norm_mean.mean(), "|k|": g.k_norm_mean.mean(),
+        "|k| max": g.k_norm_max.max(), "layers": g.layer.nunique()}).reset_index()
+    n = len(results.provenance.get("sample_ids", {}).get("diagnostics", []))
+    notes = [f"Clean inputs ({n} images), means over layers: attention entropy (nats) and its ratio to uniform "
+             "attention's log N, the largest attention weight (max w), query and key norms (|k| max: the largest "
+             "over layers). Norms are of the "
+             "projected queries and keys before the kind's normalization: QUEST's logits do not depend on |k|, "
+             "only on |q| and the key direction. Corrupted and attacked inputs are not recorded."]
+    return "Attention mechanism", df, notes
 
 
 def sections(t: Tables, results: Results) -> list[tuple[str, pd.DataFrame, list[str]]]:
     out = []
+    if not (t.clean.empty and t.corruptions.empty and t.attacks.empty):
+        out.append(headline(t))
     if not t.clean.empty:
         df = t.clean.assign(**{"top-1 (%)": t.clean.top1, "95% CI": [f"{a:.1f}-{b:.1f}" for a, b in
                                                                        zip(t.clean.ci_low, t.clean.ci_high)],
                                "n": [_n_label(n).removeprefix("n=") for n in t.clean.n]})
         out.append(("Clean accuracy", df[["model", "attention", "top-1 (%)", "95% CI", "n"]], []))
     if not t.corruptions.empty:
-        cols = ["model", "attention", "summary"] + (["relative_mce"] if "relative_mce" in t.corruptions else []) + \
-            [c for c in t.corruptions.columns if c not in ("model", "attention", "summary", "relative_mce")]
-        df = t.corruptions[cols].rename(columns={"summary": t.corruption_metric.split(" (")[0],
-                                                 "relative_mce": "relative mCE"})
-        out.append((f"Corruptions: {t.corruption_metric}, lower is better; per-corruption columns are error (%) "
-                    "averaged over severities", df, t.notes))
+        out.append(corruption_detail(t))
     if not t.attacks.empty:
-        notes = []
-        if not t.attacks.n.map(resolves_5pp).all():
-            notes.append(SMALL_N_NOTE)
-        if (t.attacks.attack == "worst-case").any():
-            notes.append("worst-case: a sample counts as robust only if it survives every attack run at that "
-                         "norm and eps; computed on the samples all of those attacks saw (n given with it).")
-        out.append(("Adversarial robust accuracy (%)", attack_wide(t.attacks), notes))
+        out.append(sweep_table(t))
+    mech = mechanism_table(results)
+    if mech is not None:
+        out.append(mech)
     if not t.pairs.empty:
         # per-corruption settings stay in the csv and `questbench compare`; the table keeps what is claimed
-        df = t.pairs[(t.pairs.evaluation != "corruption") | (t.pairs.setting == AGGREGATE)].copy()
-        df = df.assign(**{"delta (pp)": [f"{d:+.2f}" for d in df.delta_pp],
-                          "95% CI (pp)": [f"{a:+.2f} to {b:+.2f}" for a, b in zip(df.ci_low, df.ci_high)],
-                          "p": [f"{p:.3g}" for p in df.p_value], "p (Holm)": [f"{p:.3g}" for p in df.p_holm],
-                          "n": [_n_label(n) for n in df.n_images]})
-        df = df.rename(columns={"baseline_acc": "standard acc", "model_acc": "model acc"})
-        notes = ["One row per setting: exact McNemar test, paired bootstrap over images. Rows 'all' aggregate a "
-                 "whole sweep (eps > 0) or every corruption setting: the image is the unit (cluster bootstrap, "
-                 "sign-flip permutation test over images), never the rows. p (Holm): adjusted within the "
-                 "headline family (clean and the 'all' rows) and within each evaluation's settings. n counts "
-                 "images."]
-        if not df.n_images.map(resolves_5pp).all():
+        pairs = t.pairs[(t.pairs.evaluation != "corruption") | (t.pairs.setting == AGGREGATE)]
+        notes = ["Model minus its standard-attention sibling on the same images. One row per setting: exact "
+                 "McNemar test, paired bootstrap over images. Rows 'all' aggregate a whole sweep (eps > 0) or "
+                 "every corruption setting with the image as the unit (cluster bootstrap, sign-flip test over "
+                 "images), never the rows. p Holm: adjusted within the headline family (clean and the 'all' "
+                 "rows) and within each evaluation's settings."]
+        if not pairs.n_images.map(resolves_5pp).all():
             notes.append(SMALL_N_NOTE)
-        out.append(("Paired comparison with the standard-attention sibling (model minus standard)",
-                    df[["model", "baseline", "evaluation", "setting", "standard acc", "model acc", "delta (pp)",
-                        "95% CI (pp)", "p", "p (Holm)", "n"]], notes))
+        for (model, base), df in pairs.groupby(["model", "baseline"], sort=True):
+            df = pd.DataFrame({"evaluation": df.evaluation, "setting": df.setting,
+                               "standard": [f"{x:.2f}" for x in df.baseline_acc],
+                               "model": [f"{x:.2f}" for x in df.model_acc],
+                               "delta pp": [f"{d:+.2f}" for d in df.delta_pp],
+                               "95% CI": [f"{a:+.1f} to {b:+.1f}" for a, b in zip(df.ci_low, df.ci_high)],
+                               "p": [f"{p:.2g}" for p in df.p_value], "p Holm": [f"{p:.2g}" for p in df.p_holm],
+                               "n": [_n_label(n).removeprefix("n=") for n in df.n_images]})
+            out.append((f"Paired: {model} minus {base}", df, notes))
+            notes = []
     if not t.seeds.empty:
-        df = t.seeds.assign(**{"mean delta (pp)": [f"{d:+.2f}" for d in t.seeds.delta_pp],
-                               "95% CI (pp)": [f"{a:+.2f} to {b:+.2f}" for a, b in zip(t.seeds.ci_low, t.seeds.ci_high)],
-                               "per-pair deltas (pp)": t.seeds.per_pair_delta_pp, "pairs": t.seeds.n_pairs,
-                               "n": [_n_label(n) for n in t.seeds.n_images]})
-        notes = ["Across trained pairs (seeds): the mean of the per-pair deltas, with a 95% interval from a crossed "
-                 "bootstrap that resamples pairs and images, so it includes seed-to-seed variation. With "
-                 f"{int(t.seeds.n_pairs.max())} pairs the pair-level spread is estimated from "
-                 f"{int(t.seeds.n_pairs.max())} draws only."]
-        out.append(("Across seeds (attention kind minus standard)",
-                    df[["attention", "evaluation", "setting", "pairs", "per-pair deltas (pp)", "mean delta (pp)",
-                        "95% CI (pp)", "n"]], notes))
+        for kind, s in t.seeds.groupby("attention", sort=True):
+            df = pd.DataFrame({"evaluation": s.evaluation, "setting": s.setting,
+                               "per-pair deltas pp": s.per_pair_delta_pp,
+                               "mean pp": [f"{d:+.2f}" for d in s.delta_pp],
+                               "95% CI": [f"{a:+.1f} to {b:+.1f}" for a, b in zip(s.ci_low, s.ci_high)],
+                               "n": [_n_label(n).removeprefix("n=") for n in s.n_images]})
+            k = int(s.n_pairs.max())
+            notes = [f"{k} trained pairs ({s.pairs.iloc[0]}): the mean of the per-pair deltas, with a 95% interval "
+                     "from a crossed bootstrap that resamples pairs and images, so it includes seed-to-seed "
+                     f"variation; with {k} pairs that variation is estimated from {k} draws only."]
+            out.append((f"Across seeds: {kind} minus standard ({k} pairs)", df, notes))
     return out
 
 
@@ -133,81 +248,126 @@ def render_markdown(results: Results, output: Optional[Path] = None) -> str:
     parts = [f"# questbench leaderboard: {name}", ""]
     for title, df, notes in sections(t, results):
         parts += [f"## {title}", "", _md_table(df), ""]
-        parts += [f"> {n}" for n in notes] + ([""] if notes else [])
+        for n in notes:  # prose wrapped to 100 columns of source, like the tables
+            parts += [f"> {line}" for line in textwrap.wrap(n, 98)] + [">"]
+        if notes:
+            parts[-1] = ""
     if t.flags:
         parts += ["## Flags", ""] + [f"- {f}" for f in t.flags] + [""]
     if output is not None:
         from .plots import write_plots
-        for title, rel in write_plots(t, output):
+        for title, rel in write_plots(t, output, results.diagnostics):
             parts += [f"![{title}]({rel})", ""]
     parts += ["## Provenance", ""] + provenance_lines(results) + [""]
     return "\n".join(parts)
 
 
-def render_csv(results: Results) -> str:
-    """Long, sorted, fixed-precision csv: the same results always give a byte-identical file."""
-    t = compute_tables(results)
-    nan = float("nan")
-    rows = []
+CSV_COLUMNS = ["table", "model", "attention", "baseline", "evaluation", "setting", "eps", "n", "n_pairs",
+               "accuracy_pct", "accuracy_ci_low_pct", "accuracy_ci_high_pct", "baseline_accuracy_pct", "error_pct",
+               "delta_pp", "delta_ci_low_pp", "delta_ci_high_pp", "p_value", "p_holm", "resolves_5pp",
+               "entropy_nats", "entropy_ratio", "max_attention", "q_norm_mean", "k_norm_mean", "k_norm_max"]
+
+
+def csv_rows(results: Results, t: Optional[Tables] = None) -> pd.DataFrame:
+    """Every number of the leaderboard in one tidy table: a row per (table, model, setting), one metric per
+    column with its unit in the name, n on every row."""
+    t = t or compute_tables(results)
+    rows: list[dict] = []
     for _, r in t.clean.iterrows():
-        rows.append(("clean", r.model, r.attention, "top1", "", r.top1, r.n, r.ci_low, r.ci_high, nan, nan))
-    corr_n = t.severity.groupby("model").n.first() if "n" in t.severity else {}
+        rows.append({"table": "clean", "model": r.model, "attention": r.attention, "evaluation": "clean",
+                     "setting": "clean", "n": r.n, "accuracy_pct": r.top1, "accuracy_ci_low_pct": r.ci_low,
+                     "accuracy_ci_high_pct": r.ci_high})
+    n_corr = t.severity.groupby("model").n.max() if not t.severity.empty else {}
+    skip = ("model", "attention", "summary", "relative_mce")
     for _, r in t.corruptions.iterrows():
-        for c in t.corruptions.columns:
-            if c not in ("model", "attention"):
-                rows.append(("corruption_error_pct", r.model, r.attention, c, "", r[c], corr_n.get(r.model, ""),
-                             nan, nan, nan, nan))
+        base = {"model": r.model, "attention": r.attention, "evaluation": "corruption", "n": n_corr.get(r.model)}
+        rows.append({**base, "table": "corruption_summary", "setting": t.corruption_metric, "error_pct": r.summary})
+        if "relative_mce" in r and pd.notna(r.relative_mce):
+            rows.append({**base, "table": "corruption_summary", "setting": "relative mCE (%)",
+                         "error_pct": r.relative_mce})
+        rows += [{**base, "table": "corruption", "setting": c, "error_pct": r[c]} for c in r.index if c not in skip]
     for _, r in t.severity.iterrows():
-        rows.append(("corruption_accuracy_pct", r.model, "", f"{r.corruption}/{r.severity}", "", r.accuracy, r.n,
-                     nan, nan, nan, nan))
+        rows.append({"table": "corruption_severity", "model": r.model, "evaluation": "corruption",
+                     "setting": f"{r.corruption}/{r.severity}", "n": r.n, "accuracy_pct": r.accuracy})
     for _, r in t.attacks.iterrows():
-        rows.append(("robust_accuracy_pct", r.model, r.attention, r.setting, f"{r.eps:.6g}", r.robust, r.n,
-                     nan, nan, nan, nan))
+        rows.append({"table": "attack", "model": r.model, "attention": r.attention, "evaluation": r.sweep,
+                     "setting": eps_label(r.eps), "eps": r.eps, "n": r.n, "accuracy_pct": r.robust})
     for _, r in t.pairs.iterrows():
-        rows.append(("pair_delta_pp", r.model, r.baseline, f"{r.evaluation}: {r.setting}", "", r.delta_pp,
-                     r.n_images, r.ci_low, r.ci_high, r.p_value, r.p_holm))
+        rows.append({"table": "pair", "model": r.model, "baseline": r.baseline, "evaluation": r.evaluation,
+                     "setting": r.setting, "n": r.n_images, "accuracy_pct": r.model_acc,
+                     "baseline_accuracy_pct": r.baseline_acc, "delta_pp": r.delta_pp, "delta_ci_low_pp": r.ci_low,
+                     "delta_ci_high_pp": r.ci_high, "p_value": r.p_value, "p_holm": r.p_holm})
     for _, r in t.seeds.iterrows():
-        rows.append(("seeds_mean_delta_pp", r.attention, f"{r.n_pairs} pairs", f"{r.evaluation}: {r.setting}", "",
-                     r.delta_pp, r.n_images, r.ci_low, r.ci_high, nan, nan))
-    rows.sort(key=lambda x: tuple(str(v) for v in x[:5]))
+        rows.append({"table": "seeds", "attention": r.attention, "baseline": "standard", "evaluation": r.evaluation,
+                     "setting": r.setting, "n": r.n_images, "n_pairs": r.n_pairs, "delta_pp": r.delta_pp,
+                     "delta_ci_low_pp": r.ci_low, "delta_ci_high_pp": r.ci_high, "model": r.pairs})
+    for _, r in results.diagnostics.iterrows():
+        rows.append({"table": "attention", "model": r.model, "attention": r.attention, "evaluation": "clean",
+                     "setting": r.layer, "n": len(results.provenance.get("sample_ids", {}).get("diagnostics", [])),
+                     "entropy_nats": r.entropy, "entropy_ratio": r.entropy / r.max_entropy,
+                     "max_attention": r.max_attention, "q_norm_mean": r.q_norm_mean, "k_norm_mean": r.k_norm_mean,
+                     "k_norm_max": r.k_norm_max})
+    df = pd.DataFrame(rows, columns=CSV_COLUMNS)
+    df["resolves_5pp"] = [resolves_5pp(int(n)) if pd.notna(n) else None for n in df.n]
+    return df
+
+
+def render_csv(results: Results) -> str:
+    """The tidy table as csv, sorted, fixed precision: the same results always give a byte-identical file."""
+    df = csv_rows(results)
+    text_cols = ["table", "model", "attention", "baseline", "evaluation", "setting"]
+    df = df.sort_values(text_cols + ["eps"], key=lambda c: c.astype(str), kind="stable")
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["table", "model", "attention_or_baseline", "metric", "eps", "value", "n", "ci_low", "ci_high",
-                "p_value", "p_holm", "resolves_5pp"])
-    num = lambda v: "" if v == "" or pd.isna(v) else f"{float(v):.6f}"  # noqa: E731
-    for r in rows:
-        resolves = "" if r[6] == "" or pd.isna(r[6]) else str(resolves_5pp(int(r[6]))).lower()
-        w.writerow([*r[:5], num(r[5]), r[6], *(num(v) for v in r[7:]), resolves])
+    w.writerow(CSV_COLUMNS)
+    for row in df.itertuples(index=False):
+        out = []
+        for col, v in zip(CSV_COLUMNS, row):
+            if v is None or (not isinstance(v, str) and pd.isna(v)):
+                out.append("")
+            elif col in ("n", "n_pairs"):
+                out.append(str(int(v)))
+            elif col == "resolves_5pp":
+                out.append(str(bool(v)).lower())
+            elif isinstance(v, (int, float)) and col not in text_cols:
+                out.append(f"{float(v):.6f}")
+            else:
+                out.append(str(v))
+        w.writerow(out)
     return buf.getvalue()
 
 
-_RICH_MAX_COLUMNS = 8
+_TEXT_COLUMNS = ("model", "attention", "baseline", "evaluation", "setting", "corruption", "eps")
 
 
 def render_rich(results: Results, console=None) -> None:
+    """The leaderboard for a terminal of any width: tables take the console's width (never a forced one) and
+    fold long cells onto further lines instead of cutting them."""
+    from rich import box
     from rich.console import Console
     from rich.table import Table
 
-    console = console or Console(width=max(Console().width, 160))
+    console = console or Console()
     t = compute_tables(results)
     for title, df, notes in sections(t, results):
-        if "Paired" in title:  # the terminal view keeps what a reader needs; md/csv carry everything
-            df = df[["model", "evaluation", "setting", "delta (pp)", "95% CI (pp)", "p", "p (Holm)", "n"]]
-        table = Table(title=title, title_justify="left")
-        if "attention" in df.columns and len(df.columns) > _RICH_MAX_COLUMNS and len(df) <= _RICH_MAX_COLUMNS:
-            # per-corruption / per-attack tables are too wide for a terminal: models become the columns
-            table.add_column("", justify="left")
-            for m, a in zip(df.model, df.attention):
-                table.add_column(f"{m}\n({a})", justify="right")
-            for c in (c for c in df.columns if c not in ("model", "attention")):
-                table.add_row(str(c), *(_fmt(v) for v in df[c]))
-        else:
-            for c in df.columns:
-                table.add_column(str(c), justify="left" if c in ("model", "attention", "baseline", "evaluation",
-                                                                   "setting") else "right")
-            for _, r in df.iterrows():
-                table.add_row(*(_fmt(r[c]) for c in df.columns))
-        console.print(table)
+        # long evaluation labels become sub-titles, so a paired table fits 80 columns
+        parts = [(f"{title} / {ev}", g.drop(columns="evaluation")) for ev, g in df.groupby("evaluation", sort=False)] \
+            if "evaluation" in df.columns else [(title, df)]
+        for sub, part in parts:
+            table = Table(title=sub, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+            sizes = []
+            for c in part.columns:
+                text = c in _TEXT_COLUMNS  # names stay whole on one line
+                m = re.search(r" \(n=(\d+)\)(\*?)$", str(c))  # n moves to a line under the table
+                header = str(c)[:m.start()] + m.group(2) if m else str(c)
+                if m:
+                    sizes.append(f"{header.rstrip('*')} {m.group(1)}{m.group(2)}")
+                table.add_column(header, justify="left" if text else "right", overflow="fold", no_wrap=text)
+            for _, r in part.iterrows():
+                table.add_row(*(_fmt(r[c]) for c in part.columns))
+            console.print(table)
+            if sizes:
+                console.print("n: " + ", ".join(sizes))
         for n in notes:
             console.print(f"[dim]{n}[/dim]")
     for f in t.flags:

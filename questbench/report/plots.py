@@ -1,5 +1,5 @@
 """Plots written beside a markdown leaderboard: accuracy vs severity per corruption family, robust accuracy
-vs eps per attack."""
+vs eps per attack sweep, attention entropy and key norm per layer."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,7 +7,7 @@ from pathlib import Path
 from .tables import Tables
 
 
-def write_plots(t: Tables, md_path: Path) -> list[tuple[str, str]]:
+def write_plots(t: Tables, md_path: Path, diagnostics=None) -> list[tuple[str, str]]:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -29,16 +29,33 @@ def write_plots(t: Tables, md_path: Path) -> list[tuple[str, str]]:
             ax.set_xticks([1, 2, 3, 4, 5])
         written.append(_finish(fig, axes, "accuracy (%)", md_path.with_name(f"{stem}_corruptions.png"),
                                "accuracy vs severity per corruption family"))
-    if not t.attacks.empty:
-        sweeps = sorted(t.attacks.sweep.unique())
+    # one panel per sweep, lines only between points of the same n (the worst case mixes subsets: left out)
+    att = t.attacks[t.attacks.attack != "worst-case"] if not t.attacks.empty else t.attacks
+    if not att.empty:
+        sweeps = list(dict.fromkeys(att.sort_values(["attack", "norm"]).sweep))
         fig, axes = plt.subplots(1, len(sweeps), figsize=(3.6 * len(sweeps), 3), sharey=True, squeeze=False)
         for ax, sw in zip(axes[0], sweeps):
-            for model, d in t.attacks[t.attacks.sweep == sw].sort_values("eps").groupby("model"):
-                ax.plot(d.eps * 255, d.robust, marker="o", label=model)
-            ax.set_title(sw, fontsize=8)
+            d_sw = att[att.sweep == sw]
+            for model, d in d_sw.sort_values("eps").groupby("model"):
+                ax.plot(d.eps * 255, d.robust, marker="o", label=model, linestyle="-" if len(d) > 1 else "none")
+            ns = sorted(set(int(x) for x in d_sw.n))
+            ax.set_title(f"{sw} (n={'/'.join(map(str, ns))})", fontsize=8)
             ax.set_xlabel("eps (x 1/255)")
         written.append(_finish(fig, axes, "robust accuracy (%)", md_path.with_name(f"{stem}_attacks.png"),
                                "robust accuracy vs eps"))
+    if diagnostics is not None and not diagnostics.empty:
+        d = diagnostics.assign(depth=diagnostics.groupby("model").cumcount() + 1)
+        fig, axes = plt.subplots(1, 2, figsize=(7.2, 3), squeeze=False)
+        for model, g in d.groupby("model"):
+            axes[0][0].plot(g.depth, g.entropy / g.max_entropy, marker="o", label=model)
+            axes[0][1].plot(g.depth, g.k_norm_mean, marker="o", label=model)
+        axes[0][0].set_title("attention entropy / log N", fontsize=8)
+        axes[0][1].set_title("mean key norm (before normalization)", fontsize=8)
+        for ax in axes[0]:
+            ax.set_xlabel("layer")
+            ax.set_xticks(sorted(d.depth.unique()))
+        written.append(_finish(fig, axes, "", md_path.with_name(f"{stem}_attention.png"),
+                               "attention entropy and key norm per layer (clean inputs)"))
     return written
 
 

@@ -1,0 +1,84 @@
+"""Evaluation settings as plain data (no torch): attack configurations, corruption settings and the attention
+kind names. Suites, registries and the command line validate against these without importing the evaluators."""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any, Optional
+
+from .errors import QuestbenchError
+from .metrics import ALL_CORRUPTIONS
+
+ATTENTION_NAMES = ("standard", "quest", "qnorm", "qknorm_hs", "qknorm_ds")  # attention.ATTENTION_KINDS' keys
+ATTACKS = ("fgsm", "pgd", "autoattack", "apgd-ce", "autoattack-fast")
+NORMS = ("Linf", "L2")
+
+
+@dataclass(frozen=True)
+class AttackConfig:
+    attack: str
+    eps: float
+    norm: str = "Linf"
+    steps: int = 0  # fgsm: 1; pgd: as given; autoattack: the reference's own (100)
+    step_size: Optional[float] = None  # absolute; pgd default 2.5 * eps / steps (Madry et al.)
+    restarts: int = 1
+    random_start: bool = True
+    loss: str = "ce"
+    version: str = "standard"
+
+    def __post_init__(self):
+        if self.attack not in ATTACKS:
+            raise QuestbenchError(f"unknown attack {self.attack!r}; known: {', '.join(ATTACKS)}")
+        if self.norm not in NORMS:
+            raise QuestbenchError(f"attack norm must be one of {NORMS}, not {self.norm!r}")
+        if not (self.eps >= 0 and math.isfinite(self.eps)):
+            raise QuestbenchError(f"eps must be a finite number >= 0, not {self.eps!r}")
+        if self.attack == "pgd" and self.steps < 1:
+            raise QuestbenchError("pgd needs steps >= 1")
+        if self.restarts < 1:
+            raise QuestbenchError("restarts must be >= 1")
+        if self.attack in ("fgsm", "autoattack", "autoattack-fast") and self.loss != "ce":
+            raise QuestbenchError(f"{self.attack} uses its own loss; only loss='ce' is accepted")
+
+    def resolved(self) -> dict[str, Any]:
+        """The full configuration as run, with defaults filled in (recorded with every result)."""
+        d = asdict(self)
+        if self.attack == "fgsm":
+            d.update(steps=1, step_size=self.eps, random_start=False, restarts=1)
+        elif self.attack == "pgd":
+            d["step_size"] = self.step_size if self.step_size is not None else 2.5 * self.eps / self.steps
+        elif self.attack in ("autoattack", "apgd-ce"):
+            d.update(steps=100, step_size=None, random_start=True, loss="ce" if self.attack == "apgd-ce" else
+                     "ce+dlr-targeted+fab-targeted+square", version="standard" if self.attack == "autoattack"
+                     else "custom", restarts=1, implementation="pyautoattack")
+        elif self.attack == "autoattack-fast":
+            d.update(steps=10, step_size=None, implementation="torchattacks", version="torchattacks-standard")
+        d.setdefault("implementation", "torchattacks")
+        return d
+
+    @property
+    def key(self) -> str:
+        r = self.resolved()
+        parts = [self.attack, self.norm, f"eps={self.eps:.6g}"]
+        if self.attack == "pgd":
+            parts += [f"steps={self.steps}", f"alpha={r['step_size']:.6g}", f"restarts={self.restarts}"]
+            if not self.random_start:
+                parts.append("no-random-start")
+        return "/".join(parts)
+
+
+def check_corruption(corruption: str, severity: int) -> None:
+    if corruption not in ALL_CORRUPTIONS:
+        raise QuestbenchError(f"unknown corruption {corruption!r}; known: {', '.join(ALL_CORRUPTIONS)}")
+    if severity not in (1, 2, 3, 4, 5):
+        raise QuestbenchError(f"severity must be 1..5, not {severity!r}")
+
+
+@dataclass(frozen=True)
+class CorruptionSetting:
+    corruption: str
+    severity: int
+
+    @property
+    def key(self) -> str:
+        return f"{self.corruption}/{self.severity}"

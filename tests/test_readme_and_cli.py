@@ -1,0 +1,92 @@
+"""What a person sees: the README's Python runs as written, a quiet run still says where things went, the csv
+is tidy, the command line starts without torch, files get normal permissions."""
+import csv
+import io
+import os
+import re
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from questbench.cli import main
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def _cli(args, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return exc.value.code, out, err
+
+
+def test_readme_python_blocks_run_as_written(tmp_path, monkeypatch, capsys):
+    """The README's set-up runs `questbench run` first (here capped at 4 samples), then its Python blocks."""
+    monkeypatch.chdir(tmp_path)
+    code, _, err = _cli(["run", "--limit", "4", "--quiet", "--device", "cpu"], capsys)
+    assert code == 0, err
+    # --quiet still names the results folder and the leaderboard it wrote
+    assert "results in runs/default" in err and "leaderboard runs/default/leaderboard.md" in err
+    assert (tmp_path / "runs" / "default" / "leaderboard.md").read_text().startswith("# questbench leaderboard")
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+    assert len(blocks) >= 2
+    for k, block in enumerate(blocks):
+        exec(compile(block, f"README.md python block {k + 1}", "exec"), {"__name__": "__readme__"})
+    out = capsys.readouterr().out
+    assert "9 9" in out and "100.0" in out  # the values the README's comments promise
+
+
+def test_csv_is_tidy_and_typed(tmp_path, tiny_pair):
+    from questbench.report.leaderboard import CSV_COLUMNS, render_csv
+    from questbench.results import load_results
+    from questbench.runner import run_suite
+    from questbench.suite import parse_suite
+    text = (f'registry = ["{tiny_pair}"]\nmodels = ["tiny-std", "tiny-quest"]\nnum_workers = 0\nbatch_size = 8\n'
+            '[data]\nsamples = 12\n[corruptions]\nnames = ["fog"]\nseverities = [1, 3]\n[[attacks]]\n'
+            'attack = "fgsm"\neps = [0, "2/255", "4/255"]\n[diagnostics]\nsamples = 4\n')
+    run_suite(parse_suite(text, "t.toml"), tmp_path / "out", device="cpu", quiet=True)
+    rows = list(csv.DictReader(io.StringIO(render_csv(load_results(tmp_path / "out")))))
+    assert list(rows[0]) == CSV_COLUMNS
+    assert all(re.fullmatch(r"\d+", r["n"]) for r in rows)  # n on every row, an integer
+    for r in rows:  # each row carries the metric of its table, in the column whose name gives the unit
+        metric = {"clean": "accuracy_pct", "corruption": "error_pct", "corruption_summary": "error_pct",
+                  "corruption_severity": "accuracy_pct", "attack": "accuracy_pct", "pair": "delta_pp",
+                  "attention": "entropy_nats"}[r["table"]]
+        assert r[metric] != "" and float(r[metric]) == float(r[metric])
+    pairs = [r for r in rows if r["table"] == "pair"]
+    assert pairs and all(r["delta_ci_low_pp"] and r["delta_ci_high_pp"] and r["p_value"] and r["p_holm"]
+                         for r in pairs)
+    assert {r["resolves_5pp"] for r in rows} == {"false"}  # 12 samples resolve nothing
+
+
+def test_command_line_starts_without_torch():
+    code = "import sys, questbench, questbench.cli, questbench.registry, questbench.suite; " \
+           "print(sorted(m for m in ('torch', 'timm', 'pandas', 'matplotlib') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+    # and timm still finds questbench's names once both are imported, in either order
+    for first, second in (("questbench", "timm"), ("timm", "questbench")):
+        code = f"import {first}, {second}; print('vit_small_patch16_224_quest' in timm.list_models('*_quest'))"
+        assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                              check=True).stdout.strip() == "True"
+
+
+def test_train_without_the_training_split_says_how_to_get_it(tmp_path, monkeypatch, capsys):
+    import questbench.data.fashion_mnist as fm
+    monkeypatch.setattr(fm, "DEBIAN_DIR", tmp_path / "no-debian-package")
+    code, _, err = _cli(["train", "--out", tmp_path / "zoo", "--epochs", "1", "--quiet"], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "apt-get install dataset-fashion-mnist" in err and "--download" in err and "--data-root" in err
+
+
+def test_results_get_the_users_normal_permissions(tmp_path):
+    from questbench.models import atomic_write_bytes
+    old = os.umask(0o022)
+    try:
+        atomic_write_bytes(tmp_path / "a.json", b"{}")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "a.json").stat().st_mode) == 0o644
