@@ -235,18 +235,38 @@ def attention_kind(model: nn.Module) -> str:
 
 
 @contextlib.contextmanager
+def tap_attention(model: nn.Module, callback) -> Iterator[None]:
+    """Call ``callback(module, q, k, attn)`` from every attention module in the forwards run inside, with the
+    projected queries and keys (before the kind's normalization) and the attention weights, gradients intact.
+
+    Works on fused models: while tapped, the modules take the explicit softmax path. Plain timm ``Attention``
+    modules are switched to :class:`StandardAttention` (same formula) for the duration."""
+    patched: list[tuple[nn.Module, type]] = []
+    for m in model.modules():
+        if isinstance(m, Attention):
+            if not isinstance(m, QuestbenchAttention):
+                patched.append((m, m.__class__))
+                m.__class__ = StandardAttention
+            m._qb_recorder = callback
+    try:
+        yield
+    finally:
+        for m in model.modules():
+            if isinstance(m, Attention) and "_qb_recorder" in m.__dict__:
+                del m._qb_recorder
+        for m, cls in patched:
+            m.__class__ = cls
+
+
+@contextlib.contextmanager
 def record_attention(model: nn.Module) -> Iterator[list[AttentionStats]]:
     """Record per-layer attention entropy and query/key norm statistics for the forwards run inside.
 
     Norms are those of the projected queries and keys before the kind's normalization, so a growing
     key norm shows up for every kind (it is what QUEST makes irrelevant to the attention weights).
-
-    Works on fused models: while recording, the modules take the explicit softmax path. Plain timm
-    ``Attention`` modules are switched to :class:`StandardAttention` (same formula) for the duration.
     """
     stats: list[AttentionStats] = []
     names = {m: n for n, m in model.named_modules()}
-    patched: list[tuple[nn.Module, type]] = []
 
     def recorder(module, q, k, attn):
         with torch.no_grad():
@@ -260,20 +280,8 @@ def record_attention(model: nn.Module) -> Iterator[list[AttentionStats]]:
                 k_norm_mean=float(kn.mean()), k_norm_std=float(kn.std()), k_norm_max=float(kn.max()),
                 max_attention=float(a.max())))
 
-    for m in model.modules():
-        if isinstance(m, Attention):
-            if not isinstance(m, QuestbenchAttention):
-                patched.append((m, m.__class__))
-                m.__class__ = StandardAttention
-            m._qb_recorder = recorder
-    try:
+    with tap_attention(model, recorder):
         yield stats
-    finally:
-        for m in model.modules():
-            if isinstance(m, Attention) and "_qb_recorder" in m.__dict__:
-                del m._qb_recorder
-        for m, cls in patched:
-            m.__class__ = cls
 
 
 # register questbench's timm model names now that the attention kinds exist (timm_models needs them)

@@ -19,6 +19,8 @@ import torch
 from .data import load_dataset
 from .errors import QuestbenchError
 from .evaluators.attacks import AttackConfig, evaluate_attack
+from .evaluators.patch import evaluate_patch
+from .settings import PatchConfig
 from .evaluators.common import die_with_parent, run_with_batch_fallback
 from .evaluators.corruptions import evaluate_corruptions, evaluate_released
 from .progress import JobProgress, progress_bar
@@ -411,13 +413,14 @@ class Runner:
             queue.put(("done", None))
 
     def _run_attack(self, job: Job, advance) -> None:
-        cfg: AttackConfig = job.fields["config"]
+        cfg = job.fields["config"]
         spec = self.suite.attacks[job.fields["a_idx"]]
         ds = self.attack_ds[job.fields["a_idx"]]
+        evaluate = evaluate_patch if isinstance(cfg, PatchConfig) else evaluate_attack
         t0 = time.perf_counter()
         result = run_with_batch_fallback(
-            lambda bs: evaluate_attack(self.models[job.model], ds, cfg, seed=self.suite.seed, batch_size=bs,
-                                       device=self.device, precision=self.suite.precision, on_batch=advance),
+            lambda bs: evaluate(self.models[job.model], ds, cfg, seed=self.suite.seed, batch_size=bs,
+                                device=self.device, precision=self.suite.precision, on_batch=advance),
             spec.batch_size or self.suite.batch_size)
         for f in result.flags:
             self.flags.append(f"{job.model} {cfg.key}: {f}")
@@ -438,13 +441,13 @@ class Runner:
 
 
 def _attack_text(job: Job) -> str:
-    from .report.labels import attack_label, eps_label
-    return f"{job.model} {attack_label(job.setting)} {eps_label(job.fields['eps'])}"
+    from .report.labels import attack_label, budget_label
+    return f"{job.model} {attack_label(job.setting)} {budget_label(job.fields['attack'], job.fields['eps'])}"
 
 
 def _attack_cost(job: Job) -> float:
     """A rough relative cost, only to start the longest attack jobs first."""
-    cfg: AttackConfig = job.fields["config"]
+    cfg = job.fields["config"]
     if cfg.eps == 0:
         return 0.0
     r = cfg.resolved()

@@ -82,3 +82,55 @@ class CorruptionSetting:
     @property
     def key(self) -> str:
         return f"{self.corruption}/{self.severity}"
+
+
+PATCH_LOSSES = ("ce", "attention")
+PATCH_POSITIONS = ("random", "fixed", "worst")
+
+
+@dataclass(frozen=True)
+class PatchConfig:
+    """An adversarial patch attack: ``patches`` square patches of ``size`` x ``size`` tokens, aligned to the
+    model's token grid, pixels free in [0, 1] inside and untouched outside, optimized by signed-gradient ascent.
+
+    ``loss="ce"`` raises the cross-entropy; ``loss="attention"`` raises the attention every query of the chosen
+    layers gives the patch tokens (Attention-Fool's idea, Lovisotto et al. 2022). Positions: ``random`` (seeded
+    per sample), ``fixed`` (the first tiles in raster order), ``worst`` (new random positions each restart, the
+    worst restart counts). The patch count is the sweep's budget, stored where norm attacks keep eps."""
+
+    patches: int
+    loss: str = "ce"
+    size: int = 1
+    steps: int = 20
+    step_size: float = 0.1
+    restarts: int = 1
+    position: str = "random"
+    layers: Optional[tuple[int, ...]] = None  # attention loss: these block indices (None: all)
+    attack: str = "patch"
+    norm: str = "patch"
+
+    def __post_init__(self):
+        if self.patches < 0 or self.size < 1 or self.steps < 1 or self.restarts < 1 or not self.step_size > 0:
+            raise QuestbenchError("patch attack: patches >= 0, size, steps, restarts >= 1 and step_size > 0")
+        if self.loss not in PATCH_LOSSES:
+            raise QuestbenchError(f"patch loss must be one of {PATCH_LOSSES}, not {self.loss!r}")
+        if self.position not in PATCH_POSITIONS:
+            raise QuestbenchError(f"patch position must be one of {PATCH_POSITIONS}, not {self.position!r}")
+
+    @property
+    def eps(self) -> float:
+        return float(self.patches)
+
+    def resolved(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["layers"] = list(self.layers) if self.layers is not None else "all"
+        d["implementation"] = "questbench"
+        return d
+
+    @property
+    def key(self) -> str:
+        parts = ["patch", self.loss, f"patches={self.patches}", f"size={self.size}", f"steps={self.steps}",
+                 f"step={self.step_size:.6g}", f"pos={self.position}", f"restarts={self.restarts}"]
+        if self.layers is not None:
+            parts.append("layers=" + ",".join(map(str, self.layers)))
+        return "/".join(parts)

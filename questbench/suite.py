@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from .errors import QuestbenchError
 from .metrics import ALL_CORRUPTIONS, COMMON_CORRUPTIONS, EXTRA_CORRUPTIONS
-from .settings import ATTACKS, AttackConfig, CorruptionSetting, check_corruption
+from .settings import ATTACKS, AttackConfig, CorruptionSetting, PatchConfig, check_corruption
 
 CORRUPTION_SOURCES = ("native", "faithful", "imagenet-c", "cifar-c")
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"  # a suite name becomes a folder name under runs/
@@ -67,15 +67,20 @@ class CorruptionSchema(_Schema):
 
 
 class AttackSchema(_Schema):
-    attack: Literal[ATTACKS]  # type: ignore[valid-type]
-    eps: Union[Fractionish, Annotated[list[Fractionish], Field(min_length=1)]]
+    attack: Literal[ATTACKS + ("patch",)]  # type: ignore[valid-type]
+    eps: Optional[Union[Fractionish, Annotated[list[Fractionish], Field(min_length=1)]]] = None
+    patches: Optional[Union[Annotated[int, Field(ge=0)], Annotated[list[Annotated[int, Field(ge=0)]],
+                                                                  Field(min_length=1)]]] = None
+    patch_size: Optional[PositiveInt] = None
+    position: Optional[Literal["random", "fixed", "worst"]] = None
+    layers: Optional[Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1)]] = None
     norm: Literal["Linf", "L2"] = "Linf"
     steps: Optional[PositiveInt] = None
     step_size: Optional[Fractionish] = None
     step_size_ratio: Optional[Annotated[float, Field(gt=0)]] = None
     restarts: PositiveInt = 1
     random_start: bool = True
-    loss: Literal["ce", "dlr"] = "ce"
+    loss: Literal["ce", "dlr", "attention"] = "ce"
     samples: Optional[PositiveInt] = None
     batch_size: Optional[PositiveInt] = None
 
@@ -191,7 +196,33 @@ def _corruption_names(value: Union[str, list[str]]) -> list[str]:
     return names
 
 
+def _patch_spec(a: AttackSchema, where: str) -> AttackSpec:
+    if a.eps is not None or a.step_size_ratio is not None or a.random_start is not True:
+        raise QuestbenchError(f"suite {where}: a patch attack takes patches (counts), not eps, step_size_ratio or "
+                              "random_start")
+    if a.patches is None:
+        raise QuestbenchError(f"suite {where}: give patches (a count or a list of counts for a sweep)")
+    if a.loss not in ("ce", "attention"):
+        raise QuestbenchError(f"suite {where}: a patch attack's loss is \"ce\" or \"attention\", not {a.loss!r}")
+    counts = a.patches if isinstance(a.patches, list) else [a.patches]
+    if len(set(counts)) != len(counts):
+        raise QuestbenchError(f"suite {where}: a patch count is listed twice")
+    step = float(parse_eps(a.step_size, f"{where}.step_size")) if a.step_size is not None else 0.1
+    configs = [PatchConfig(patches=k, loss=a.loss, size=a.patch_size or 1, steps=a.steps or 20, step_size=step,
+                           restarts=a.restarts, position=a.position or "random",
+                           layers=tuple(a.layers) if a.layers is not None else None) for k in counts]
+    return AttackSpec(configs, a.samples, a.batch_size)
+
+
 def _attack_spec(a: AttackSchema, where: str) -> AttackSpec:
+    if a.attack == "patch":
+        return _patch_spec(a, where)
+    if a.patches is not None or a.patch_size is not None or a.position is not None or a.layers is not None:
+        raise QuestbenchError(f"suite {where}: patches, patch_size, position and layers belong to attack = \"patch\"")
+    if a.eps is None:
+        raise QuestbenchError(f"suite {where}: give eps (a number or a list for a sweep)")
+    if a.loss == "attention":
+        raise QuestbenchError(f"suite {where}: loss = \"attention\" belongs to attack = \"patch\"")
     eps_list = [parse_eps(e, where) for e in (a.eps if isinstance(a.eps, list) else [a.eps])]
     if len(set(eps_list)) != len(eps_list):
         raise QuestbenchError(f"suite {where}: an eps is listed twice")

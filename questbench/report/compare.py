@@ -19,7 +19,7 @@ from ..errors import QuestbenchError
 from ..metrics import (ALL_CORRUPTIONS, cluster_bootstrap, holm, mcnemar, per_image_sums,
                        resolves_5pp, sign_flip_test, two_way_bootstrap)
 from ..results import Results, load_results
-from .labels import attack_family, attack_label, corruption_label, eps_label
+from .labels import attack_family, attack_label, budget_label, corruption_label
 
 COLUMNS = ["evaluation", "setting", "n_images", "baseline_acc", "model_acc", "delta_pp", "ci_low", "ci_high",
            "p_value", "p_holm", "test", "resolves_5pp"]
@@ -58,7 +58,7 @@ def settings_of(samples: pd.DataFrame) -> Iterator[tuple[str, str, pd.DataFrame,
             label = attack_label(g.sort_values("eps").setting.iloc[-1])
             for eps, ge in sorted(g.groupby("eps"), key=lambda t: t[0]):
                 if eps > 0:  # eps = 0 is the clean evaluation again (its sanity check is a leaderboard flag)
-                    yield label, eps_label(eps), ge.drop(columns="_family"), False, (2, n)
+                    yield label, budget_label(ge.attack.iloc[0], eps), ge.drop(columns="_family"), False, (2, n)
             attacked = g[g.eps > 0]
             if attacked.eps.nunique() > 1:
                 yield label, AGGREGATE, attacked.drop(columns="_family"), True, (2, n)

@@ -12,6 +12,14 @@ def eps_label(eps: float) -> str:
     return f"{round(k)}/255" if abs(k - round(k)) < 1e-6 else f"{float(eps):.4g}"
 
 
+def budget_label(attack: str, budget: float) -> str:
+    """A sweep point as people write it: 8/255 for norm-bounded attacks, '2 patches' for patch attacks."""
+    if attack == "patch":
+        k = int(budget)
+        return f"{k} patch" if k == 1 else f"{k} patches"
+    return eps_label(budget)
+
+
 def attack_family(setting: str) -> str:
     """The sweep a setting key belongs to: the key without its eps part."""
     return re.sub(r"/eps=[^/]*", "", setting)
@@ -22,6 +30,11 @@ def attack_label(setting: str) -> str:
     parts = setting.split("/")
     attack, norm = parts[0], parts[1] if len(parts) > 1 else ""
     fields = dict(p.split("=", 1) for p in parts[2:] if "=" in p)
+    if attack == "patch":  # 'patch/attention/patches=2/size=1/...' -> 'Patch (attention loss)'
+        size = fields.get("size", "1")
+        extra = [] if size == "1" else [f"{size}x{size} tokens"]
+        extra += [f"{fields['pos']} position"] if fields.get("pos", "random") != "random" else []
+        return f"Patch ({norm} loss" + "".join(f", {e}" for e in extra) + ")"
     name = ATTACK_NAMES.get(attack, attack)
     if attack == "pgd":
         name = f"PGD-{fields.get('steps', '?')}"

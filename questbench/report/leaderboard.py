@@ -14,7 +14,7 @@ from ..errors import QuestbenchError
 from ..results import Results, load_results
 from ..metrics import MIN_N_5PP, resolves_5pp
 from .compare import AGGREGATE
-from .labels import eps_label
+from .labels import budget_label, eps_label
 from .tables import Tables, compute_tables
 
 FORMATS = ("md", "rich", "csv")
@@ -91,15 +91,18 @@ def headline(t: Tables) -> tuple[str, pd.DataFrame, list[str]]:
         compact = _compact_sweep_names(main.sweep.unique())
         for sweep, g in sorted(main.groupby("sweep", sort=False), key=lambda kv: -kv[1].n.max()):
             n = int(g.n.max())
-            col = f"{compact[sweep]} {eps_label(g.eps.max())} (n={n})" + ("" if resolves_5pp(n) else "*")
+            col = f"{compact[sweep]} {budget_label(g.attack.iloc[0], g.eps.max())} (n={n})" + (
+                "" if resolves_5pp(n) else "*")
             table[col] = table.model.map(dict(zip(g.model, g.robust)))
             if resolves_5pp(n):
                 ranking.insert(0, (col, True))
     usable = [(c, up) for c, up in ranking if not c.endswith("*")] or ranking
     rank_col, up = usable[0]
     table = table.sort_values([rank_col, "model"], ascending=[not up, True]).reset_index(drop=True)
-    notes = [f"Ranked by {rank_col} ({'higher' if up else 'lower'} is better). Accuracies in %; corruption error "
-             f"is {t.corruption_metric or 'not run'}; attacks at the largest eps of each sweep (the sweeps are below)."]
+    notes = [f"Ranked by {rank_col} ({'higher' if up else 'lower'} is better). Accuracies in %"
+             + (f"; corruption error is {t.corruption_metric}" if t.corruption_metric else "")
+             + ("; attacks at the largest budget of each sweep (the sweeps are below)." if not t.attacks.empty
+                else ".")]
     if any(c.endswith("*") for c in table.columns):
         notes.append(SMALL_N_NOTE)
     return "Headline", table, notes + t.notes
@@ -107,7 +110,7 @@ def headline(t: Tables) -> tuple[str, pd.DataFrame, list[str]]:
 
 def sweep_table(t: Tables) -> tuple[str, pd.DataFrame, list[str]]:
     """Robust accuracy, one row per model and eps, one column per attack sweep (n in the header)."""
-    att = t.attacks
+    att = t.attacks[t.attacks.norm != "patch"]
     cols = {}
     for sweep, g in att.groupby("sweep", sort=False):
         ns = sorted(set(int(x) for x in g.n))
@@ -147,6 +150,33 @@ def corruption_detail(t: Tables) -> tuple[str, pd.DataFrame, list[str]]:
     return "Corruptions in detail", df, notes
 
 
+def patch_table(results: Results) -> Optional[tuple[str, pd.DataFrame, list[str]]]:
+    """Patch attacks: robust accuracy and what happened to attention, per model, loss and patch count."""
+    s = results.samples
+    p = s[(s.evaluation == "attack") & (s.attack == "patch")] if "attack" in s else s.iloc[0:0]
+    if p.empty:
+        return None
+    p = p.assign(loss=[x.split("/")[1] for x in p.setting])
+    rows = []
+    for (model, loss, k), g in p.groupby(["model", "loss", "eps"], sort=True):
+        n = len(g)
+        rows.append({"model": model, "loss": loss, "patches": int(k), "robust %": _mark(100 * g.correct.mean(), n),
+                     "mass clean %": f"{100 * g.patch_mass_clean.mean():.1f}",
+                     "mass attacked %": f"{100 * g.patch_mass_adv.mean():.1f}",
+                     "|k| clean": f"{g.patch_k_norm_clean.mean():.2f}", "|k| attacked": f"{g.patch_k_norm_adv.mean():.2f}",
+                     "n": n})
+    df = pd.DataFrame(rows)
+    df = df[df.patches > 0].reset_index(drop=True) if (df.patches > 0).any() else df
+    notes = ["Adversarial patches aligned to the token grid; 'mass': the attention all queries give the patch "
+             "tokens (mean over layers, heads and queries), before and after the attack; '|k|': the patch tokens' "
+             "key norms before the kind's normalization (QUEST's logits ignore them). With the attention loss the "
+             "attack maximizes that mass; with ce it maximizes the cross-entropy. Robust accuracy counts a sample "
+             "only if it was correct before the attack."]
+    if not all(resolves_5pp(int(n)) for n in df.n):
+        notes.append(SMALL_N_NOTE)
+    return "Attention attacks (adversarial patches)", df, notes
+
+
 def mechanism_table(results: Results) -> Optional[tuple[str, pd.DataFrame, list[str]]]:
     """Attention diagnostics per model, averaged over layers: the paper's mechanism in numbers."""
     d = results.diagnostics
@@ -178,8 +208,11 @@ def sections(t: Tables, results: Results) -> list[tuple[str, pd.DataFrame, list[
         out.append(("Clean accuracy", df[["model", "attention", "top-1 (%)", "95% CI", "n"]], []))
     if not t.corruptions.empty:
         out.append(corruption_detail(t))
-    if not t.attacks.empty:
+    if not t.attacks.empty and (t.attacks.norm != "patch").any():
         out.append(sweep_table(t))
+    patch = patch_table(results)
+    if patch is not None:
+        out.append(patch)
     mech = mechanism_table(results)
     if mech is not None:
         out.append(mech)
@@ -291,7 +324,7 @@ def csv_rows(results: Results, t: Optional[Tables] = None) -> pd.DataFrame:
                      "setting": f"{r.corruption}/{r.severity}", "n": r.n, "accuracy_pct": r.accuracy})
     for _, r in t.attacks.iterrows():
         rows.append({"table": "attack", "model": r.model, "attention": r.attention, "evaluation": r.sweep,
-                     "setting": eps_label(r.eps), "eps": r.eps, "n": r.n, "accuracy_pct": r.robust})
+                     "setting": budget_label(r.attack, r.eps), "eps": r.eps, "n": r.n, "accuracy_pct": r.robust})
     for _, r in t.pairs.iterrows():
         rows.append({"table": "pair", "model": r.model, "baseline": r.baseline, "evaluation": r.evaluation,
                      "setting": r.setting, "n": r.n_images, "accuracy_pct": r.model_acc,

@@ -36,13 +36,15 @@ def write_plots(t: Tables, md_path: Path, diagnostics=None) -> list[tuple[str, s
         fig, axes = plt.subplots(1, len(sweeps), figsize=(3.6 * len(sweeps), 3), sharey=True, squeeze=False)
         for ax, sw in zip(axes[0], sweeps):
             d_sw = att[att.sweep == sw]
+            patch = (d_sw.attack == "patch").all()  # the budget is a patch count, not an eps
             for model, d in d_sw.sort_values("eps").groupby("model"):
-                ax.plot(d.eps * 255, d.robust, marker="o", label=model, linestyle="-" if len(d) > 1 else "none")
+                ax.plot(d.eps if patch else d.eps * 255, d.robust, marker="o", label=model,
+                        linestyle="-" if len(d) > 1 else "none")
             ns = sorted(set(int(x) for x in d_sw.n))
             ax.set_title(f"{sw} (n={'/'.join(map(str, ns))})", fontsize=8)
-            ax.set_xlabel("eps (x 1/255)")
+            ax.set_xlabel("patches" if patch else "eps (x 1/255)")
         written.append(_finish(fig, axes, "robust accuracy (%)", md_path.with_name(f"{stem}_attacks.png"),
-                               "robust accuracy vs eps"))
+                               "robust accuracy vs attack budget"))
     if diagnostics is not None and not diagnostics.empty:
         d = diagnostics.assign(depth=diagnostics.groupby("model").cumcount() + 1)
         fig, axes = plt.subplots(1, 2, figsize=(7.2, 3), squeeze=False)

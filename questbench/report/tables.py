@@ -108,7 +108,7 @@ def attack_table(samples: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     # worst case per sample over attacks at the same (norm, eps), on the samples every attack saw
     worst = []
     for (model, norm, eps), g in att.groupby(["model", "norm", "eps"], sort=True):
-        if g.attack.nunique() < 2:
+        if g.attack.nunique() < 2 or norm == "patch":
             continue
         common = set.intersection(*(set(x.sample_id) for _, x in g.groupby("setting")))
         gg = g[g.sample_id.isin(common)]

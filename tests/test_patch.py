@@ -1,0 +1,88 @@
+"""Adversarial patches on the token grid: sanity checks against closed forms and the model itself."""
+import numpy as np
+import pytest
+import torch
+
+from conftest import make_tiny
+from questbench.data.arrays import ArrayDataset
+from questbench.errors import QuestbenchError
+from questbench.evaluators.attacks import sweep_flags
+from questbench.evaluators.patch import _masks, attack_patch_batch, evaluate_patch, patch_tiles, token_grid
+from questbench.settings import PatchConfig
+from questbench.suite import parse_suite
+
+
+def _data(n=16, seed=0):
+    rng = np.random.default_rng(seed)
+    return ArrayDataset((rng.random((n, 28, 28)) * 255).astype(np.uint8), rng.integers(0, 10, n), "t", "t")
+
+
+def test_token_grid_and_masks_cover_exactly_the_chosen_tiles():
+    model = make_tiny("standard")  # patch 7 on 28 px: a 4 x 4 grid of 7 px tokens, one class token
+    assert token_grid(model, (28, 28)) == (4, 4, 7, 1)
+    cfg = PatchConfig(patches=2, size=1, position="fixed")
+    tiles = [patch_tiles(cfg, 4, 4, "a", 0, 0)]
+    assert tiles == [[0, 1]]
+    pix, tok = _masks(cfg, tiles, 4, 4, 7, 1, (1, 1, 28, 28))
+    assert int(pix.sum()) == 2 * 7 * 7 and pix[0, 0, :7, :14].all() and not pix[0, 0, 7:].any()
+    assert tok.tolist() == [[False, True, True] + [False] * 14]
+    random = [patch_tiles(PatchConfig(patches=3), 4, 4, sid, 0, 0) for sid in ("a", "b", "a")]
+    assert random[0] == random[2] and len(set(random[0])) == 3  # seeded per sample, distinct tiles
+    with pytest.raises(QuestbenchError, match="do not fit"):
+        patch_tiles(PatchConfig(patches=17), 4, 4, "a", 0, 0)
+
+
+def test_zero_patches_is_clean_accuracy_and_pixels_outside_stay_bit_identical():
+    model = make_tiny("quest", seed=3)
+    ds = _data()
+    zero = evaluate_patch(model, ds, PatchConfig(patches=0), batch_size=8)
+    with torch.no_grad():
+        clean = model(torch.stack([ds[i][0] for i in range(len(ds))])).argmax(1)
+    assert [r["pred"] for r in zero.records] == clean.tolist()
+    assert [r["correct"] for r in zero.records] == [r["clean_correct"] for r in zero.records]
+    # the attacked image: only the patch's pixels may differ from the input
+    x = torch.stack([ds[i][0] for i in range(4)])
+    images = []
+    attack_patch_batch(model, PatchConfig(patches=2, steps=3), x, torch.tensor(ds.labels[:4]), ds.sample_ids[:4], 0,
+                       images=images)
+    x_adv, pix = images[0]
+    mask = pix.expand_as(x_adv)
+    assert int(pix.sum()) == 4 * 2 * 7 * 7
+    assert torch.equal(x_adv[~mask], x[~mask])  # bit for bit outside the patch
+    assert (x_adv[mask] >= 0).all() and (x_adv[mask] <= 1).all() and not torch.equal(x_adv[mask], x[mask])
+
+
+@pytest.mark.parametrize("kind", ["standard", "quest"])
+def test_attention_loss_raises_attention_on_the_patch(kind):
+    """On the built-in 0.48M-parameter ViTs (a random tiny ViT attends almost uniformly whatever its input):
+    the attention loss at least doubles the attention on one patch token, the cross-entropy loss does not."""
+    import questbench
+    model = questbench.load_model(f"fmnist-vit-{kind}-s0")
+    ds = questbench.load_dataset("fashion-mnist").subset(range(32))
+    mass = {}
+    for loss in ("attention", "ce"):
+        res = evaluate_patch(model, ds, PatchConfig(patches=1, loss=loss, steps=10), batch_size=32)
+        mass[loss] = (np.mean([r["patch_mass_clean"] for r in res.records]),
+                      np.mean([r["patch_mass_adv"] for r in res.records]))
+        assert all(len(r["patch_mass_adv_layers"]) == 4 for r in res.records)  # four blocks
+    assert mass["attention"][1] > 2 * mass["attention"][0], mass
+    assert mass["attention"][1] > 1.5 * mass["ce"][1], mass
+
+
+def test_robust_accuracy_over_patch_counts_is_checked_like_an_eps_sweep():
+    assert sweep_flags([(0, 0.8), (1, 0.6), (2, 0.5)], 0.8) == []
+    assert sweep_flags([(0, 0.8), (1, 0.5), (2, 0.6)], 0.8)  # rises with the patch count: flagged
+
+
+def test_patch_suite_keys_validate():
+    ok = parse_suite('models = ["m"]\n[[attacks]]\nattack = "patch"\npatches = [0, 1, 2]\nloss = "attention"\n'
+                     'layers = [0]\nposition = "worst"\nrestarts = 2\n', "t.toml")
+    cfgs = ok.attacks[0].configs
+    assert [c.patches for c in cfgs] == [0, 1, 2] and cfgs[1].layers == (0,) and cfgs[1].key.startswith("patch/attention")
+    for bad, message in (('patches = 2\neps = 0.1', "not eps"), ("loss = \"dlr\"\npatches = 1", "loss"),
+                         ("steps = 5", "give patches"), ("patches = [1, 1]", "listed twice"),
+                         ('patches = 1\nposition = "corner"', "position")):
+        with pytest.raises(QuestbenchError, match=message):
+            parse_suite(f'models = ["m"]\n[[attacks]]\nattack = "patch"\n{bad}\n', "t.toml")
+    with pytest.raises(QuestbenchError, match="belong to attack"):
+        parse_suite('models = ["m"]\n[[attacks]]\nattack = "pgd"\neps = 0.1\npatches = 1\n', "t.toml")
