@@ -18,7 +18,7 @@ import torch
 import torch.nn as nn
 
 from ..settings import AttackConfig
-from .common import PrecisionWrapper, configure_matmul, derive_seed, seeded
+from .common import batches, derive_seed, frozen, seeded
 
 BUDGET_TOL = 1e-5
 
@@ -103,18 +103,11 @@ def evaluate_attack(model: nn.Module, dataset, cfg: AttackConfig, seed: int = 0,
                     device: str = "cpu", precision: str = "fp32",
                     on_batch: Optional[Callable[[int], None]] = None) -> AttackResult:
     """Attack every sample of ``dataset`` once; one record per sample with clean and robust outcomes."""
-    configure_matmul(device)
-    wrapped = PrecisionWrapper(model, precision, device).eval()
-    for p in wrapped.parameters():
-        p.requires_grad_(False)
+    wrapped = frozen(model, precision, device)
     num_classes = getattr(dataset, "num_classes", None) or 10
     records: list[dict[str, Any]] = []
     flags: list[str] = []
-    n = len(dataset)
-    for start in range(0, n, batch_size):
-        idx = list(range(start, min(start + batch_size, n)))
-        x = torch.stack([dataset[i][0] for i in idx]).to(device)
-        y = torch.tensor([int(dataset.labels[i]) for i in idx], device=device)
+    for start, idx, x, y in batches(dataset, batch_size, device):
         with torch.no_grad():
             clean_pred = wrapped(x).argmax(1)
         x_adv, adv_pred = attack_batch(wrapped, cfg, x, y, derive_seed(seed, cfg.key, start), num_classes,

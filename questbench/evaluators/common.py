@@ -82,3 +82,22 @@ def die_with_parent(worker_id: int | None = None) -> None:
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
     except (OSError, AttributeError):  # not Linux: daemon processes still end when the parent exits normally
         pass
+
+
+def frozen(model: nn.Module, precision: str, device: str) -> nn.Module:
+    """The model in eval mode under the suite's precision, its parameters out of autograd (attacks need only
+    input gradients)."""
+    configure_matmul(device)
+    wrapped = PrecisionWrapper(model, precision, device).eval()
+    for p in wrapped.parameters():
+        p.requires_grad_(False)
+    return wrapped
+
+
+def batches(dataset, batch_size: int, device: str) -> Iterator[tuple[int, list[int], torch.Tensor, torch.Tensor]]:
+    """(start, indices, images, labels) for consecutive batches of ``dataset``, on ``device``."""
+    for start in range(0, len(dataset), batch_size):
+        idx = list(range(start, min(start + batch_size, len(dataset))))
+        x = torch.stack([dataset[i][0] for i in idx]).to(device)
+        y = torch.tensor([int(dataset.labels[i]) for i in idx], device=device)
+        yield start, idx, x, y

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from ..errors import QuestbenchError
 from ..settings import PatchConfig
 from .attacks import AttackResult
-from .common import PrecisionWrapper, configure_matmul, derive_seed, seeded
+from .common import PrecisionWrapper, batches, derive_seed, frozen, seeded
 
 
 def token_grid(model: nn.Module, image_hw: tuple[int, int]) -> tuple[int, int, int, int]:
@@ -160,15 +160,9 @@ def evaluate_patch(model: nn.Module, dataset, cfg: PatchConfig, seed: int = 0, b
                    device: str = "cpu", precision: str = "fp32",
                    on_batch: Optional[Callable[[int], None]] = None) -> AttackResult:
     """Patch-attack every sample of ``dataset``; one record per sample."""
-    configure_matmul(device)
-    wrapped = PrecisionWrapper(model, precision, device).eval()
-    for p in wrapped.parameters():
-        p.requires_grad_(False)
+    wrapped = frozen(model, precision, device)
     records: list[dict[str, Any]] = []
-    for start in range(0, len(dataset), batch_size):
-        idx = list(range(start, min(start + batch_size, len(dataset))))
-        x = torch.stack([dataset[i][0] for i in idx]).to(device)
-        y = torch.tensor([int(dataset.labels[i]) for i in idx], device=device)
+    for start, idx, x, y in batches(dataset, batch_size, device):
         records += attack_patch_batch(wrapped, cfg, x, y, [dataset.sample_ids[i] for i in idx],
                                       derive_seed(seed, cfg.key, start))
         if on_batch:
