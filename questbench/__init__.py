@@ -100,11 +100,107 @@ def compare(results_or_dir, baseline: str, model: str, seed: int = 0):
     return _compare(results_or_dir, baseline, model, seed=seed)
 
 
+class _Preserved:
+    """Leaves a user's model as it was found: training mode and which parameters require gradients."""
+
+    def __init__(self, model):
+        self.model = model
+
+    def __enter__(self):
+        self.training = self.model.training
+        self.flags = [p.requires_grad for p in self.model.parameters()]
+        return self.model
+
+    def __exit__(self, *exc):
+        self.model.train(self.training)
+        for p, flag in zip(self.model.parameters(), self.flags):
+            p.requires_grad_(flag)
+
+
+def evaluate(model, suite="default", out=None, preprocessing=None, name: str = "model", device=None,
+             limit=None, quiet: bool = True, overwrite: bool = False):
+    """Run ``suite`` (a built-in name, a TOML path or a mapping of the same keys) on your own ``nn.Module`` and
+    return what ``load_results`` gives. The model takes [0, 1] NCHW images, or pass
+    ``preprocessing={"mean": [...], "std": [...], "input_size": (c, h, w)}`` to have them adapted (channels,
+    size) and normalized in front of it, as registry models do. It is identified in
+    the results by a hash of its state_dict, so a folder is resumed only for the same weights. The suite's own
+    ``models`` list is replaced by this model (named ``name``); results go to ``out`` (default runs/<name>)."""
+    import torch.nn as nn
+
+    from .models import ExternalModel, QuestbenchModel
+    from .runner import run_suite
+    from .suite import suite_from
+
+    if not isinstance(model, nn.Module):
+        raise QuestbenchError(f"evaluate takes a torch nn.Module, not {type(model).__name__}")
+    if preprocessing is not None and not (isinstance(preprocessing, Mapping)
+                                          and set(preprocessing) <= {"mean", "std", "input_size"}):
+        raise QuestbenchError("preprocessing is a mapping of 'mean' and 'std' (one value per channel) and "
+                              "'input_size' ((channels, height, width) the model needs; inputs are adapted to it)")
+    if not isinstance(model, (QuestbenchModel, ExternalModel)):
+        model = ExternalModel(model, name, **dict(preprocessing or {}))
+    s = suite_from(suite)
+    s.models, s.registry = [name], []
+    out = out if out is not None else f"runs/{name}"
+    with _Preserved(model):
+        run_suite(s, out, device=device, limit=limit, quiet=quiet, overwrite=overwrite, models={name: model})
+    return load_results(out)
+
+
+def attack(model, x, y, attack: str = "pgd", eps: float = 8 / 255, seed: int = 0, **config):
+    """One batch: the adversarial images (same shape as ``x``, in [0, 1]) of an attack on a model taking [0, 1]
+    images. ``attack``: fgsm, pgd, autoattack, apgd-ce, autoattack-fast (keywords as in suites: norm, steps,
+    step_size, restarts, random_start, loss) or patch (eps is then ignored; keywords patches, loss, size, steps,
+    step_size, restarts, position, layers)."""
+    import torch
+
+    from .evaluators.common import frozen
+    from .settings import AttackConfig, PatchConfig
+
+    if not isinstance(x, torch.Tensor) or x.ndim != 4 or not isinstance(y, torch.Tensor) or y.shape != x.shape[:1]:
+        raise QuestbenchError("attack takes x as an NCHW tensor in [0, 1] and y as N integer labels")
+    try:
+        cfg = PatchConfig(**config) if attack == "patch" else AttackConfig(attack=attack, eps=float(eps), **config)
+    except TypeError as exc:
+        raise QuestbenchError(f"attack {attack!r}: {exc}") from None
+    with _Preserved(model):
+        wrapped = frozen(model, "fp32", str(x.device))
+        if attack == "patch":
+            from .evaluators.patch import attack_patch_batch
+            images: list = []
+            attack_patch_batch(wrapped, cfg, x, y, [str(i) for i in range(len(x))], seed, images=images)
+            return images[-1][0] if images else x.clone()
+        from .evaluators.attacks import attack_batch
+        with torch.no_grad():
+            num_classes = int(wrapped(x[:1]).shape[1])
+        x_adv, _ = attack_batch(wrapped, cfg, x, y, seed, num_classes, str(x.device), [])
+        return x_adv
+
+
+def corrupt(x, corruption: str, severity: int = 3, seed: int = 0, mode: str = "native"):
+    """One batch (NCHW or CHW float in [0, 1]) through an ImageNet-C corruption (imagecorruptions), each image
+    seeded from (seed, its index in the batch, corruption, severity). Returns float RGB images in [0, 1] at the
+    size the corruption worked at (images under 32 px are upsampled to 32 first, as in suites)."""
+    import numpy as np
+    import torch
+
+    from .evaluators.corruptions import corrupted_sample
+
+    if not isinstance(x, torch.Tensor) or x.ndim not in (3, 4):
+        raise QuestbenchError("corrupt takes a CHW or NCHW float tensor in [0, 1]")
+    batch = x if x.ndim == 4 else x[None]
+    arrays = (batch.detach().cpu().clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    out = [corrupted_sample(a[..., 0] if a.shape[-1] == 1 else a, str(i), corruption, severity, seed, mode)
+           for i, a in enumerate(arrays)]
+    result = torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2).float().div_(255.0).to(x.device)
+    return result if x.ndim == 4 else result[0]
+
+
 def load_results(path):
     from .results import load_results as _load
     return _load(path)
 
 
-__all__ = ["ATTENTION_KINDS", "QuestbenchError", "attention_kind", "compare", "corruption_sweep", "list_models",
-           "load_dataset", "load_model", "load_results", "metrics", "record_attention", "set_attention",
+__all__ = ["ATTENTION_KINDS", "QuestbenchError", "attack", "attention_kind", "compare", "corrupt", "corruption_sweep",
+           "evaluate", "list_models", "load_dataset", "load_model", "load_results", "metrics", "record_attention", "set_attention",
            "__version__"]

@@ -39,6 +39,8 @@ class Preprocess(nn.Module):
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, c, 1, 1), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.input_size is None:  # normalization only
+            return (x - self.mean.to(x.dtype)) / self.std.to(x.dtype)
         c, h, w = self.input_size
         if x.shape[1] != c:
             if c == 1 and x.shape[1] == 3:  # ITU-R 601 luma, the same weights PIL uses for "L"
@@ -65,6 +67,40 @@ class QuestbenchModel(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(self.preprocess(x))
+
+
+class ExternalModel(nn.Module):
+    """A user's own ``nn.Module`` made to look like a registry model: optional preprocessing in front (mean/std
+    normalization; with ``input_size`` = (channels, height, width) also the channel and size adaptation of
+    registry models), a spec naming its class and attention kind, a card without a file hash (the runner
+    identifies it by a hash of its state_dict)."""
+
+    def __init__(self, net: nn.Module, name: str, mean=None, std=None, input_size=None):
+        super().__init__()
+        if (mean is None) != (std is None):
+            raise QuestbenchError("preprocessing needs both mean and std (or neither: inputs already in [0, 1])")
+        if input_size is not None:
+            if len(tuple(input_size)) != 3 or not all(isinstance(v, int) and v > 0 for v in input_size):
+                raise QuestbenchError(f"preprocessing input_size is (channels, height, width), not {input_size!r}")
+            c = input_size[0]
+            self.pre: nn.Module = Preprocess(tuple(input_size), mean or (0.0,) * c, std or (1.0,) * c)
+        elif mean is not None:
+            self.pre = Preprocess((len(mean), 0, 0), mean, std)
+            self.pre.input_size = None  # normalization only: no channel or size change
+        else:
+            self.pre = nn.Identity()
+        self.net = net
+        try:
+            from .attention import attention_kind
+            kind = attention_kind(net)
+        except QuestbenchError:  # no timm attention inside (or mixed kinds)
+            kind = "unknown"
+        self.spec = ModelSpec(arch=type(net).__name__, attention=kind, num_classes=0,
+                              input_size=tuple(input_size or (0, 0, 0)), mean=tuple(mean or ()), std=tuple(std or ()))
+        self.card = {"name": name, "pair": "", "source": "python object"}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(self.pre(x))
 
 
 def build_model(spec: ModelSpec) -> QuestbenchModel:

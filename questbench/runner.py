@@ -18,7 +18,7 @@ import torch
 
 from .data import load_dataset
 from .errors import QuestbenchError
-from .evaluators.attacks import AttackConfig, evaluate_attack
+from .evaluators.attacks import evaluate_attack
 from .evaluators.patch import evaluate_patch
 from .settings import PatchConfig
 from .evaluators.common import die_with_parent, run_with_batch_fallback
@@ -134,7 +134,7 @@ def dataset_fingerprint(ds) -> str:
 
 class Runner:
     def __init__(self, suite: Suite, out, device: Optional[str] = None, limit: Optional[int] = None,
-                 quiet: bool = False, registry_files=None, overwrite: bool = False):
+                 quiet: bool = False, registry_files=None, overwrite: bool = False, models=None):
         self.suite = suite
         self.out = Path(out)
         self.device = resolve_device(device or suite.device)
@@ -143,6 +143,7 @@ class Runner:
         self.registry_files = list(registry_files or []) + list(suite.registry)
         self.flags: list[str] = []
         self.overwrite = overwrite
+        self.given_models = dict(models) if models is not None else None  # name -> nn.Module, from Python
         self.notes: list[str] = []
         self.show: Callable[[str, str], None] = lambda kind, now: None
         if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
@@ -159,8 +160,11 @@ class Runner:
         self.corr_ds = _subset(ds, order, cap(s.corruptions.samples)) if s.corruptions else None
         self.attack_ds = [_subset(ds, order, cap(a.samples)) for a in s.attacks]
         self.diag_ds = _subset(ds, order, cap(s.diagnostics_samples)) if s.diagnostics_samples else None
-        self.models = {name: load_model(ref, registry_files=self.registry_files, device=self.device)
-                       for name, ref in model_names(s.models).items()}
+        if self.given_models is not None:
+            self.models = {name: m.to(self.device).eval() for name, m in self.given_models.items()}
+        else:
+            self.models = {name: load_model(ref, registry_files=self.registry_files, device=self.device)
+                           for name, ref in model_names(s.models).items()}
         self.source = None
         if s.corruptions and s.corruptions.mode in ("imagenet-c", "cifar-c"):
             self.source = self._released_source()

@@ -265,6 +265,11 @@ def parse_suite(text: str, path: str = "<string>") -> Suite:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise QuestbenchError(f"suite {path} is not valid TOML: {exc}") from None
+    return _from_mapping(raw, text, path)
+
+
+def _from_mapping(raw: dict, text: str, path: str) -> Suite:
+    """A validated, resolved suite from its mapping; ``text`` is what its sha256 is taken of."""
     try:
         sch = SuiteSchema.model_validate(raw)
     except ValidationError as exc:
@@ -284,7 +289,7 @@ def parse_suite(text: str, path: str = "<string>") -> Suite:
         raise QuestbenchError(f"suite {path}: data.classes (a class order file) applies to image folders "
                               f"(dataset = \"imagenet\"), not {sch.data.dataset!r}")
     clean = sch.clean if isinstance(sch.clean, bool) else sch.clean.enabled
-    name = sch.name or Path(path).stem
+    name = sch.name or (Path(path).stem if path != "<dict>" else "python")
     if not re.match(NAME_PATTERN, name):
         raise QuestbenchError(f"suite {path}: name {name!r} must be letters, digits, '.', '_' or '-'")
     return Suite(
@@ -294,6 +299,17 @@ def parse_suite(text: str, path: str = "<string>") -> Suite:
         attacks=[_attack_spec(a, f"{path}: attacks.{n}") for n, a in enumerate(sch.attacks)],
         diagnostics_samples=sch.diagnostics.samples if sch.diagnostics is not None else None,
         path=path, sha256=hashlib.sha256(text.encode()).hexdigest(), registry=list(sch.registry))
+
+
+def suite_from(suite) -> Suite:
+    """A suite from a built-in name, a TOML path, a mapping of the same keys, or a Suite."""
+    if isinstance(suite, Suite):
+        return suite
+    if isinstance(suite, dict):
+        import json
+        text = json.dumps(suite, sort_keys=True, default=str)  # the canonical text its sha256 is taken of
+        return _from_mapping(suite, text, "<dict>")
+    return load_suite(suite)
 
 
 def builtin_suites_dir() -> Path:

@@ -1,0 +1,107 @@
+"""Your own model from Python: evaluate(), attack() and corrupt(), checked against the suite runner and the
+libraries underneath."""
+import numpy as np
+import pytest
+import torch
+
+import questbench
+from conftest import make_tiny
+from questbench.errors import QuestbenchError
+
+SUITE = {"seed": 2, "batch_size": 8, "num_workers": 0, "models": ["ignored"], "data": {"samples": 12},
+         "corruptions": {"names": ["fog"], "severities": [2]},
+         "attacks": [{"attack": "pgd", "eps": ["2/255"], "steps": 3, "samples": 6}]}
+
+
+def test_evaluate_an_nn_module_matches_the_registry_run(tmp_path, tiny_pair):
+    from questbench.registry import load_model
+    registered = load_model("tiny-quest", registry_files=[tiny_pair])
+    net = registered.net  # a bare timm ViT: normalization must come from `preprocessing`
+    res = questbench.evaluate(net, SUITE, out=tmp_path / "mine", name="mine", device="cpu",
+                              preprocessing={"mean": [0.5], "std": [0.5], "input_size": (1, 28, 28)})
+    ref = questbench.evaluate(registered, SUITE, out=tmp_path / "reg", name="mine", device="cpu")
+    key = ["evaluation", "setting", "sample_id"]
+    a = res.samples.sort_values(key).reset_index(drop=True)
+    b = ref.samples.sort_values(key).reset_index(drop=True)
+    assert len(a) == 12 + 12 + 6 and a[key + ["pred", "correct"]].equals(b[key + ["pred", "correct"]])
+    assert res.provenance["models"]["mine"]["sha256"].startswith("state_dict:")
+    assert res.provenance["models"]["mine"]["attention"] == "quest"
+    assert net.training is False and all(p.requires_grad for p in net.parameters())  # left as found
+    again = questbench.evaluate(net, SUITE, out=tmp_path / "mine", name="mine", device="cpu",
+                                preprocessing={"mean": [0.5], "std": [0.5], "input_size": (1, 28, 28)})
+    assert len(again.samples) == len(res.samples)
+    with torch.no_grad():
+        next(net.parameters()).add_(0.5)  # other weights: the folder is not theirs
+    with pytest.raises(QuestbenchError, match="models.mine"):
+        questbench.evaluate(net, SUITE, out=tmp_path / "mine", name="mine", device="cpu",
+                            preprocessing={"mean": [0.5], "std": [0.5], "input_size": (1, 28, 28)})
+    with pytest.raises(QuestbenchError, match="nn.Module"):
+        questbench.evaluate("tiny-quest", SUITE, out=tmp_path / "x")
+
+
+def test_attack_one_batch_stays_in_budget_and_matches_the_evaluator():
+    from questbench.evaluators.attacks import evaluate_attack
+    from questbench.data.arrays import ArrayDataset
+    from questbench.settings import AttackConfig
+    model = make_tiny("quest", seed=4)
+    rng = np.random.default_rng(0)
+    ds = ArrayDataset((rng.random((8, 28, 28)) * 255).astype(np.uint8), rng.integers(0, 10, 8), "t", "t")
+    x = torch.stack([ds[i][0] for i in range(8)])
+    y = torch.tensor(ds.labels)
+    x_adv = questbench.attack(model, x, y, "pgd", eps=4 / 255, steps=5)
+    assert x_adv.shape == x.shape and (x_adv - x).abs().max() <= 4 / 255 + 1e-6
+    assert x_adv.min() >= 0 and x_adv.max() <= 1
+    ref = evaluate_attack(model, ds, AttackConfig("pgd", 4 / 255, steps=5), seed=0, batch_size=8)
+    from questbench.evaluators.common import derive_seed
+    same_seed = questbench.attack(model, x, y, "pgd", eps=4 / 255, steps=5,
+                                  seed=derive_seed(0, AttackConfig("pgd", 4 / 255, steps=5).key, 0))
+    with torch.no_grad():
+        assert model(same_seed).argmax(1).tolist() == [r["pred"] for r in ref.records]
+    patched = questbench.attack(model, x, y, "patch", patches=1, steps=2)
+    assert (patched != x).flatten(1).any(1).all() and ((patched != x).sum((1, 2, 3)) <= 7 * 7).all()
+    with pytest.raises(QuestbenchError, match="attack 'pgd'"):
+        questbench.attack(model, x, y, "pgd", eps=0.1, colour=3)
+
+
+def test_corrupt_one_batch_equals_imagecorruptions_with_the_derived_seed():
+    from imagecorruptions import corrupt as ic_corrupt
+    from questbench.evaluators.corruptions import corruption_seed
+    rng = np.random.default_rng(5)
+    x = torch.from_numpy((rng.random((2, 3, 40, 48)) * 255).astype(np.uint8)).float() / 255
+    out = questbench.corrupt(x, "impulse_noise", severity=3, seed=7)
+    for i in range(2):
+        img = (x[i].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+        ref = ic_corrupt(img, corruption_name="impulse_noise", severity=3,
+                         seed=corruption_seed(7, str(i), "impulse_noise", 3))
+        assert torch.equal((out[i].permute(1, 2, 0) * 255).round().to(torch.uint8), torch.from_numpy(ref))
+    single = questbench.corrupt(x[0], "fog", severity=1)
+    assert single.shape == (3, 40, 48) and 0 <= float(single.min()) and float(single.max()) <= 1
+
+
+@pytest.mark.parametrize("fmt", ["safetensors", "pth"])
+def test_timm_weight_file_without_the_hub_loads_with_questbench_attention(tmp_path, fmt):
+    """A timm-format state_dict on disk (what a populated Hugging Face cache holds) under a registry entry naming
+    its timm architecture: loaded offline, its attention set by questbench, outputs equal to timm's own model
+    with the same weights and the same kind swapped in."""
+    import timm
+    from safetensors.torch import save_file
+
+    from questbench.attention import set_attention
+    kwargs = dict(img_size=32, num_classes=10, depth=2)
+    torch.manual_seed(0)
+    net = timm.create_model("vit_tiny_patch16_224", **kwargs).eval()
+    weights = tmp_path / f"model.{fmt}"
+    if fmt == "safetensors":
+        save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(weights))
+    else:
+        torch.save(net.state_dict(), weights)
+    reg = tmp_path / "reg.toml"
+    reg.write_text(f'[[model]]\nname = "local-deit"\narch = "vit_tiny_patch16_224"\nattention = "quest"\n'
+                   f'source = "path:{weights.name}"\nnum_classes = 10\ninput_size = [3, 32, 32]\n'
+                   f'mean = [0.5, 0.5, 0.5]\nstd = [0.5, 0.5, 0.5]\narch_kwargs = {{ depth = 2 }}\n')
+    model = questbench.load_model("local-deit", registry_files=[reg])
+    assert model.spec.attention == "quest" and model.card["sha256"]
+    set_attention(net, "quest")
+    x = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(model(x), net((x - 0.5) / 0.5), atol=1e-5)
