@@ -139,6 +139,8 @@ def evaluate(model, suite="default", out=None, preprocessing=None, name: str = "
                               "'input_size' ((channels, height, width) the model needs; inputs are adapted to it)")
     if not isinstance(model, (QuestbenchModel, ExternalModel)):
         model = ExternalModel(model, name, **dict(preprocessing or {}))
+    if isinstance(suite, Mapping):
+        suite = {"models": [name], **suite}  # the list is replaced below; a mapping need not carry one
     s = suite_from(suite)
     s.models, s.registry = [name], []
     out = out if out is not None else f"runs/{name}"

@@ -85,6 +85,20 @@ def compare(results: Path = typer.Argument(..., help="results folder"),
 
 
 @app.command()
+def export(results: Path = typer.Argument(..., help="a results folder written by `questbench run`"),
+           format: str = typer.Option("robustbench", "--format", help="robustbench"),
+           out: Path = typer.Option(..., "--out", help="folder to write into")):
+    """Export results in another tool's format (RobustBench model_info JSON + unaggregated_results.csv)."""
+    from .report.export import export_robustbench
+    from .results import load_results
+
+    if format != "robustbench":
+        raise QuestbenchError(f"export format must be robustbench, not {format!r}")
+    for path in export_robustbench(load_results(results), out):
+        typer.echo(str(path))
+
+
+@app.command()
 def models(registry: List[Path] = typer.Option([], help="extra registry TOML file(s)")):
     """List the checkpoint registry (built-in zoo, timm pretrained entries, your own files)."""
     from rich import box

@@ -105,3 +105,48 @@ def test_timm_weight_file_without_the_hub_loads_with_questbench_attention(tmp_pa
     x = torch.rand(2, 3, 32, 32)
     with torch.no_grad():
         assert torch.allclose(model(x), net((x - 0.5) / 0.5), atol=1e-5)
+
+
+# Field lists of two public RobustBench model_info files (RobustBench/robustbench, model_info/cifar10/...):
+# Linf/Debenedetti2022Light_XCiT-S12.json and corruptions/Hendrycks2020AugMixWRN.json; other entries add the
+# optional footnote and unreliable, and ImageNet corruption entries add corruptions_mce.
+ROBUSTBENCH_LINF = {"link", "name", "authors", "additional_data", "number_forward_passes", "dataset", "venue",
+                    "architecture", "eps", "clean_acc", "reported", "autoattack_acc"}
+ROBUSTBENCH_CORRUPTIONS = {"link", "name", "authors", "additional_data", "number_forward_passes", "dataset", "venue",
+                           "architecture", "eps", "clean_acc", "reported", "corruptions_acc"}
+OPTIONAL = {"footnote", "unreliable", "corruptions_mce"}
+
+
+def test_robustbench_export_has_robustbench_fields_and_layout(tmp_path, tiny_pair, capsys):
+    import json
+
+    import pandas as pd
+
+    from questbench.cli import main
+    from questbench.report.tables import compute_tables
+    from questbench.runner import run_suite
+    from questbench.suite import parse_suite
+    text = (f'registry = ["{tiny_pair}"]\nmodels = ["tiny-std", "tiny-quest"]\nnum_workers = 0\nbatch_size = 8\n'
+            '[data]\nsamples = 6\n[corruptions]\nnames = ["fog", "contrast"]\nseverities = [1, 3]\n'
+            '[[attacks]]\nattack = "autoattack"\neps = ["8/255"]\nsamples = 2\n')
+    run_suite(parse_suite(text, "t.toml"), tmp_path / "res", device="cpu", quiet=True)
+    with pytest.raises(SystemExit) as exc:
+        main(["export", str(tmp_path / "res"), "--format", "robustbench", "--out", str(tmp_path / "rb")])
+    assert exc.value.code == 0
+    linf = json.loads((tmp_path / "rb" / "fashion-mnist" / "Linf" / "tiny-quest.json").read_text())
+    corr = json.loads((tmp_path / "rb" / "fashion-mnist" / "corruptions" / "tiny-quest.json").read_text())
+    assert ROBUSTBENCH_LINF <= set(linf) <= ROBUSTBENCH_LINF | OPTIONAL
+    assert ROBUSTBENCH_CORRUPTIONS <= set(corr) <= ROBUSTBENCH_CORRUPTIONS | OPTIONAL
+    assert linf["eps"] == "8/255" and corr["eps"] is None and isinstance(linf["autoattack_acc"], str)
+    assert linf["unreliable"] is True and "on 2 test images" in linf["footnote"]
+    # read the way RobustBench reads it: two header rows, one row per model, accuracies as fractions
+    table = pd.read_csv(tmp_path / "rb" / "fashion-mnist" / "corruptions" / "unaggregated_results.csv",
+                        header=[0, 1], index_col=0)
+    assert list(table.index) == ["tiny-quest", "tiny-std"]
+    assert list(table.columns) == [("fog", "1"), ("fog", "3"), ("contrast", "1"), ("contrast", "3")]
+    sev = compute_tables(questbench.load_results(tmp_path / "res")).severity
+    expected = sev[(sev.model == "tiny-std") & (sev.corruption == "fog") & (sev.severity == 3)].accuracy.iloc[0]
+    assert table.loc["tiny-std", ("fog", "3")] == pytest.approx(expected / 100, abs=1e-4)
+    with pytest.raises(SystemExit) as exc:
+        main(["export", str(tmp_path / "res"), "--format", "csv", "--out", str(tmp_path / "x")])
+    assert exc.value.code == 2 and "robustbench" in capsys.readouterr().err
