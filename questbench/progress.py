@@ -26,8 +26,9 @@ def progress_bar(quiet: bool = False) -> Iterator[Progress]:
 
 # what one unit of progress is, per kind of job (shown beside the counts)
 UNITS = {"clean": "images", "corruption": "images x settings", "attack": "images x attack settings",
-         "diagnostics": "images"}
-LABELS = {"clean": "clean", "corruption": "corruptions", "attack": "attacks", "diagnostics": "diagnostics"}
+         "diagnostics": "images", "shift": "images"}
+LABELS = {"clean": "clean", "corruption": "corruptions", "attack": "attacks", "diagnostics": "diagnostics",
+          "shift": "shifts"}
 
 
 class JobProgress:

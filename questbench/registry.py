@@ -201,8 +201,10 @@ def resolve_entry_file(entry: RegistryEntry) -> Path:
 
 
 def load_model(name_or_path: str, registry_files=None, trust_pickle: bool = False,
-               device: str = "cpu") -> QuestbenchModel:
-    """Load by registry name, or by path to a checkpoint with its card (``.json``) beside it."""
+               device: str = "cpu", **spec_fields) -> QuestbenchModel:
+    """Load by registry name, or by path to a checkpoint with its card (``.json``) beside it. A weight file
+    without a card (a timm-format state_dict, e.g. from a Hugging Face cache) loads with the spec given as
+    keywords: ``load_model("model.safetensors", arch="deit_tiny_patch16_224", attention="quest")``."""
     from .models import load_checkpoint
     if not isinstance(name_or_path, (str, Path)) or not str(name_or_path):
         raise QuestbenchError(f"a model is a registry name or a checkpoint path, not {name_or_path!r}")
@@ -214,7 +216,11 @@ def load_model(name_or_path: str, registry_files=None, trust_pickle: bool = Fals
             raise QuestbenchError(f"device {device!r} requested but CUDA is not available here")
     path = Path(name_or_path)
     if path.suffix in (".safetensors", ".pt", ".pth", ".bin") or path.exists():
-        return load_checkpoint(path, trust_pickle=trust_pickle).to(device)
+        spec = ModelSpec.from_dict(spec_fields) if spec_fields else None
+        return load_checkpoint(path, trust_pickle=trust_pickle, spec=spec).to(device)
+    if spec_fields:
+        raise QuestbenchError(f"spec keywords ({', '.join(spec_fields)}) apply to a weight file path, not to "
+                              f"registry entry {name_or_path!r}")
     entry = get_entry(name_or_path, registry_files)
     kind, _, ref = entry.source.partition(":")
     if kind == "timm":

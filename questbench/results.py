@@ -32,7 +32,7 @@ PROVENANCE = "provenance.json"
 STORE_FORMAT = 2  # bumped whenever the meaning of a job file changes; older folders are refused, not misread
 SAMPLE_COLUMNS = ["model", "attention", "pair", "evaluation", "setting", "corruption", "severity", "attack",
                   "norm", "eps", "sweep", "sample_id", "label", "pred", "correct"]
-EVALUATIONS = ("clean", "corruption", "attack", "diagnostics")
+EVALUATIONS = ("clean", "corruption", "attack", "diagnostics", "shift")
 
 
 def job_file(out: Path, job_id: str) -> Path:
@@ -70,7 +70,7 @@ class JobInfo(_Strict):
     model: StrictStr
     attention: StrictStr
     pair: StrictStr
-    evaluation: Literal["clean", "corruption", "attack", "diagnostics"]
+    evaluation: Literal["clean", "corruption", "attack", "diagnostics", "shift"]
     setting: StrictStr
     samples: StrictInt
     key_sha256: StrictStr
@@ -101,6 +101,7 @@ class DiagnosticsRecord(_Strict):
 
 
 _RECORDS = {"clean": TypeAdapter(list[SampleRecord]), "corruption": TypeAdapter(list[SampleRecord]),
+            "shift": TypeAdapter(list[SampleRecord]),
             "attack": TypeAdapter(list[AttackRecord]), "diagnostics": TypeAdapter(list[DiagnosticsRecord])}
 
 

@@ -160,6 +160,12 @@ class Runner:
         self.corr_ds = _subset(ds, order, cap(s.corruptions.samples)) if s.corruptions else None
         self.attack_ds = [_subset(ds, order, cap(a.samples)) for a in s.attacks]
         self.diag_ds = _subset(ds, order, cap(s.diagnostics_samples)) if s.diagnostics_samples else None
+        from .data.shifts import load_shift
+        self.shift_ds = {}
+        for sh in s.shifts:
+            full = load_shift(sh.name, sh.root, sh.labels)  # its own size: data.samples caps the main set only
+            k = min(x for x in (sh.samples, self.limit, len(full)) if x)
+            self.shift_ds[sh.name] = _subset(full, sample_order(len(full), s.seed), k)
         if self.given_models is not None:
             self.models = {name: m.to(self.device).eval() for name, m in self.given_models.items()}
         else:
@@ -194,7 +200,8 @@ class Runner:
         self._model_fp = {m: model_fingerprint(model) for m, model in self.models.items()}
         self._versions = {k: v for k, v in library_versions().items() if k != "python"}
         self._device_kind = device_kind(self.device)
-        datasets = [d for d in (self.clean_ds, self.corr_ds, self.diag_ds, *self.attack_ds) if d is not None]
+        datasets = [d for d in (self.clean_ds, self.corr_ds, self.diag_ds, *self.attack_ds,
+                                *self.shift_ds.values()) if d is not None]
         self._data_fp = {id(d): dataset_fingerprint(d) for d in datasets}
         jobs: list[Job] = []
         for m in self.models:
@@ -217,6 +224,10 @@ class Runner:
                     jobs.append(Job(m, "attack", cfg.key, len(self.attack_ds[a_idx]),
                                     {"attack": cfg.attack, "norm": cfg.norm, "eps": cfg.eps, "a_idx": a_idx,
                                      "config": cfg}, key))
+        for name, sds in self.shift_ds.items():
+            for m in self.models:
+                key = self._common_key(m, "shift", sds) | {"shift": name, "protocol": "questbench.data.shifts/1"}
+                jobs.append(Job(m, "shift", name, len(sds), {"dataset": name}, key))
         if self.diag_ds is not None:
             for m in self.models:
                 jobs.append(Job(m, "diagnostics", "attention", len(self.diag_ds),
@@ -254,7 +265,10 @@ class Runner:
             "sample_ids": {"clean": list(self.clean_ds.sample_ids),
                            "corruption": list(self.corr_ds.sample_ids) if self.corr_ds is not None else [],
                            **{f"attack[{i}]": list(d.sample_ids) for i, d in enumerate(self.attack_ds)},
-                           "diagnostics": list(self.diag_ds.sample_ids) if self.diag_ds is not None else []},
+                           "diagnostics": list(self.diag_ds.sample_ids) if self.diag_ds is not None else [],
+                           **{f"shift[{n}]": list(d.sample_ids) for n, d in self.shift_ds.items()}},
+            "shifts": {n: {"source": d.source, "images": len(d), "excluded_without_labels": getattr(d, "excluded", 0)}
+                       for n, d in self.shift_ds.items()},
         }
 
     # --- execution --------------------------------------------------------------------------------------
@@ -289,11 +303,12 @@ class Runner:
         pending = [j for j in jobs if not job_done(self.out, j.job_id)]
         write_json(self.out / PROVENANCE, self.provenance(jobs))
         with progress_bar(self.quiet) as bar:
-            kinds = ("clean", "corruption", "attack", "diagnostics")
+            kinds = ("clean", "shift", "corruption", "attack", "diagnostics")
             jp = JobProgress(bar, {k: sum(j.samples for j in pending if j.evaluation == k) for k in kinds})
             self.show = jp.show
             step: dict[str, Callable[[int], None]] = {k: (lambda n, k=k: jp.advance(k, n)) for k in kinds}
             self._run_clean([j for j in pending if j.evaluation == "clean"], step["clean"])
+            self._run_shifts([j for j in pending if j.evaluation == "shift"], step["shift"])
             self._run_corruptions([j for j in pending if j.evaluation == "corruption"], step["corruption"])
             self._run_attacks([j for j in pending if j.evaluation == "attack"], step["attack"])
             for j in (j for j in pending if j.evaluation == "diagnostics"):
@@ -308,6 +323,16 @@ class Runner:
             t0 = time.perf_counter()
             model = self.models[job.model]
             records = run_with_batch_fallback(lambda bs: _predict(model, ds, bs, self.device, advance),
+                                              self.suite.batch_size)
+            write_job(self.out, job.job_id, self._job_doc(job, time.perf_counter() - t0), records)
+
+    def _run_shifts(self, jobs: list[Job], advance) -> None:
+        from .evaluators.shift import evaluate_shift
+        for job in jobs:
+            self.show("shift", f"{job.model} {job.setting}")
+            ds, model = self.shift_ds[job.setting], self.models[job.model]
+            t0 = time.perf_counter()
+            records = run_with_batch_fallback(lambda bs: evaluate_shift(model, ds, bs, self.device, advance),
                                               self.suite.batch_size)
             write_job(self.out, job.job_id, self._job_doc(job, time.perf_counter() - t0), records)
 

@@ -85,6 +85,12 @@ class AttackSchema(_Schema):
     batch_size: Optional[PositiveInt] = None
 
 
+class ShiftSchema(_Schema):
+    root: str
+    labels: Optional[str] = None  # ImageNet-ReaL: real.json (default: the copy timm ships)
+    samples: Optional[PositiveInt] = None
+
+
 class DiagnosticsSchema(_Schema):
     samples: PositiveInt = 64
 
@@ -107,6 +113,7 @@ class SuiteSchema(_Schema):
     corruptions: Optional[CorruptionSchema] = None
     attacks: list[AttackSchema] = []
     diagnostics: Optional[DiagnosticsSchema] = None
+    shifts: dict[str, Union[str, ShiftSchema]] = {}
     registry: list[str] = []
 
     @field_validator("models")
@@ -155,6 +162,16 @@ class CorruptionSpec:
 
 
 @dataclass
+class ShiftSpec:
+    """A distribution-shift test set evaluated for clean accuracy under its own protocol (data/shifts.py)."""
+
+    name: str
+    root: str
+    labels: Optional[str] = None
+    samples: Optional[int] = None
+
+
+@dataclass
 class AttackSpec:
     configs: list[AttackConfig]
     samples: Optional[int] = None
@@ -176,6 +193,7 @@ class Suite:
     corruptions: Optional[CorruptionSpec] = None
     attacks: list[AttackSpec] = field(default_factory=list)
     diagnostics_samples: Optional[int] = None
+    shifts: list[ShiftSpec] = field(default_factory=list)
     path: str = ""
     sha256: str = ""
     registry: list[str] = field(default_factory=list)
@@ -288,6 +306,14 @@ def _from_mapping(raw: dict, text: str, path: str) -> Suite:
     if sch.data.classes is not None and sch.data.dataset.lower() not in ("imagenet", "imagefolder"):
         raise QuestbenchError(f"suite {path}: data.classes (a class order file) applies to image folders "
                               f"(dataset = \"imagenet\"), not {sch.data.dataset!r}")
+    from .data.shifts import SHIFT_DATASETS
+    shifts = []
+    for shift_name, v in sch.shifts.items():
+        if shift_name not in SHIFT_DATASETS:
+            raise QuestbenchError(f"suite {path}: shifts.{shift_name}: unknown shift dataset; known: "
+                                  f"{', '.join(SHIFT_DATASETS)}")
+        spec = ShiftSchema(root=v) if isinstance(v, str) else v
+        shifts.append(ShiftSpec(shift_name, spec.root, spec.labels, spec.samples))
     clean = sch.clean if isinstance(sch.clean, bool) else sch.clean.enabled
     name = sch.name or (Path(path).stem if path != "<dict>" else "python")
     if not re.match(NAME_PATTERN, name):
@@ -297,7 +323,7 @@ def _from_mapping(raw: dict, text: str, path: str) -> Suite:
         seed=sch.seed, device=sch.device, batch_size=sch.batch_size, num_workers=sch.num_workers,
         precision=sch.precision, clean=clean, corruptions=corruptions,
         attacks=[_attack_spec(a, f"{path}: attacks.{n}") for n, a in enumerate(sch.attacks)],
-        diagnostics_samples=sch.diagnostics.samples if sch.diagnostics is not None else None,
+        diagnostics_samples=sch.diagnostics.samples if sch.diagnostics is not None else None, shifts=shifts,
         path=path, sha256=hashlib.sha256(text.encode()).hexdigest(), registry=list(sch.registry))
 
 

@@ -101,10 +101,14 @@ def test_timm_weight_file_without_the_hub_loads_with_questbench_attention(tmp_pa
                    f'mean = [0.5, 0.5, 0.5]\nstd = [0.5, 0.5, 0.5]\narch_kwargs = {{ depth = 2 }}\n')
     model = questbench.load_model("local-deit", registry_files=[reg])
     assert model.spec.attention == "quest" and model.card["sha256"]
+    by_path = questbench.load_model(str(weights), arch="vit_tiny_patch16_224", attention="quest", num_classes=10,
+                                    input_size=(3, 32, 32), mean=(0.5,) * 3, std=(0.5,) * 3,
+                                    arch_kwargs={"depth": 2})  # the same file by path, its spec as keywords
     set_attention(net, "quest")
     x = torch.rand(2, 3, 32, 32)
     with torch.no_grad():
         assert torch.allclose(model(x), net((x - 0.5) / 0.5), atol=1e-5)
+        assert torch.allclose(by_path(x), model(x), atol=1e-6)
 
 
 # Field lists of two public RobustBench model_info files (RobustBench/robustbench, model_info/cifar10/...):

@@ -80,6 +80,8 @@ class ImageFolderDataset(Dataset):
         sub.files = [self.files[i] for i in idx]
         sub.labels = self.labels[idx]
         sub.sample_ids = [self.sample_ids[i] for i in idx]
+        if getattr(self, "label_sets", None) is not None:  # ImageNet-ReaL's multi-label sets travel along
+            sub.label_sets = [self.label_sets[i] for i in idx]
         return sub
 
 

@@ -45,6 +45,9 @@ def settings_of(samples: pd.DataFrame) -> Iterator[tuple[str, str, pd.DataFrame,
     clean = samples[samples.evaluation == "clean"]
     if not clean.empty:
         yield "clean", "clean", clean, False, (0,)
+    shift = samples[samples.evaluation == "shift"]
+    for name, g in sorted(shift.groupby("setting")) if not shift.empty else []:
+        yield "distribution shift", name, g, False, (0, 1)
     corr = samples[samples.evaluation == "corruption"]
     if not corr.empty:
         for (c, s), g in sorted(corr.groupby(["corruption", "severity"]), key=lambda t: (_corruption_order(t[0][0]),

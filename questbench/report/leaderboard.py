@@ -150,6 +150,26 @@ def corruption_detail(t: Tables) -> tuple[str, pd.DataFrame, list[str]]:
     return "Corruptions in detail", df, notes
 
 
+def shift_table(results: Results) -> Optional[tuple[str, pd.DataFrame, list[str]]]:
+    """Top-1 (%) on each distribution-shift test set, one row per model, the set's n in its header."""
+    s = results.samples
+    sh = s[s.evaluation == "shift"]
+    if sh.empty:
+        return None
+    df = pd.DataFrame({"model": sorted(sh.model.unique())})
+    df["attention"] = df.model.map(sh.groupby("model").attention.first())
+    for name, g in sorted(sh.groupby("setting")):
+        n = int(g.groupby("model").size().max())
+        df[f"{name} (n={n})" + ("" if resolves_5pp(n) else "*")] = df.model.map(100 * g.groupby("model").correct.mean())
+    notes = ["Top-1 (%) under each set's published protocol: ImageNet-A and -R mask the 1000-way logits to their 200 "
+             "classes; ImageNet-ReaL counts a prediction correct when it is in the image's ReaL label set and "
+             "leaves out images without one; Sketch and V2 are 1000-way."]
+    excluded = results.provenance.get("shifts", {}).get("imagenet-real", {}).get("excluded_without_labels")
+    if excluded:
+        notes.append(f"ImageNet-ReaL: {excluded} image(s) without a ReaL label left out.")
+    return "Distribution shift", df, notes
+
+
 def patch_table(results: Results) -> Optional[tuple[str, pd.DataFrame, list[str]]]:
     """Patch attacks: robust accuracy and what happened to attention, per model, loss and patch count."""
     s = results.samples
@@ -206,6 +226,9 @@ def sections(t: Tables, results: Results) -> list[tuple[str, pd.DataFrame, list[
                                                                        zip(t.clean.ci_low, t.clean.ci_high)],
                                "n": [_n_label(n).removeprefix("n=") for n in t.clean.n]})
         out.append(("Clean accuracy", df[["model", "attention", "top-1 (%)", "95% CI", "n"]], []))
+    shift = shift_table(results)
+    if shift is not None:
+        out.append(shift)
     if not t.corruptions.empty:
         out.append(corruption_detail(t))
     if not t.attacks.empty and (t.attacks.norm != "patch").any():
@@ -334,6 +357,10 @@ def csv_rows(results: Results, t: Optional[Tables] = None) -> pd.DataFrame:
         rows.append({"table": "seeds", "attention": r.attention, "baseline": "standard", "evaluation": r.evaluation,
                      "setting": r.setting, "n": r.n_images, "n_pairs": r.n_pairs, "delta_pp": r.delta_pp,
                      "delta_ci_low_pp": r.ci_low, "delta_ci_high_pp": r.ci_high, "model": r.pairs})
+    s = results.samples
+    for (model, name), g in s[s.evaluation == "shift"].groupby(["model", "setting"]):
+        rows.append({"table": "shift", "model": model, "attention": g.attention.iloc[0], "evaluation": "shift",
+                     "setting": name, "n": len(g), "accuracy_pct": 100 * g.correct.mean()})
     for _, r in results.diagnostics.iterrows():
         rows.append({"table": "attention", "model": r.model, "attention": r.attention, "evaluation": "clean",
                      "setting": r.layer, "n": len(results.provenance.get("sample_ids", {}).get("diagnostics", [])),

@@ -1,0 +1,38 @@
+"""Clean accuracy on a distribution-shift test set under its published protocol: logits masked to the
+dataset's classes (ImageNet-A, -R), or a prediction counted correct when it is in the image's label set
+(ImageNet-ReaL)."""
+from __future__ import annotations
+
+from typing import Any, Callable, Optional
+
+import torch
+
+from ..errors import QuestbenchError
+
+
+@torch.inference_mode()
+def evaluate_shift(model, ds, batch_size: int, device: str,
+                   advance: Optional[Callable[[int], None]] = None) -> list[dict[str, Any]]:
+    mask = getattr(ds, "class_mask", None)
+    sets = getattr(ds, "label_sets", None)
+    records = []
+    for start in range(0, len(ds), batch_size):
+        idx = range(start, min(start + batch_size, len(ds)))
+        logits = model(torch.stack([ds[i][0] for i in idx]).to(device))
+        if mask is not None:
+            if logits.shape[1] != len(mask):
+                raise QuestbenchError(f"{ds.name} needs 1000-way ImageNet logits; the model gives {logits.shape[1]}")
+            logits = logits.masked_fill(~torch.as_tensor(mask, device=logits.device), float("-inf"))
+        pred = logits.argmax(1).cpu().tolist()
+        for j, i in enumerate(idx):
+            label = int(ds.labels[i])
+            rec = {"sample_id": ds.sample_ids[i], "label": label, "pred": pred[j]}
+            if sets is not None:
+                rec["correct"] = pred[j] in sets[i]
+                rec["real_labels"] = list(sets[i])
+            else:
+                rec["correct"] = pred[j] == label
+            records.append(rec)
+        if advance:
+            advance(len(idx))
+    return records
