@@ -152,20 +152,32 @@ def train(attention: str = typer.Option("quest", help="attention kind"),
 
 @app.command()
 def toy(out: Path = typer.Option(Path("runs/toy"), "--out"),
-        quick: bool = typer.Option(False, "--quick", help="the small grid (minutes on 2 CPU cores)"),
+        quick: bool = typer.Option(False, "--quick", help="the small grid (a few minutes on 2 CPU cores)"),
+        design: str = typer.Option("mean", "--design", help="mean (every token queries; the default) or cls "
+                                   "(the first design: a learned query token)"),
         quiet: bool = typer.Option(False, "--quiet", "-q")):
-    """Reproduce the QUEST paper's toy example (spurious shortcut) over a learning-rate x weight-decay grid."""
-    from .models import atomic_write_bytes
-    from .toy import run_grid, success_rates, toy_markdown
-
+    """Reproduce the QUEST paper's toy example (spurious shortcut) over a learning-rate x weight-decay grid;
+    a killed grid resumes from the runs already written to OUT."""
     from .outdir import check_writable
     check_writable(out)
     preset = "quick" if quick else "full"
-    runs = run_grid(preset, out, quiet=quiet)
-    atomic_write_bytes(out / "toy.md", toy_markdown(runs, preset).encode())
-    for kind, rate in success_rates(runs).items():
-        typer.echo(f"{kind:10s} success {100 * rate:5.1f}%")
-    typer.echo(f"runs.csv, key_norms.csv, plots and toy.md in {out}")
+    if design == "mean":
+        from .toy_mean import run_mean_grid, summary_rows, write_mean_outputs
+        runs = run_mean_grid(preset, out, quiet=quiet)
+        write_mean_outputs(runs, preset, out)
+        for r in summary_rows(runs):
+            typer.echo(f"{r['attention']:10s} success {100 * r['success']:5.1f}%  unstable {100 * r['unstable']:5.1f}%  "
+                       f"shortcut harm {r['harm']:+.2f} pp")
+    elif design == "cls":
+        from .models import atomic_write_bytes
+        from .toy import run_grid, success_rates, toy_markdown
+        runs = run_grid(preset, out, quiet=quiet)
+        atomic_write_bytes(out / "toy.md", toy_markdown(runs, preset).encode())
+        for kind, rate in success_rates(runs).items():
+            typer.echo(f"{kind:10s} success {100 * rate:5.1f}%")
+    else:
+        raise QuestbenchError(f"toy design must be mean or cls, not {design!r}")
+    typer.echo(f"runs.csv, plots and toy.md in {out}")
 
 
 @app.command()

@@ -1,5 +1,7 @@
 import csv
 
+import numpy as np
+import pytest
 import torch
 
 from questbench.toy import TOY_KINDS, ToyConfig, make_data, run_grid, success_rates, toy_markdown, train_one
@@ -48,3 +50,55 @@ def test_bayes_ceiling_matches_closed_form():
     u = np.linspace(0, 40, 400_001)
     exact = np.trapezoid(np.exp(-u) * (1 - np.exp(-cfg.signal_var * u)) ** (cfg.tokens - 1), u)
     assert abs(bayes_unbiased_accuracy(cfg, n=100_000) - exact) < 0.006
+
+
+# --- the mean design (questbench/toy_mean.py) ------------------------------------------------------------------
+def test_mean_design_conflict_set_and_bayes_rule():
+    import math
+
+    from questbench.toy_mean import bayes_accuracy, conflict_set
+    cfg = ToyConfig()
+    gen = torch.Generator().manual_seed(3)
+    bias = torch.zeros(cfg.key_dim)
+    bias[0] = 4.0
+    x, c, pos = conflict_set(cfg, 500, gen, bias)
+    dist = (x - bias).norm(dim=-1)  # the lure is the token nearest the shortcut b, and it is never the answer
+    assert (dist.argmin(1) != pos).all() and (dist.min(1).values < 3 * math.sqrt(cfg.bias_var * cfg.key_dim)).all()
+    # the Bayes rule picks the token with most energy in the signal dimensions: plant it and it is always right
+    x2 = torch.zeros(4, cfg.tokens, cfg.key_dim)
+    p = torch.tensor([1, 5, 9, 15])
+    x2[torch.arange(4), p, 0] = 3.0
+    assert bayes_accuracy(cfg, x2, p) == 1.0 and bayes_accuracy(cfg, x2, (p + 1) % cfg.tokens) == 0.0
+
+
+def test_mean_design_flags_instability_and_keeps_stable_runs():
+    from questbench.toy_mean import train_mean
+    cfg = ToyConfig(steps=80, train_size=512, eval_size=256, log_every=10)
+    calm = train_mean(cfg, "standard", 1e-3, 0.0, 0, 0, 0.5)
+    wild = train_mean(cfg, "standard", 50.0, 0.0, 0, 0, 0.5)
+    assert not calm.unstable and calm.unstable_reason == "" and calm.max_logit < 1e3
+    assert wild.unstable and wild.unstable_reason and not wild.success
+    assert len(calm.trace) == 9 and all(len(t) == 6 for t in calm.trace)  # every 10 steps and the last
+
+
+def test_shortcut_harm_is_the_paired_drop_with_a_bootstrap_interval():
+    from questbench.toy_mean import MeanRun, shortcut_harm
+
+    def run(seed, frac, acc):
+        return MeanRun("quest", 1e-2, 0.0, seed, 0, frac, acc, 0, 0, 0.8, False, False, "", 1.0, 1.0, 0.1, 0.0)
+
+    runs = [run(s, 0.5, 0.70 + 0.01 * s) for s in range(4)] + [run(s, 0.0, 0.75 + 0.02 * s) for s in range(4)]
+    harm, lo, hi, pairs = shortcut_harm(runs, "quest")
+    assert pairs == 4 and harm == pytest.approx(100 * np.mean([0.05 + 0.01 * s for s in range(4)]))
+    assert lo <= harm <= hi and hi - lo < 3
+
+
+def test_mean_grid_writes_each_run_and_resumes(tmp_path):
+    from questbench.toy_mean import run_mean_grid
+    first = run_mean_grid("quick", tmp_path, quiet=True, steps=5, limit=2, workers=1)
+    lines = (tmp_path / "runs.jsonl").read_text().splitlines()
+    assert len(first) == 2 and len(lines) == 2
+    again = run_mean_grid("quick", tmp_path, quiet=True, steps=5, limit=4, workers=1)
+    lines2 = (tmp_path / "runs.jsonl").read_text().splitlines()
+    assert len(again) == 4 and len(lines2) == 4 and lines2[:2] == lines  # only the two new runs were trained
+    assert [r.key for r in again[:2]] == [r.key for r in first]

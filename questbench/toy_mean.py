@@ -1,0 +1,363 @@
+"""The toy example's second design (`questbench toy --design mean`, the default): a model in which the paper's
+mechanism can act, with instability measured.
+
+Why a second design: in the first one (``--design cls``, questbench/toy.py) a learned query token reads the
+answer, so a query's norm is a constant and QUEST is QKNorm-HS in disguise, and a token MLP can build a bias
+detector without touching the attention. Here **every token queries**, through one attention layer of the kind
+under test on a linear embedding; the output is the mean over tokens of residual + attention output, then a
+Linear-GELU-Linear head. Per-query sharpness (QUEST's point) and key-norm growth (what standard attention can do
+to fit the shortcut) both matter.
+
+Per run: accuracy on fresh unbiased samples, biased samples and a **conflict set** (an unbiased answer plus one
+distractor drawn from the shortcut's N(b, 0.1 I): the shortcut now points at a wrong token), the Bayes-optimal
+unbiased accuracy on the same evaluation samples, and instability: non-finite loss, max |attention logit| > 1e3,
+mean attention entropy < 0.1 nats, or a loss spike (10-step mean > 2 x its running minimum + 0.5). Max logit,
+entropy, query/key norms and loss are logged every 50 steps. **Success**: unbiased accuracy >= 0.9 x Bayes and
+stable. Every cell is trained twice with the same seeds, biased fraction 0.5 and 0: the paired drop in unbiased
+accuracy is the **shortcut harm**.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .errors import QuestbenchError
+from .toy import ToyConfig, make_data
+
+MEAN_KINDS = ("standard", "qnorm", "qknorm_hs", "quest", "qknorm_ds")
+SUCCESS_OF_BAYES = 0.9
+MAX_LOGIT, MIN_ENTROPY = 1e3, 0.1
+
+MEAN_PRESETS = {
+    "quick": dict(lrs=(3e-3, 3e-2), wds=(0.0, 0.1), init_seeds=(0, 1), data_seeds=(0,), steps=600,
+                  kinds=("standard", "qnorm", "qknorm_hs", "quest")),
+    "full": dict(lrs=(1e-3, 3e-3, 1e-2, 3e-2, 1e-1), wds=(0.0, 0.01, 0.1), init_seeds=(0, 1, 2, 3), data_seeds=(0, 1),
+                 steps=1500, kinds=MEAN_KINDS),
+}
+FRACTIONS = (0.5, 0.0)
+
+
+class MeanRetriever(nn.Module):
+    def __init__(self, cfg: ToyConfig, kind: str):
+        from .attention import attention_class
+        super().__init__()
+        self.embed = nn.Linear(cfg.key_dim + cfg.values, cfg.width)
+        self.attn = attention_class(kind)(cfg.width, num_heads=1, qkv_bias=True)
+        self.head = nn.Sequential(nn.Linear(cfg.width, cfg.width), nn.GELU(), nn.Linear(cfg.width, cfg.values))
+        self.values = cfg.values
+
+    def forward(self, x, c):
+        e = self.embed(torch.cat([x, F.one_hot(c, self.values).float()], -1))
+        return self.head((e + self.attn(e)).mean(1))
+
+
+@dataclass
+class MeanRun:
+    attention: str
+    lr: float
+    wd: float
+    init_seed: int
+    data_seed: int
+    biased_fraction: float
+    acc_unbiased: float
+    acc_biased: float
+    acc_conflict: float
+    bayes_unbiased: float
+    success: bool
+    unstable: bool
+    unstable_reason: str
+    max_logit: float
+    min_entropy: float
+    final_loss: float
+    wall_s: float
+    trace: list = field(default_factory=list)  # (step, loss, max |logit|, entropy, mean |q|, mean |k|)
+
+    @property
+    def key(self) -> tuple:
+        return (self.attention, self.lr, self.wd, self.init_seed, self.data_seed, self.biased_fraction)
+
+
+def _attention_probe(model: MeanRetriever, x, c) -> tuple[float, float, float, float]:
+    """(max |logit|, mean entropy, mean |q|, mean |k|) of the attention layer on a batch."""
+    from .attention import tap_attention
+    seen = {}
+
+    def cb(module, q, k, attn):
+        qq, kk, scale = module.transform_qk(q, k)
+        logits = scale * qq @ kk.transpose(-2, -1)
+        seen.update(logit=float(logits.abs().max()),
+                    entropy=float(-(attn * attn.clamp_min(1e-12).log()).sum(-1).mean()),
+                    q=float(q.norm(dim=-1).mean()), k=float(k.norm(dim=-1).mean()))
+
+    with torch.no_grad(), tap_attention(model, cb):
+        model(x, c)
+    return seen["logit"], seen["entropy"], seen["q"], seen["k"]
+
+
+def conflict_set(cfg: ToyConfig, n: int, gen: torch.Generator, bias: torch.Tensor):
+    """Unbiased answers plus one distractor at another position drawn from the shortcut N(b, 0.1 I)."""
+    x, c, pos, _ = make_data(cfg, n, 0.0, gen, bias)
+    lure = (pos + torch.randint(1, cfg.tokens, (n,), generator=gen)) % cfg.tokens
+    x[torch.arange(n), lure] = bias + math.sqrt(cfg.bias_var) * torch.randn(n, cfg.key_dim, generator=gen)
+    return x, c, pos
+
+
+def bayes_accuracy(cfg: ToyConfig, x: torch.Tensor, pos: torch.Tensor) -> float:
+    """The Bayes-optimal robust rule on these very samples: the token with the most energy in the signal dims."""
+    energy = x[..., : cfg.signal_dims].square().sum(-1)
+    return float((energy.argmax(1) == pos).float().mean())
+
+
+def train_mean(cfg: ToyConfig, kind: str, lr: float, wd: float, init_seed: int, data_seed: int,
+               biased_fraction: float) -> MeanRun:
+    start = time.perf_counter()
+    gen = torch.Generator().manual_seed(10_000 + data_seed)
+    bias = torch.randn(cfg.key_dim, generator=gen)
+    bias = bias / bias.norm() * cfg.bias_norm
+    x, c, pos, _ = make_data(cfg, cfg.train_size, biased_fraction, gen, bias)
+    eval_gen = torch.Generator().manual_seed(30_000 + data_seed)  # the same evaluation sets for both fractions
+    xu, cu, pu, _ = make_data(cfg, cfg.eval_size, 0.0, eval_gen, bias)
+    xb, cb, pb, _ = make_data(cfg, cfg.eval_size, 1.0, eval_gen, bias)
+    xc, cc, pc = conflict_set(cfg, cfg.eval_size, eval_gen, bias)
+    y = c[torch.arange(len(c)), pos]
+    torch.manual_seed(init_seed)
+    model = MeanRetriever(cfg, kind)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=wd)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, cfg.steps)
+    order_gen = torch.Generator().manual_seed(20_000 + init_seed)
+    losses: list[float] = []
+    trace: list[tuple] = []
+    reasons: list[str] = []
+    best_mean = math.inf
+    for step in range(cfg.steps):
+        idx = torch.randint(0, cfg.train_size, (cfg.batch_size,), generator=order_gen)
+        loss = F.cross_entropy(model(x[idx], c[idx]), y[idx])
+        value = float(loss.detach())
+        if not math.isfinite(value):
+            reasons.append(f"non-finite loss at step {step}")
+            break
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        losses.append(value)
+        if len(losses) >= 10:
+            mean10 = sum(losses[-10:]) / 10
+            if mean10 > 2 * best_mean + 0.5 and "loss spike" not in " ".join(reasons):
+                reasons.append(f"loss spike at step {step}")
+            best_mean = min(best_mean, mean10)
+        if step % cfg.log_every == 0 or step == cfg.steps - 1:
+            logit, ent, qn, kn = _attention_probe(model, x[idx], c[idx])
+            trace.append((step, value, logit, ent, qn, kn))
+    max_logit = max((t[2] for t in trace), default=math.nan)
+    min_entropy = min((t[3] for t in trace), default=math.nan)
+    if max_logit > MAX_LOGIT:
+        reasons.append(f"max |logit| {max_logit:.3g} > {MAX_LOGIT:g}")
+    if min_entropy < MIN_ENTROPY:
+        reasons.append(f"entropy {min_entropy:.3g} < {MIN_ENTROPY} nats")
+    with torch.no_grad():
+        def acc(xs, cs, ps):
+            out = model(xs, cs)
+            return float((out.argmax(1) == cs[torch.arange(len(cs)), ps]).float().mean()) \
+                if torch.isfinite(out).all() else 0.0
+        acc_u, acc_b, acc_c = acc(xu, cu, pu), acc(xb, cb, pb), acc(xc, cc, pc)
+    bayes = bayes_accuracy(cfg, xu, pu)
+    unstable = bool(reasons)
+    return MeanRun(kind, lr, wd, init_seed, data_seed, biased_fraction, acc_u, acc_b, acc_c, bayes,
+                   (acc_u >= SUCCESS_OF_BAYES * bayes) and not unstable, unstable, "; ".join(reasons), max_logit,
+                   min_entropy, losses[-1] if losses else math.nan, time.perf_counter() - start, trace)
+
+
+def _worker(args) -> dict:
+    torch.set_num_threads(1)  # tiny tensors: one thread per run, runs side by side (intra-op threads only spin)
+    cfg_dict, point = args
+    return asdict(train_mean(ToyConfig(**cfg_dict), *point))
+
+
+def grid_points(preset: str) -> list[tuple]:
+    p = MEAN_PRESETS[preset]
+    return [(k, lr, wd, s, d, f) for k in p["kinds"] for lr in p["lrs"] for wd in p["wds"]
+            for s in p["init_seeds"] for d in p["data_seeds"] for f in FRACTIONS]
+
+
+def run_mean_grid(preset: str, out: Path, quiet: bool = False, workers: Optional[int] = None,
+                  steps: Optional[int] = None, limit: Optional[int] = None) -> list[MeanRun]:
+    """Train the grid, each run single-threaded in a pool of processes; every finished run is appended to
+    ``runs.jsonl`` at once, so a killed grid resumes where it stopped."""
+    from .progress import progress_bar
+    if preset not in MEAN_PRESETS:
+        raise QuestbenchError(f"toy preset must be one of {', '.join(MEAN_PRESETS)}")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    cfg = ToyConfig(steps=steps or MEAN_PRESETS[preset]["steps"])
+    log = out / "runs.jsonl"
+    done: dict[tuple, MeanRun] = {}
+    if log.is_file():
+        for line in log.read_text().splitlines():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:  # a line cut short by a kill: that run is redone
+                continue
+            if row.get("config") == asdict(cfg):
+                run = MeanRun(**row["run"])
+                done[run.key] = run
+    points = grid_points(preset)[:limit]
+    todo = [p for p in points if p not in done]
+    workers = workers or max(1, min(os.cpu_count() or 1, 2 if torch.get_num_threads() <= 2 else os.cpu_count()))
+    with progress_bar(quiet) as bar, open(log, "a") as sink:
+        task = bar.add_task(f"toy {preset} (mean design)", total=len(points), completed=len(points) - len(todo),
+                            unit="runs")
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            futures = [pool.submit(_worker, (asdict(cfg), p)) for p in todo]
+            for fut in as_completed(futures):
+                row = fut.result()
+                sink.write(json.dumps({"config": asdict(cfg), "run": row}) + "\n")
+                sink.flush()
+                run = MeanRun(**row)
+                done[run.key] = run
+                bar.update(task, advance=1)
+    return [done[p] for p in points]
+
+
+def shortcut_harm(runs: Sequence[MeanRun], kind: str, seed: int = 0) -> tuple[float, float, float, int]:
+    """Mean paired drop in unbiased accuracy (pp, fraction 0 minus fraction 0.5), with a 95% bootstrap interval
+    over the paired runs (scipy), and the number of pairs."""
+    from scipy.stats import bootstrap
+    by = {r.key: r for r in runs if r.attention == kind}
+    diffs = [100 * (by[k[:5] + (0.0,)].acc_unbiased - r.acc_unbiased) for k, r in by.items()
+             if k[5] == 0.5 and k[:5] + (0.0,) in by]
+    if not diffs:
+        return math.nan, math.nan, math.nan, 0
+    d = np.asarray(diffs)
+    if len(d) < 2 or np.all(d == d[0]):
+        return float(d.mean()), float(d.mean()), float(d.mean()), len(d)
+    ci = bootstrap((d,), np.mean, n_resamples=2000, method="percentile", rng=np.random.default_rng(seed))
+    return float(d.mean()), float(ci.confidence_interval.low), float(ci.confidence_interval.high), len(d)
+
+
+PAPER = {"standard": "25%", "qnorm": "49%", "qknorm_hs": "~0% (QKNorm)", "quest": "58%", "qknorm_ds": "-"}
+
+
+def summary_rows(runs: Sequence[MeanRun]) -> list[dict]:
+    rows = []
+    for kind in dict.fromkeys(r.attention for r in runs):
+        main = [r for r in runs if r.attention == kind and r.biased_fraction == 0.5]
+        allr = [r for r in runs if r.attention == kind]
+        harm, lo, hi, n_pairs = shortcut_harm(runs, kind)
+        rows.append({"attention": kind, "runs": len(main), "success": np.mean([r.success for r in main]),
+                     "unstable": np.mean([r.unstable for r in allr]),
+                     "acc_unbiased": np.mean([r.acc_unbiased for r in main]),
+                     "acc_conflict": np.mean([r.acc_conflict for r in main]), "harm": harm, "harm_lo": lo,
+                     "harm_hi": hi, "pairs": n_pairs,
+                     "max_logit_median": float(np.nanmedian([r.max_logit for r in allr])),
+                     "min_entropy_median": float(np.nanmedian([r.min_entropy for r in allr]))})
+    return rows
+
+
+def write_mean_outputs(runs: Sequence[MeanRun], preset: str, out: Path) -> str:
+    """runs.csv, traces.csv, plots and toy.md; returns the markdown."""
+    import csv
+    import io
+
+    from .models import atomic_write_bytes
+    out = Path(out)
+    cols = [f for f in MeanRun.__dataclass_fields__ if f != "trace"]
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(cols + ["shortcut_harm_pp"])
+    by = {r.key: r for r in runs}
+    for r in runs:
+        partner = by.get(r.key[:5] + (0.0,)) if r.biased_fraction == 0.5 else None
+        harm = f"{100 * (partner.acc_unbiased - r.acc_unbiased):.4f}" if partner else ""
+        w.writerow([f"{getattr(r, c):.6g}" if isinstance(getattr(r, c), float) else getattr(r, c) for c in cols]
+                   + [harm])
+    atomic_write_bytes(out / "runs.csv", buf.getvalue().encode())
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["attention", "lr", "wd", "init_seed", "data_seed", "biased_fraction", "step", "loss", "max_logit",
+                "entropy", "q_norm", "k_norm"])
+    for r in runs:
+        for t in r.trace:
+            w.writerow([*r.key, *(f"{v:.6g}" if isinstance(v, float) else v for v in t)])
+    atomic_write_bytes(out / "traces.csv", buf.getvalue().encode())
+    _plots(runs, out)
+    md = mean_markdown(runs, preset)
+    atomic_write_bytes(out / "toy.md", md.encode())
+    return md
+
+
+def _plots(runs: Sequence[MeanRun], out: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    main = [r for r in runs if r.biased_fraction == 0.5]
+    kinds = list(dict.fromkeys(r.attention for r in runs))
+    lrs, wds = sorted({r.lr for r in main}), sorted({r.wd for r in main})
+    fig, axes = plt.subplots(1, len(kinds), figsize=(3.0 * len(kinds), 2.8), squeeze=False)
+    for ax, kind in zip(axes[0], kinds):
+        m = np.array([[np.mean([r.success for r in main if r.attention == kind and r.lr == lr and r.wd == wd] or
+                                [np.nan]) for lr in lrs] for wd in wds])
+        ax.imshow(m, vmin=0, vmax=1, cmap="viridis", origin="lower")
+        ax.set_xticks(range(len(lrs)), [f"{v:g}" for v in lrs], rotation=45, fontsize=7)
+        ax.set_yticks(range(len(wds)), [f"{v:g}" for v in wds], fontsize=7)
+        ax.set_title(kind, fontsize=9)
+        for i in range(len(wds)):
+            for j in range(len(lrs)):
+                ax.text(j, i, f"{m[i, j]:.2f}", ha="center", va="center", color="w", fontsize=7)
+    axes[0][0].set_ylabel("weight decay")
+    fig.suptitle("success rate (biased fraction 0.5) per learning rate x weight decay", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(out / "success_heatmap.png", dpi=110)
+    plt.close(fig)
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.2), squeeze=False)
+    colors = dict(zip(kinds, plt.rcParams["axes.prop_cycle"].by_key()["color"]))
+    for kind in kinds:
+        for n, r in enumerate(r for r in main if r.attention == kind):
+            steps = [t[0] for t in r.trace]
+            for ax, col in zip(axes[0], (2, 3, 5)):
+                ax.plot(steps, [t[col] for t in r.trace], color=colors[kind], alpha=0.25, lw=0.8,
+                        label=kind if n == 0 else None)
+    for ax, title in zip(axes[0], ("max |attention logit|", "mean attention entropy (nats)", "mean key norm")):
+        ax.set_yscale("log")
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("training step")
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out / "training_traces.png", dpi=110)
+    plt.close(fig)
+
+
+def mean_markdown(runs: Sequence[MeanRun], preset: str) -> str:
+    rows = summary_rows(runs)
+    main = [r for r in runs if r.biased_fraction == 0.5]
+    lines = [f"# QUEST toy example, mean design ({preset} grid: {len(runs)} runs)", "",
+             "Every token queries through one attention layer of the kind under test; mean-pooled residual + "
+             "attention output; Linear-GELU-Linear head (`questbench/toy_mean.py`). Success: unbiased accuracy >= "
+             f"{SUCCESS_OF_BAYES} x the Bayes-optimal accuracy on the same evaluation samples "
+             f"(mean {np.mean([r.bayes_unbiased for r in main]):.3f}) and a stable run. Unstable: non-finite loss, "
+             f"max |logit| > {MAX_LOGIT:g}, entropy < {MIN_ENTROPY} nats, or a loss spike. Shortcut harm: unbiased "
+             "accuracy trained without the shortcut (fraction 0) minus with it (fraction 0.5), same seeds; 95% "
+             "bootstrap interval over the paired runs. Conflict set: an unbiased answer plus one distractor drawn "
+             "from the shortcut's distribution.", "",
+             "| attention | runs | success | reported (paper) | unstable (all runs) | unbiased acc | conflict acc | "
+             "shortcut harm (pp, 95% CI) | median max logit | median min entropy |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['attention']} | {r['runs']} | {100 * r['success']:.0f}% | {PAPER.get(r['attention'], '-')} | "
+                     f"{100 * r['unstable']:.0f}% | {r['acc_unbiased']:.3f} | {r['acc_conflict']:.3f} | "
+                     f"{r['harm']:+.2f} ({r['harm_lo']:+.2f} to {r['harm_hi']:+.2f}, {r['pairs']} pairs) | "
+                     f"{r['max_logit_median']:.3g} | {r['min_entropy_median']:.3g} |")
+    lines += ["", "![success per learning rate and weight decay](success_heatmap.png)", "",
+              "![max attention logit, entropy and key norm during training](training_traces.png)", ""]
+    return "\n".join(lines)
