@@ -78,6 +78,20 @@ def make_data(cfg: ToyConfig, n: int, biased_fraction: float, gen: torch.Generat
     return x, c, pos, biased
 
 
+def shortcut_bias(cfg: ToyConfig, data_seed: int) -> tuple[torch.Generator, torch.Tensor]:
+    """The data seed's generator and the shortcut's bias vector b (|b| = bias_norm) drawn first from it."""
+    gen = torch.Generator().manual_seed(10_000 + data_seed)
+    bias = torch.randn(cfg.key_dim, generator=gen)
+    return gen, bias / bias.norm() * cfg.bias_norm
+
+
+def training_setup(model: nn.Module, cfg: ToyConfig, lr: float, wd: float, init_seed: int):
+    """AdamW with a cosine schedule over the run, and the generator of the batch order (seeded by the init seed)."""
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=wd)
+    return opt, torch.optim.lr_scheduler.CosineAnnealingLR(opt, cfg.steps), \
+        torch.Generator().manual_seed(20_000 + init_seed)
+
+
 class ToyRetriever(nn.Module):
     def __init__(self, cfg: ToyConfig, kind: str):
         super().__init__()
@@ -121,18 +135,14 @@ class ToyRun:
 def train_one(cfg: ToyConfig, kind: str, lr: float, wd: float, init_seed: int, data_seed: int
               ) -> tuple[ToyRun, list[tuple[int, float]]]:
     start = time.perf_counter()
-    gen = torch.Generator().manual_seed(10_000 + data_seed)
-    bias = torch.randn(cfg.key_dim, generator=gen)
-    bias = bias / bias.norm() * cfg.bias_norm
+    gen, bias = shortcut_bias(cfg, data_seed)
     x, c, pos, biased = make_data(cfg, cfg.train_size, cfg.biased_fraction, gen, bias)
     xu, cu, pu, _ = make_data(cfg, cfg.eval_size, 0.0, gen, bias)
     xb, cb, pb, _ = make_data(cfg, cfg.eval_size, 1.0, gen, bias)
     y = c[torch.arange(len(c)), pos]
     torch.manual_seed(init_seed)
     model = ToyRetriever(cfg, kind)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=wd)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, cfg.steps)
-    order_gen = torch.Generator().manual_seed(20_000 + init_seed)
+    opt, sched, order_gen = training_setup(model, cfg, lr, wd, init_seed)
     curve: list[tuple[int, float]] = []
     for step in range(cfg.steps):
         idx = torch.randint(0, cfg.train_size, (cfg.batch_size,), generator=order_gen)

@@ -33,7 +33,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .errors import QuestbenchError
-from .toy import ToyConfig, make_data
+from .toy import ToyConfig, make_data, shortcut_bias, training_setup
 
 MEAN_KINDS = ("standard", "qnorm", "qknorm_hs", "quest", "qknorm_ds")
 SUCCESS_OF_BAYES = 0.9
@@ -122,9 +122,7 @@ def bayes_accuracy(cfg: ToyConfig, x: torch.Tensor, pos: torch.Tensor) -> float:
 def train_mean(cfg: ToyConfig, kind: str, lr: float, wd: float, init_seed: int, data_seed: int,
                biased_fraction: float) -> MeanRun:
     start = time.perf_counter()
-    gen = torch.Generator().manual_seed(10_000 + data_seed)
-    bias = torch.randn(cfg.key_dim, generator=gen)
-    bias = bias / bias.norm() * cfg.bias_norm
+    gen, bias = shortcut_bias(cfg, data_seed)
     x, c, pos, _ = make_data(cfg, cfg.train_size, biased_fraction, gen, bias)
     eval_gen = torch.Generator().manual_seed(30_000 + data_seed)  # the same evaluation sets for both fractions
     xu, cu, pu, _ = make_data(cfg, cfg.eval_size, 0.0, eval_gen, bias)
@@ -133,9 +131,7 @@ def train_mean(cfg: ToyConfig, kind: str, lr: float, wd: float, init_seed: int, 
     y = c[torch.arange(len(c)), pos]
     torch.manual_seed(init_seed)
     model = MeanRetriever(cfg, kind)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=wd)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, cfg.steps)
-    order_gen = torch.Generator().manual_seed(20_000 + init_seed)
+    opt, sched, order_gen = training_setup(model, cfg, lr, wd, init_seed)
     losses: list[float] = []
     trace: list[tuple] = []
     reasons: list[str] = []
