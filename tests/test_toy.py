@@ -7,6 +7,15 @@ import torch
 from questbench.toy import TOY_KINDS, ToyConfig, make_data, run_grid, success_rates, toy_markdown, train_one
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """The toy's tensors are tiny: a second intra-op thread only spins (and on a busy machine, a lot)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def test_data_generator_is_seeded_and_plants_the_answer():
     cfg = ToyConfig()
     bias = torch.ones(cfg.key_dim)
