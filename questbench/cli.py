@@ -158,8 +158,10 @@ def toy(out: Path = typer.Option(Path("runs/toy"), "--out"),
         quiet: bool = typer.Option(False, "--quiet", "-q")):
     """Reproduce the QUEST paper's toy example (spurious shortcut) over a learning-rate x weight-decay grid;
     a killed grid resumes from the runs already written to OUT."""
-    from .outdir import check_writable
-    check_writable(out)
+    from .models import check_creatable
+    if out.exists() and not out.is_dir():
+        raise QuestbenchError(f"--out {out} exists and is not a folder")
+    check_creatable(out, "--out")  # a folder holding runs.jsonl is resumed
     preset = "quick" if quick else "full"
     if design == "mean":
         from .toy_mean import run_mean_grid, summary_rows, write_mean_outputs
