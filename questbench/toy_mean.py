@@ -354,6 +354,15 @@ def mean_markdown(runs: Sequence[MeanRun], preset: str) -> str:
                      f"{100 * r['unstable']:.0f}% | {r['acc_unbiased']:.3f} | {r['acc_conflict']:.3f} | "
                      f"{r['harm']:+.2f} ({r['harm_lo']:+.2f} to {r['harm_hi']:+.2f}, {r['pairs']} pairs) | "
                      f"{r['max_logit_median']:.3g} | {r['min_entropy_median']:.3g} |")
+    rate = {r["attention"]: r["success"] for r in rows}
+    paper4 = [k for k in ("standard", "qnorm", "qknorm_hs", "quest") if k in rate]
+    if len(paper4) == 4:
+        best = max(paper4, key=lambda k: rate[k])
+        lines += ["", "Against the paper: its order standard < QNorm < QUEST "
+                  + ("reproduces" if rate["standard"] <= rate["qnorm"] <= rate["quest"] else "does not reproduce")
+                  + f" here; QUEST is {'the best' if best == 'quest' else 'not the best'} of the four paper kinds; "
+                  f"the paper's QKNorm failure (~0%) {'reproduces' if rate['qknorm_hs'] < 0.1 else 'does not'} "
+                  f"(QKNorm-HS {100 * rate['qknorm_hs']:.0f}%)."]
     lines += ["", "![success per learning rate and weight decay](success_heatmap.png)", "",
               "![max attention logit, entropy and key norm during training](training_traces.png)", ""]
     return "\n".join(lines)
