@@ -26,8 +26,6 @@ def run(suite: Optional[str] = typer.Argument(None, help="built-in suite name or
     from .runner import run_suite
     from .suite import load_suite
 
-    if limit is not None and limit < 1:
-        raise QuestbenchError(f"--limit must be a positive integer, not {limit}")
     s = load_suite(suite)
     if out == Path("runs/default") and s.name != "default":
         out = Path("runs") / s.name

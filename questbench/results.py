@@ -32,7 +32,6 @@ PROVENANCE = "provenance.json"
 STORE_FORMAT = 2  # bumped whenever the meaning of a job file changes; older folders are refused, not misread
 SAMPLE_COLUMNS = ["model", "attention", "pair", "evaluation", "setting", "corruption", "severity", "attack",
                   "norm", "eps", "sweep", "sample_id", "label", "pred", "correct"]
-EVALUATIONS = ("clean", "corruption", "attack", "diagnostics", "shift")
 
 
 def job_file(out: Path, job_id: str) -> Path:

@@ -129,7 +129,12 @@ def dataset_fingerprint(ds) -> str:
     if hasattr(ds, "sha256"):
         return ds.sha256()
     view = {"resize": getattr(ds, "resize", None), "crop": getattr(ds, "crop", None)}
-    return config_hash({"ids": list(ds.sample_ids), "labels": [int(x) for x in ds.labels], "view": view})
+    # a shift set's protocol decides correctness too: ReaL's label sets, the A/R class mask
+    sets = getattr(ds, "label_sets", None)
+    mask = getattr(ds, "class_mask", None)
+    return config_hash({"ids": list(ds.sample_ids), "labels": [int(x) for x in ds.labels], "view": view,
+                        "label_sets": [list(s) for s in sets] if sets is not None else None,
+                        "class_mask": np.flatnonzero(mask).tolist() if mask is not None else None})
 
 
 class Runner:

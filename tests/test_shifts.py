@@ -106,3 +106,17 @@ def test_shift_suite_runs_and_reports(tmp_path, tiny_pair):
     md = render_markdown(res)
     assert "## Distribution shift" in md and "imagenet-v2 (n=6)*" in md
     assert "| distribution shift | imagenet-v2 |" in md
+
+
+def test_real_label_sets_are_part_of_the_dataset_identity(tmp_path):
+    """Another real.json must not reuse results: the label sets enter the fingerprint that keys the jobs."""
+    from questbench.runner import dataset_fingerprint
+    rng = np.random.default_rng(4)
+    _jpeg(tmp_path / "val" / WNIDS[5] / "ILSVRC2012_val_00000001.JPEG", rng)
+    prints = []
+    for labels in ([5], [5, 9]):
+        real = [[] for _ in range(50000)]
+        real[0] = labels
+        (tmp_path / "real.json").write_text(json.dumps(real))
+        prints.append(dataset_fingerprint(load_shift("imagenet-real", tmp_path / "val", str(tmp_path / "real.json"))))
+    assert prints[0] != prints[1]

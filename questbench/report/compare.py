@@ -38,22 +38,22 @@ def _corruption_order(c: str) -> int:
     return ALL_CORRUPTIONS.index(c) if c in ALL_CORRUPTIONS else len(ALL_CORRUPTIONS)
 
 
-def settings_of(samples: pd.DataFrame) -> Iterator[tuple[str, str, pd.DataFrame, bool, tuple]]:
-    """(evaluation label, setting label, rows, is aggregate, sort key) in reading order: clean; corruptions per
+def settings_of(samples: pd.DataFrame) -> Iterator[tuple[str, str, pd.DataFrame, bool]]:
+    """(evaluation label, setting label, rows, is aggregate) in reading order: clean; corruptions per
     setting, then all; each attack sweep per eps (ascending), then all eps > 0 (eps = 0 is the sweep's clean
     anchor, not an attack)."""
     clean = samples[samples.evaluation == "clean"]
     if not clean.empty:
-        yield "clean", "clean", clean, False, (0,)
+        yield "clean", "clean", clean, False
     shift = samples[samples.evaluation == "shift"]
     for name, g in sorted(shift.groupby("setting")) if not shift.empty else []:
-        yield "distribution shift", name, g, False, (0, 1)
+        yield "distribution shift", name, g, False
     corr = samples[samples.evaluation == "corruption"]
     if not corr.empty:
         for (c, s), g in sorted(corr.groupby(["corruption", "severity"]), key=lambda t: (_corruption_order(t[0][0]),
                                                                                         t[0][1])):
-            yield "corruption", corruption_label(c, s), g, False, (1,)
-        yield "corruption", AGGREGATE, corr, True, (1,)
+            yield "corruption", corruption_label(c, s), g, False
+        yield "corruption", AGGREGATE, corr, True
     att = samples[samples.evaluation == "attack"]
     if not att.empty:
         att = att.assign(_family=sweep_keys(att))
@@ -61,10 +61,10 @@ def settings_of(samples: pd.DataFrame) -> Iterator[tuple[str, str, pd.DataFrame,
             label = attack_label(g.sort_values("eps").setting.iloc[-1])
             for eps, ge in sorted(g.groupby("eps"), key=lambda t: t[0]):
                 if eps > 0:  # eps = 0 is the clean evaluation again (its sanity check is a leaderboard flag)
-                    yield label, budget_label(ge.attack.iloc[0], eps), ge.drop(columns="_family"), False, (2, n)
+                    yield label, budget_label(ge.attack.iloc[0], eps), ge.drop(columns="_family"), False
             attacked = g[g.eps > 0]
             if attacked.eps.nunique() > 1:
-                yield label, AGGREGATE, attacked.drop(columns="_family"), True, (2, n)
+                yield label, AGGREGATE, attacked.drop(columns="_family"), True
 
 
 def sweep_keys(att: pd.DataFrame) -> list[str]:
@@ -98,7 +98,7 @@ def compare(results_or_dir, baseline: str, model: str, seed: int = 0) -> pd.Data
         if name not in set(s.model):
             raise QuestbenchError(f"model {name!r} has no results here")
     rows = []
-    for evaluation, setting, g, aggregate, order in settings_of(s[s.model.isin([baseline, model])]):
+    for evaluation, setting, g, aggregate in settings_of(s[s.model.isin([baseline, model])]):
         merged = _paired(g[g.model == baseline], g[g.model == model])
         if merged.empty:
             continue
@@ -113,8 +113,8 @@ def compare(results_or_dir, baseline: str, model: str, seed: int = 0) -> pd.Data
         rows.append({"evaluation": evaluation, "setting": setting, "n_images": len(a),
                      "baseline_acc": 100 * a.sum() / m.sum(), "model_acc": 100 * b.sum() / m.sum(),
                      "delta_pp": 100 * (b.sum() - a.sum()) / m.sum(), "ci_low": lo, "ci_high": hi, "p_value": p,
-                     "test": test, "resolves_5pp": resolves_5pp(len(a)), "_order": order})
-    df = pd.DataFrame(rows, columns=COLUMNS[:-3] + ["test", "resolves_5pp", "_order"])
+                     "test": test, "resolves_5pp": resolves_5pp(len(a))})
+    df = pd.DataFrame(rows, columns=[c for c in COLUMNS if c != "p_holm"])
     if df.empty:
         raise QuestbenchError(f"{baseline} and {model} share no evaluated samples")
     # families of tests read together: the headline (clean and every aggregate), and the single settings of
@@ -157,7 +157,7 @@ def compare_seeds(results_or_dir, seed: int = 0) -> pd.DataFrame:
         if len(pairs) < 2:
             continue
         names = {m for p in pairs for m in p}
-        for evaluation, setting, g, aggregate, order in settings_of(s[s.model.isin(names)]):
+        for evaluation, setting, g, aggregate in settings_of(s[s.model.isin(names)]):
             if evaluation == "corruption" and not aggregate:
                 continue  # per-corruption seed tables would be 75 rows per kind; the aggregate carries the claim
             d_rows, m_ref, ids_ref, ok = [], None, None, True
