@@ -21,16 +21,43 @@ def run(suite: Optional[str] = typer.Argument(None, help="built-in suite name or
         quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar, no leaderboard"),
         registry: List[Path] = typer.Option([], help="extra registry TOML file(s)"),
         overwrite: bool = typer.Option(False, "--overwrite", help="if DIR holds results of another configuration, "
-                                       "move them aside (DIR.replaced-<time>) instead of refusing")):
+                                       "move them aside (DIR.replaced-<time>) instead of refusing"),
+        ranks: Optional[int] = typer.Option(None, "--ranks", min=1, help="local ranks to start when not under "
+                                            "torchrun (default: on a CPU one single-threaded rank per core)")):
     """Run a suite (the built-in default when none is given), then print its leaderboard."""
-    from .runner import run_suite
+    from . import distributed
+    from .runner import resolve_device
     from .suite import load_suite
 
     s = load_suite(suite)
     if out == Path("runs/default") and s.name != "default":
         out = Path("runs") / s.name
-    summary = run_suite(s, out, device=device, limit=limit, quiet=quiet, registry_files=registry,
+    import torch
+    nproc = distributed.local_ranks(resolve_device(device or s.device), ranks, torch.get_num_threads())
+    from .runner import Runner
+    if nproc > 1:  # the ranks are this command again, as under torchrun; this process reports
+        import time
+        t0 = time.perf_counter()
+        summary = Runner(s, out, device=device, limit=limit, registry_files=registry, overwrite=overwrite,
+                         ranks=distributed.Ranks()).preflight()
+        argv = ["run", *([suite] if suite else []), "--out", str(out), *(["--device", device] if device else []),
+                *(["--limit", str(limit)] if limit is not None else []), *(["--quiet"] if quiet else []),
+                *[a for r in registry for a in ("--registry", str(r))]]
+        _launch_ranks(nproc, argv)
+        summary.wall_s = time.perf_counter() - t0
+    else:
+        if distributed.launched_by() is not None:
+            distributed.watch_launcher()
+        runner = Runner(s, out, device=device, limit=limit, quiet=quiet, registry_files=registry,
                         overwrite=overwrite)
+        try:
+            summary = runner.run()
+        except QuestbenchError as exc:
+            # every rank prepares alike: a preparation error is rank 0's to print; later ones each rank's own
+            exc.silent = not runner.ranks.main and not runner.prepared
+            raise
+        if not runner.ranks.main or distributed.launched_by() is not None:
+            return
     for note in summary.notes:
         typer.echo(note, err=True)
     from .report.leaderboard import render_markdown, render_rich
@@ -43,6 +70,25 @@ def run(suite: Optional[str] = typer.Argument(None, help="built-in suite name or
     atomic_write_bytes(board, render_markdown(results, board).encode())
     typer.echo(f"{summary.jobs_run} job(s) run, {summary.jobs_skipped} already done, "
                f"{summary.wall_s:.1f} s; results in {out}, leaderboard {board}", err=True)
+
+
+def _launch_ranks(nproc: int, argv: list[str]) -> None:
+    from torch.distributed.elastic.multiprocessing.api import SignalException
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+
+    from . import distributed
+    try:
+        distributed.launch(nproc, [sys.executable, "-m", "questbench.cli", *argv])
+    except SignalException as exc:
+        raise Terminated(int(exc.sigval)) from None
+    except ChildFailedError as exc:
+        codes = sorted({f.exitcode for f in exc.failures.values()})
+        if 2 in codes:  # a user error, printed by the rank (the others were stopped)
+            raise typer.Exit(2) from None
+        if all(c in (130, 143) or c < 0 for c in codes):  # stopped from outside
+            raise Terminated(2 if 130 in codes else 15) from None
+        raise QuestbenchError(f"a rank failed (exit code {', '.join(map(str, codes))}); its traceback is above") \
+            from None
 
 
 @app.command()
@@ -213,6 +259,13 @@ def _raise_terminated(signum, frame):
     raise Terminated(signum)
 
 
+def _say_stopped(message: str) -> None:
+    """Once per run: by the process the user started, or under torchrun by rank 0."""
+    from .distributed import from_env, launched_by
+    if launched_by() is None and from_env().main:
+        typer.echo(message, err=True)
+
+
 def main(argv: Optional[List[str]] = None) -> None:
     import signal
 
@@ -222,14 +275,15 @@ def main(argv: Optional[List[str]] = None) -> None:
     try:
         code = app(args=argv, standalone_mode=False)
     except QuestbenchError as exc:
-        typer.echo(f"error: {exc}", err=True)
+        if not getattr(exc, "silent", False):
+            typer.echo(f"error: {exc}", err=True)
         sys.exit(2)
     except (typer.Abort, KeyboardInterrupt):
-        typer.echo(f"interrupted{resume}", err=True)
+        _say_stopped(f"interrupted{resume}")
         sys.exit(130)
     except Terminated as exc:
         interrupted = exc.signum == signal.SIGINT
-        typer.echo(f"{'interrupted' if interrupted else 'terminated'}{resume}", err=True)
+        _say_stopped(f"{'interrupted' if interrupted else 'terminated'}{resume}")
         sys.exit(130 if interrupted else 143)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)

@@ -1,12 +1,17 @@
-"""Runs a suite: expands it into jobs (model x evaluation x setting), skips finished ones, writes each job's
-per-sample records atomically, shows progress. Knows nothing of how attacks or corruptions work inside.
+"""Runs a suite in three steps: *plan* (questbench.plan: the suite -> jobs with identity hashes, shared out
+between ranks), *execute* this rank's share (questbench.execute: one adapter per kind of job calls its
+evaluator), *merge* (questbench.merge: parts -> the job files the reports read). Prepares datasets and
+models, claims the output folder, shows progress; knows nothing of how any evaluation works.
 
-A run killed at any moment and started again into the same folder ends with the same table as an
-uninterrupted run: every job's outcome is a pure function of the suite (seeds derived per sample/batch), and
-a job is written in one atomic rename.
+A run killed at any moment and started again into the same folder, with any number of ranks, ends with the
+same table as an uninterrupted run: every record is a pure function of the suite (seeds derived per sample or
+per chunk), and every job file and part file is written in one atomic rename.
 """
 from __future__ import annotations
 
+import contextlib
+import json
+import os
 import platform
 import time
 from dataclasses import dataclass, field
@@ -16,37 +21,18 @@ from typing import Any, Callable, Optional
 import numpy as np
 import torch
 
+from . import distributed
 from .data import load_dataset
 from .errors import QuestbenchError
-from .evaluators.attacks import evaluate_attack
-from .evaluators.patch import evaluate_patch
-from .settings import PatchConfig
-from .evaluators.common import die_with_parent, run_with_batch_fallback
-from .evaluators.corruptions import evaluate_corruptions, evaluate_released
+from .execute import EXECUTORS, Context
+from .merge import SHARDS_DIR, Part, merge_job, part_done, write_part
+from .outdir import check_writable, claim, exclusive
+from .plan import KINDS, Job, PreparedData, plan_jobs, queue, share
 from .progress import JobProgress, progress_bar
 from .registry import load_model
-from .outdir import check_writable, claim, exclusive
-from .results import PROVENANCE, STORE_FORMAT, config_hash, job_done, slug, write_job, write_json
+from .results import PROVENANCE, STORE_FORMAT, config_hash, job_done, job_file, write_json
 from .suite import Suite
 from .versions import library_versions
-
-
-@dataclass
-class Job:
-    model: str
-    evaluation: str  # clean | corruption | attack | diagnostics
-    setting: str
-    samples: int
-    fields: dict[str, Any] = field(default_factory=dict)  # corruption/severity or attack config
-    key: dict[str, Any] = field(default_factory=dict)  # everything that determines the job's rows
-
-    @property
-    def key_sha256(self) -> str:
-        return config_hash(self.key)
-
-    @property
-    def job_id(self) -> str:
-        return f"{slug(f'{self.model}__{self.evaluation}__{self.setting}')}.{self.key_sha256[:16]}"
 
 
 @dataclass
@@ -139,18 +125,21 @@ def dataset_fingerprint(ds) -> str:
 
 class Runner:
     def __init__(self, suite: Suite, out, device: Optional[str] = None, limit: Optional[int] = None,
-                 quiet: bool = False, registry_files=None, overwrite: bool = False, models=None):
+                 quiet: bool = False, registry_files=None, overwrite: bool = False, models=None,
+                 ranks: Optional[distributed.Ranks] = None):
         self.suite = suite
         self.out = Path(out)
-        self.device = resolve_device(device or suite.device)
+        self.ranks = ranks or distributed.from_env()
+        if models is not None and self.ranks.world > 1:
+            raise QuestbenchError("models given as Python objects run in one process, not under torchrun")
+        self.device = distributed.rank_device(resolve_device(device or suite.device), self.ranks)
         self.limit = limit
-        self.quiet = quiet
+        self.quiet = quiet or not self.ranks.main  # one progress display: rank 0's
         self.registry_files = list(registry_files or []) + list(suite.registry)
-        self.flags: list[str] = []
         self.overwrite = overwrite
         self.given_models = dict(models) if models is not None else None  # name -> nn.Module, from Python
         self.notes: list[str] = []
-        self.show: Callable[[str, str], None] = lambda kind, now: None
+        self.prepared = False
         if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
             raise QuestbenchError(f"--limit must be a positive integer, not {limit!r}")
 
@@ -161,83 +150,45 @@ class Runner:
         ds = load_dataset(s.data.dataset, s.data.split, root=s.data.root, **s.data.loader_kwargs())
         order = sample_order(len(ds), s.seed)
         cap = lambda k: min(x for x in (k, s.data.samples, self.limit, len(ds)) if x)  # noqa: E731
-        self.clean_ds = _subset(ds, order, cap(s.data.samples))
-        self.corr_ds = _subset(ds, order, cap(s.corruptions.samples)) if s.corruptions else None
-        self.attack_ds = [_subset(ds, order, cap(a.samples)) for a in s.attacks]
-        self.diag_ds = _subset(ds, order, cap(s.diagnostics_samples)) if s.diagnostics_samples else None
+        clean = _subset(ds, order, cap(s.data.samples))
+        corr = _subset(ds, order, cap(s.corruptions.samples)) if s.corruptions else None
+        attacks = [_subset(ds, order, cap(a.samples)) for a in s.attacks]
+        diag = _subset(ds, order, cap(s.diagnostics_samples)) if s.diagnostics_samples else None
         from .data.shifts import load_shift
-        self.shift_ds = {}
+        shifts = {}
         for sh in s.shifts:
             full = load_shift(sh.name, sh.root, sh.labels)  # its own size: data.samples caps the main set only
             k = min(x for x in (sh.samples, self.limit, len(full)) if x)
-            self.shift_ds[sh.name] = _subset(full, sample_order(len(full), s.seed), k)
+            shifts[sh.name] = _subset(full, sample_order(len(full), s.seed), k)
+        every = [d for d in (clean, corr, diag, *attacks, *shifts.values()) if d is not None]
+        self.data = PreparedData(clean, corr, attacks, diag, shifts, {id(d): dataset_fingerprint(d) for d in every})
         if self.given_models is not None:
             self.models = {name: m.to(self.device).eval() for name, m in self.given_models.items()}
         else:
             self.models = {name: load_model(ref, registry_files=self.registry_files, device=self.device)
                            for name, ref in model_names(s.models).items()}
-        self.source = None
+        self.released_source = None
         if s.corruptions and s.corruptions.mode in ("imagenet-c", "cifar-c"):
-            self.source = self._released_source()
+            self.released_source = self._released_source()
+        self._model_fp = {m: model_fingerprint(model) for m, model in self.models.items()}
+        self._versions = {k: v for k, v in library_versions().items() if k != "python"}
+        self._device_kind = device_kind(self.device)
+        self.prepared = True
 
     def _released_source(self):
+        """Checks the released tree once; returns corruption dataset (or a part of it) -> its grid source."""
         c = self.suite.corruptions
         if c.mode == "imagenet-c":
             from .data.imagenet_c import ImageNetCSource, check_alignment, check_imagenet_c_tree
             check_imagenet_c_tree(c.root, c.names, c.severities)
-            source = ImageNetCSource(c.root, self.corr_ds)
-            check_alignment(source, c.settings())
-            return source
+            check_alignment(ImageNetCSource(c.root, self.data.corruption), c.settings())
+            return lambda ds: ImageNetCSource(c.root, ds)
         from .data.cifar_c import CifarCSource, check_cifar_c_folder
         check_cifar_c_folder(c.root, c.names)
-        return CifarCSource(c.root, [int(sid.split("/")[-1]) for sid in self.corr_ds.sample_ids])
-
-    def _common_key(self, model: str, evaluation: str, ds) -> dict[str, Any]:
-        s = self.suite
-        return {"format": STORE_FORMAT, "model_sha256": self._model_fp[model], "evaluation": evaluation,
-                "dataset": {"name": ds.name, "split": s.data.split, "content": self._data_fp[id(ds)],
-                            "sample_ids": config_hash(list(ds.sample_ids))},
-                "seed": s.seed, "precision": s.precision, "batch_size": s.batch_size,
-                "device": self._device_kind, "versions": self._versions}
+        return lambda ds: CifarCSource(c.root, [int(sid.split("/")[-1]) for sid in ds.sample_ids])
 
     def jobs(self) -> list[Job]:
-        s = self.suite
-        self._model_fp = {m: model_fingerprint(model) for m, model in self.models.items()}
-        self._versions = {k: v for k, v in library_versions().items() if k != "python"}
-        self._device_kind = device_kind(self.device)
-        datasets = [d for d in (self.clean_ds, self.corr_ds, self.diag_ds, *self.attack_ds,
-                                *self.shift_ds.values()) if d is not None]
-        self._data_fp = {id(d): dataset_fingerprint(d) for d in datasets}
-        jobs: list[Job] = []
-        for m in self.models:
-            if s.clean:
-                jobs.append(Job(m, "clean", "clean", len(self.clean_ds), key=self._common_key(m, "clean", self.clean_ds)))
-        if s.corruptions:
-            c = s.corruptions
-            source = {"mode": c.mode, "root": str(Path(c.root).resolve()) if c.root else None}
-            for st in c.settings():  # setting-major: one corrupted batch serves every model
-                for m in self.models:
-                    key = self._common_key(m, "corruption", self.corr_ds) | {
-                        "corruption": st.corruption, "severity": st.severity, "source": source}
-                    jobs.append(Job(m, "corruption", st.key, len(self.corr_ds),
-                                    {"corruption": st.corruption, "severity": st.severity}, key))
-        for a_idx, spec in enumerate(s.attacks):
-            for cfg in spec.configs:
-                for m in self.models:
-                    key = self._common_key(m, "attack", self.attack_ds[a_idx]) | {
-                        "attack": cfg.resolved(), "batch_size": spec.batch_size or s.batch_size}
-                    jobs.append(Job(m, "attack", cfg.key, len(self.attack_ds[a_idx]),
-                                    {"attack": cfg.attack, "norm": cfg.norm, "eps": cfg.eps, "a_idx": a_idx,
-                                     "config": cfg}, key))
-        for name, sds in self.shift_ds.items():
-            for m in self.models:
-                key = self._common_key(m, "shift", sds) | {"shift": name, "protocol": "questbench.data.shifts/1"}
-                jobs.append(Job(m, "shift", name, len(sds), {"dataset": name}, key))
-        if self.diag_ds is not None:
-            for m in self.models:
-                jobs.append(Job(m, "diagnostics", "attention", len(self.diag_ds),
-                                key=self._common_key(m, "diagnostics", self.diag_ds)))
-        return jobs
+        return plan_jobs(self.suite, self.data, self._model_fp, self._device_kind, self._versions)
 
     def run_config(self) -> dict[str, Any]:
         """What makes two runs the same run: a folder holds results of one such configuration only."""
@@ -248,7 +199,7 @@ class Runner:
 
     # --- provenance -------------------------------------------------------------------------------------
     def provenance(self, jobs: list[Job]) -> dict[str, Any]:
-        s = self.suite
+        s, d = self.suite, self.data
         models = {}
         for name, model in self.models.items():
             card = model.card
@@ -262,21 +213,21 @@ class Runner:
             "format": STORE_FORMAT, "run_config": self.run_config(), "jobs": {j.job_id: j.key_sha256 for j in jobs},
             "suite": s.as_dict(), "suite_sha256": s.sha256, "versions": library_versions(), "models": models,
             "device": self.device, "device_name": torch.cuda.get_device_name() if self.device.startswith("cuda")
-            else f"cpu ({platform.machine()}, {torch.get_num_threads()} threads)",
-            "dtype": s.precision, "seed": s.seed, "limit": self.limit, "attack_processes": self.attack_processes(),
+            else f"cpu ({platform.machine()}, {torch.get_num_threads()} threads per rank)",
+            "dtype": s.precision, "seed": s.seed, "limit": self.limit, "ranks": self.ranks.world,
             "corruption_implementation": corr_impl,
-            "dataset": {"name": self.clean_ds.name, "source": self.clean_ds.source, "split": s.data.split,
-                        "content_sha256": self._data_fp[id(self.clean_ds)]},
-            "sample_ids": {"clean": list(self.clean_ds.sample_ids),
-                           "corruption": list(self.corr_ds.sample_ids) if self.corr_ds is not None else [],
-                           **{f"attack[{i}]": list(d.sample_ids) for i, d in enumerate(self.attack_ds)},
-                           "diagnostics": list(self.diag_ds.sample_ids) if self.diag_ds is not None else [],
-                           **{f"shift[{n}]": list(d.sample_ids) for n, d in self.shift_ds.items()}},
-            "shifts": {n: {"source": d.source, "images": len(d), "excluded_without_labels": getattr(d, "excluded", 0)}
-                       for n, d in self.shift_ds.items()},
+            "dataset": {"name": d.clean.name, "source": d.clean.source, "split": s.data.split,
+                        "content_sha256": d.fingerprints[id(d.clean)]},
+            "sample_ids": {"clean": list(d.clean.sample_ids),
+                           "corruption": list(d.corruption.sample_ids) if d.corruption is not None else [],
+                           **{f"attack[{i}]": list(a.sample_ids) for i, a in enumerate(d.attacks)},
+                           "diagnostics": list(d.diagnostics.sample_ids) if d.diagnostics is not None else [],
+                           **{f"shift[{n}]": list(x.sample_ids) for n, x in d.shifts.items()}},
+            "shifts": {n: {"source": x.source, "images": len(x), "excluded_without_labels": getattr(x, "excluded", 0)}
+                       for n, x in d.shifts.items()},
         }
 
-    # --- execution --------------------------------------------------------------------------------------
+    # --- the three steps --------------------------------------------------------------------------------
     def _job_doc(self, job: Job, wall: float, flags=(), config=None) -> dict[str, Any]:
         model = self.models[job.model]
         doc = {"format": STORE_FORMAT, "model": job.model, "attention": model.spec.attention,
@@ -291,216 +242,121 @@ class Runner:
             doc["config"] = config
         return doc
 
+    def preflight(self) -> RunSummary:
+        """Everything that can fail before a job runs, done in this process before ranks are launched (so that a
+        user error is one line, printed once): prepare, plan, claim the folder. Returns the summary so far."""
+        start = time.perf_counter()
+        self.prepare()
+        jobs = self.jobs()
+        with exclusive(self.out):
+            moved = claim(self.out, self.run_config(), {j.job_id for j in jobs}, self.overwrite)
+        pending = sum(not job_done(self.out, j.job_id) for j in jobs)
+        return RunSummary(self.out, len(jobs), pending, len(jobs) - pending, time.perf_counter() - start, [],
+                          [moved] if moved else [])
+
     def run(self) -> RunSummary:
         start = time.perf_counter()
         self.prepare()
         jobs = self.jobs()
-        planned = {j.job_id for j in jobs}
+        distributed.init(self.ranks, self.device)
+        try:
+            with self._claimed(jobs):
+                # rank 0 counts before any rank writes (the others wait at the barrier); only its count is reported
+                pending = [j for j in jobs if not job_done(self.out, j.job_id)]
+                distributed.barrier(self.ranks)  # the folder is claimed before any rank writes into it
+                self._execute(jobs)
+                distributed.barrier(self.ranks)  # every rank's share is written: merge what was split
+                if self.ranks.main:
+                    self._merge(pending)
+        finally:
+            distributed.shutdown(self.ranks)
+        flags = self._flags(pending) if self.ranks.main else []
+        return RunSummary(self.out, len(jobs), len(pending), len(jobs) - len(pending), time.perf_counter() - start,
+                          flags, self.notes)
+
+    @contextlib.contextmanager
+    def _claimed(self, jobs: list[Job]):
+        """Rank 0 holds the folder's lock for the run, after checking it holds this configuration only."""
+        if not self.ranks.main:
+            yield
+            return
         with exclusive(self.out):
-            moved = claim(self.out, self.run_config(), planned, self.overwrite)
+            moved = claim(self.out, self.run_config(), {j.job_id for j in jobs}, self.overwrite)
             if moved:
                 self.notes.append(moved)
-                with exclusive(self.out):
-                    return self._execute(jobs, start)
-            return self._execute(jobs, start)
+            with exclusive(self.out) if moved else contextlib.nullcontext():
+                write_json(self.out / PROVENANCE, self.provenance(jobs))
+                yield
 
-    def _execute(self, jobs: list[Job], start: float) -> RunSummary:
-        pending = [j for j in jobs if not job_done(self.out, j.job_id)]
-        write_json(self.out / PROVENANCE, self.provenance(jobs))
+    def _execute(self, jobs: list[Job]) -> None:
+        """Run this rank's share of the units not yet written. Attacks under several ranks are drawn one unit at
+        a time from a shared counter (their cost is unpredictable); every other kind is shared out by the plan.
+        A job this rank computes whole is written as its job file, a part of one as a part file."""
+        by_id = {j.job_id: j for j in jobs}
+        todo = lambda u: not job_done(self.out, u.job_id) and not part_done(self.out, u.job_id, u.start, u.stop)  # noqa: E731
+        drawn = {"attack"} if self.ranks.world > 1 else set()
+        mine: dict[str, list[tuple[int, int]]] = {}
+        for u in share(jobs, self.ranks.world)[self.ranks.rank]:
+            if u.kind not in drawn and todo(u):
+                mine.setdefault(u.job_id, []).append((u.start, u.stop))
+        work = {k: [(by_id[i], spans) for i, spans in mine.items() if by_id[i].evaluation == k] for k in KINDS}
+        drawn_units = {k: [u for u in queue(jobs, k) if todo(u)] for k in drawn}
+        # corruption workers: the suite's number per host, divided between the ranks on it
+        local = int(os.environ.get("LOCAL_WORLD_SIZE", self.ranks.world))
+        ctx = Context(self.suite, self.models, self.data, self.device, self.suite.num_workers // max(1, local),
+                      self.released_source)
+        held: dict[str, dict[tuple[int, int], Part]] = {}
+        totals = {k: sum(b - a for _, spans in work[k] for a, b in spans) for k in KINDS}
+        totals |= {k: sum(u.stop - u.start for u in drawn_units[k]) for k in drawn}
         with progress_bar(self.quiet) as bar:
-            kinds = ("clean", "shift", "corruption", "attack", "diagnostics")
-            jp = JobProgress(bar, {k: sum(j.samples for j in pending if j.evaluation == k) for k in kinds})
-            self.show = jp.show
-            step: dict[str, Callable[[int], None]] = {k: (lambda n, k=k: jp.advance(k, n)) for k in kinds}
-            self._run_clean([j for j in pending if j.evaluation == "clean"], step["clean"])
-            self._run_shifts([j for j in pending if j.evaluation == "shift"], step["shift"])
-            self._run_corruptions([j for j in pending if j.evaluation == "corruption"], step["corruption"])
-            self._run_attacks([j for j in pending if j.evaluation == "attack"], step["attack"])
-            for j in (j for j in pending if j.evaluation == "diagnostics"):
-                self._run_diagnostics(j, step["diagnostics"])
-        return RunSummary(self.out, len(jobs), len(pending), len(jobs) - len(pending),
-                          time.perf_counter() - start, self.flags, self.notes)
+            jp = JobProgress(bar, totals)
+            ctx.show = jp.show
+            for kind in KINDS:
+                advance = lambda n, k=kind: jp.advance(k, n)  # noqa: E731
+                if kind in drawn:
+                    self._execute_drawn(ctx, by_id, drawn_units[kind], kind, advance)
+                    continue
+                for job, parts in EXECUTORS[kind](ctx, work[kind], advance):
+                    got = held.setdefault(job.job_id, {})
+                    got.update({(p.start, p.stop): p for p in parts})
+                    if merge_job(self.out, job.job_id, job.spans(), got, lambda *a, job=job: self._job_doc(job, *a)):
+                        got.clear()
+                    elif all(s in got for s in mine[job.job_id]):  # this rank's share is done, others hold the rest
+                        for p in got.values():
+                            write_part(self.out, job.job_id, p)
+                        got.clear()
 
-    def _run_clean(self, jobs: list[Job], advance) -> None:
-        ds = self.clean_ds
+    def _execute_drawn(self, ctx: Context, by_id: dict[str, Job], units: list, kind: str, advance) -> None:
+        """Units drawn one at a time; each written as a part at once, then merged if its job is complete. The
+        progress bar counts units other ranks drew as they are drawn."""
+        tickets = distributed.Tickets(self.ranks, kind)
+        seen = 0
+        while (i := tickets.draw()) < len(units):
+            advance(sum(u.stop - u.start for u in units[seen:i]))
+            seen = i + 1
+            u = units[i]
+            job = by_id[u.job_id]
+            for _, parts in EXECUTORS[kind](ctx, [(job, [(u.start, u.stop)])], advance):
+                for p in parts:
+                    write_part(self.out, job.job_id, p)
+            merge_job(self.out, job.job_id, job.spans(), {}, lambda *a, job=job: self._job_doc(job, *a))
+        advance(sum(u.stop - u.start for u in units[seen:]))
+
+    def _merge(self, pending: list[Job]) -> None:
+        for job in pending:
+            if not merge_job(self.out, job.job_id, job.spans(), {}, lambda *a, job=job: self._job_doc(job, *a)):
+                raise QuestbenchError(f"job {job.job_id} is missing parts after every rank finished; "
+                                      "run the same command again to compute them")
+        with contextlib.suppress(OSError):  # absent, or parts of another chunking are left in it
+            (self.out / SHARDS_DIR).rmdir()
+
+    def _flags(self, jobs: list[Job]) -> list[str]:
+        flags = []
         for job in jobs:
-            self.show("clean", job.model)
-            t0 = time.perf_counter()
-            model = self.models[job.model]
-            records = run_with_batch_fallback(lambda bs: _predict(model, ds, bs, self.device, advance),
-                                              self.suite.batch_size)
-            write_job(self.out, job.job_id, self._job_doc(job, time.perf_counter() - t0), records)
-
-    def _run_shifts(self, jobs: list[Job], advance) -> None:
-        from .evaluators.shift import evaluate_shift
-        for job in jobs:
-            self.show("shift", f"{job.model} {job.setting}")
-            ds, model = self.shift_ds[job.setting], self.models[job.model]
-            t0 = time.perf_counter()
-            records = run_with_batch_fallback(lambda bs: evaluate_shift(model, ds, bs, self.device, advance),
-                                              self.suite.batch_size)
-            write_job(self.out, job.job_id, self._job_doc(job, time.perf_counter() - t0), records)
-
-    def _run_corruptions(self, jobs: list[Job], advance) -> None:
-        if not jobs:
-            return
-        wanted: dict[str, set[str]] = {}
-        for j in jobs:
-            wanted.setdefault(j.setting, set()).add(j.model)
-        by_key = {(j.setting, j.model): j for j in jobs}
-        settings = [st for st in self.suite.corruptions.settings() if st.key in wanted]
-        models = {m: self.models[m] for m in self.models if any(m in v for v in wanted.values())}
-        c = self.suite.corruptions
-        kwargs = dict(batch_size=self.suite.batch_size, num_workers=self.suite.num_workers, device=self.device,
-                      on_batch=lambda n: advance(n * len(models)))
-        if self.source is None:
-            it = evaluate_corruptions(models, self.corr_ds, settings, suite_seed=self.suite.seed, mode=c.mode, **kwargs)
-        else:
-            it = evaluate_released(models, self.source, self.corr_ds.labels, self.corr_ds.sample_ids, settings,
-                                   **kwargs)
-        last, last_setting, wall = time.perf_counter(), None, 0.0
-        for setting, model_name, records in it:
-            if setting != last_setting:  # a setting's models arrive together; share its time between them
-                self.show("corruption", f"{setting.corruption} severity {setting.severity} done")
-                now = time.perf_counter()
-                wall, last, last_setting = (now - last) / len(models), now, setting
-            job = by_key.get((setting.key, model_name))
-            if job is not None:
-                write_job(self.out, job.job_id, self._job_doc(job, wall), records)
-
-    def attack_processes(self) -> int:
-        """How many single-threaded processes share the attack jobs (1: run them here). Attacks that end on a
-        few robust samples (AutoAttack's APGD-T, FAB-T and Square) work on batches too small for a second
-        thread to help much, so on a small CPU two jobs side by side, one thread each, finish sooner than one
-        after the other on both threads. Used when the suite has at least as many models as there are threads;
-        decided by the suite and the machine, never by which jobs are left, so a resumed run computes with the
-        same thread count."""
-        import multiprocessing as mp
-        threads = torch.get_num_threads()
-        if self.device != "cpu" or not 2 <= threads <= len(self.suite.models):
-            return 1
-        if "fork" not in mp.get_all_start_methods():  # Windows: children would have to re-import and reload
-            return 1
-        return threads  # single-threaded children: no OpenMP pool is ever used after the fork
-
-    def _run_attacks(self, jobs: list[Job], advance) -> None:
-        procs = self.attack_processes()
-        if procs == 1 or not jobs:
-            for j in jobs:
-                self.show("attack", _attack_text(j))
-                self._run_attack(j, advance)
-            return
-        import multiprocessing as mp
-        ctx = mp.get_context("fork")
-        todo, queue = ctx.Queue(), ctx.SimpleQueue()
-        # longest first (AutoAttack before PGD before FGSM), each child taking the next job when it is free:
-        # every job is seeded on its own and computed on one thread, so who runs it does not change it
-        for k in sorted(range(len(jobs)), key=lambda k: -_attack_cost(jobs[k])):
-            todo.put(k)
-        children = [ctx.Process(target=self._attack_child, args=(jobs, todo, queue), daemon=True)
-                    for _ in range(min(procs, len(jobs)))]
-        for c in children:
-            todo.put(None)
-            c.start()
-        running, error = len(children), None
-        try:
-            while running:
-                kind, value = queue.get()
-                if kind == "advance":
-                    advance(value)
-                elif kind == "show":
-                    self.show("attack", value)
-                elif kind == "flag":
-                    self.flags.append(value)
-                elif kind == "error":
-                    error = error or value
-                else:  # "done"
-                    running -= 1
-        finally:
-            for c in children:
-                if error is not None or running:
-                    c.terminate()
-                c.join()
-        if error is not None:
-            raise QuestbenchError(error)
-
-    def _attack_child(self, jobs: list[Job], todo, queue) -> None:
-        import os
-        import sys
-        die_with_parent()
-        # the parent owns the terminal (and its progress bar's thread may have held a stream lock at the fork)
-        sys.stdout = sys.stderr = open(os.devnull, "w")
-        torch.set_num_threads(1)
-        try:
-            for k in iter(todo.get, None):
-                j = jobs[k]
-                n_flags = len(self.flags)
-                queue.put(("show", _attack_text(j)))
-                self._run_attack(j, lambda n: queue.put(("advance", n)))
-                for f in self.flags[n_flags:]:
-                    queue.put(("flag", f))
-        except QuestbenchError as exc:
-            queue.put(("error", str(exc)))
-        except BaseException as exc:  # noqa: BLE001 - reported by the parent, which owns the terminal
-            queue.put(("error", f"attack worker failed: {type(exc).__name__}: {exc}"))
-        finally:
-            queue.put(("done", None))
-
-    def _run_attack(self, job: Job, advance) -> None:
-        cfg = job.fields["config"]
-        spec = self.suite.attacks[job.fields["a_idx"]]
-        ds = self.attack_ds[job.fields["a_idx"]]
-        evaluate = evaluate_patch if isinstance(cfg, PatchConfig) else evaluate_attack
-        t0 = time.perf_counter()
-        result = run_with_batch_fallback(
-            lambda bs: evaluate(self.models[job.model], ds, cfg, seed=self.suite.seed, batch_size=bs,
-                                device=self.device, precision=self.suite.precision, on_batch=advance),
-            spec.batch_size or self.suite.batch_size)
-        for f in result.flags:
-            self.flags.append(f"{job.model} {cfg.key}: {f}")
-        write_job(self.out, job.job_id, self._job_doc(job, time.perf_counter() - t0, result.flags, result.config),
-                  result.records)
-
-    def _run_diagnostics(self, job: Job, advance) -> None:
-        from .attention import record_attention
-        self.show("diagnostics", job.model)
-        t0 = time.perf_counter()
-        model = self.models[job.model]
-        x = torch.stack([self.diag_ds[i][0] for i in range(len(self.diag_ds))]).to(self.device)
-        with torch.inference_mode(), record_attention(model) as stats:
-            model(x)
-        advance(len(self.diag_ds))
-        records = [{k: (round(v, 6) if isinstance(v, float) else v) for k, v in vars(st).items()} for st in stats]
-        write_job(self.out, job.job_id, self._job_doc(job, time.perf_counter() - t0), records)
-
-
-def _attack_text(job: Job) -> str:
-    from .report.labels import attack_label, budget_label
-    return f"{job.model} {attack_label(job.setting)} {budget_label(job.fields['attack'], job.fields['eps'])}"
-
-
-def _attack_cost(job: Job) -> float:
-    """A rough relative cost, only to start the longest attack jobs first."""
-    cfg = job.fields["config"]
-    if cfg.eps == 0:
-        return 0.0
-    r = cfg.resolved()
-    return job.samples * r["restarts"] * r["steps"] * (40 if cfg.attack == "autoattack" else 1)
-
-
-@torch.inference_mode()
-def _predict(model, ds, batch_size: int, device: str, advance) -> list[dict[str, Any]]:
-    records = []
-    for start in range(0, len(ds), batch_size):
-        idx = range(start, min(start + batch_size, len(ds)))
-        x = torch.stack([ds[i][0] for i in idx]).to(device)
-        pred = model(x).argmax(1).cpu()
-        for j, i in enumerate(idx):
-            label = int(ds.labels[i])
-            records.append({"sample_id": ds.sample_ids[i], "label": label, "pred": int(pred[j]),
-                            "correct": bool(int(pred[j]) == label)})
-        advance(len(idx))
-    return records
+            f = job_file(self.out, job.job_id)
+            if job.evaluation == "attack" and f.is_file():
+                flags += [f"{job.model} {job.setting}: {x}" for x in json.loads(f.read_bytes())["job"]["flags"]]
+        return flags
 
 
 def run_suite(suite: Suite, out, **kwargs) -> RunSummary:

@@ -18,7 +18,7 @@ import torch
 import torch.nn as nn
 
 from ..settings import AttackConfig
-from .common import batches, derive_seed, frozen, seeded
+from .common import Spans, batches, derive_seed, frozen, seeded
 
 BUDGET_TOL = 1e-5
 
@@ -101,13 +101,13 @@ class AttackResult:
 
 def evaluate_attack(model: nn.Module, dataset, cfg: AttackConfig, seed: int = 0, batch_size: int = 128,
                     device: str = "cpu", precision: str = "fp32",
-                    on_batch: Optional[Callable[[int], None]] = None) -> AttackResult:
+                    on_batch: Optional[Callable[[int], None]] = None, spans: Spans = None) -> AttackResult:
     """Attack every sample of ``dataset`` once; one record per sample with clean and robust outcomes."""
     wrapped = frozen(model, precision, device)
     num_classes = getattr(dataset, "num_classes", None) or 10
     records: list[dict[str, Any]] = []
     flags: list[str] = []
-    for start, idx, x, y in batches(dataset, batch_size, device):
+    for start, idx, x, y in batches(dataset, batch_size, device, spans):
         with torch.no_grad():
             clean_pred = wrapped(x).argmax(1)
         x_adv, adv_pred = attack_batch(wrapped, cfg, x, y, derive_seed(seed, cfg.key, start), num_classes,

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-from typing import Callable, Iterator, TypeVar
+from typing import Callable, Iterator, Optional, Sequence, TypeVar
 
 import torch
 import torch.nn as nn
@@ -94,10 +94,22 @@ def frozen(model: nn.Module, precision: str, device: str) -> nn.Module:
     return wrapped
 
 
-def batches(dataset, batch_size: int, device: str) -> Iterator[tuple[int, list[int], torch.Tensor, torch.Tensor]]:
-    """(start, indices, images, labels) for consecutive batches of ``dataset``, on ``device``."""
-    for start in range(0, len(dataset), batch_size):
-        idx = list(range(start, min(start + batch_size, len(dataset))))
+Spans = Optional[Sequence[tuple[int, int]]]
+
+
+def batch_starts(n: int, batch_size: int, spans: Spans = None) -> Iterator[tuple[int, int]]:
+    """[start, stop) of each batch: ``batch_size`` samples at a time within each span (default: all n). A rank
+    given some chunks of a job batches them exactly as one process running the whole job would."""
+    for a, b in spans if spans is not None else [(0, n)]:
+        for start in range(a, b, batch_size):
+            yield start, min(start + batch_size, b)
+
+
+def batches(dataset, batch_size: int, device: str, spans: Spans = None
+            ) -> Iterator[tuple[int, list[int], torch.Tensor, torch.Tensor]]:
+    """(start, indices, images, labels) for consecutive batches of ``dataset`` (within ``spans``), on ``device``."""
+    for start, stop in batch_starts(len(dataset), batch_size, spans):
+        idx = list(range(start, stop))
         x = torch.stack([dataset[i][0] for i in idx]).to(device)
         y = torch.tensor([int(dataset.labels[i]) for i in idx], device=device)
         yield start, idx, x, y

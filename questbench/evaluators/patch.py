@@ -158,11 +158,11 @@ def _records(best, x, y, clean_pred, sample_ids) -> list[dict[str, Any]]:
 
 def evaluate_patch(model: nn.Module, dataset, cfg: PatchConfig, seed: int = 0, batch_size: int = 128,
                    device: str = "cpu", precision: str = "fp32",
-                   on_batch: Optional[Callable[[int], None]] = None) -> AttackResult:
+                   on_batch: Optional[Callable[[int], None]] = None, spans: Spans = None) -> AttackResult:
     """Patch-attack every sample of ``dataset``; one record per sample."""
     wrapped = frozen(model, precision, device)
     records: list[dict[str, Any]] = []
-    for start, idx, x, y in batches(dataset, batch_size, device):
+    for start, idx, x, y in batches(dataset, batch_size, device, spans):
         records += attack_patch_batch(wrapped, cfg, x, y, [dataset.sample_ids[i] for i in idx],
                                       derive_seed(seed, cfg.key, start))
         if on_batch:

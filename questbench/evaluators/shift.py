@@ -8,16 +8,17 @@ from typing import Any, Callable, Optional
 import torch
 
 from ..errors import QuestbenchError
+from .common import Spans, batch_starts
 
 
 @torch.inference_mode()
 def evaluate_shift(model, ds, batch_size: int, device: str,
-                   advance: Optional[Callable[[int], None]] = None) -> list[dict[str, Any]]:
+                   advance: Optional[Callable[[int], None]] = None, spans: Spans = None) -> list[dict[str, Any]]:
     mask = getattr(ds, "class_mask", None)
     sets = getattr(ds, "label_sets", None)
     records = []
-    for start in range(0, len(ds), batch_size):
-        idx = range(start, min(start + batch_size, len(ds)))
+    for start, stop in batch_starts(len(ds), batch_size, spans):
+        idx = range(start, stop)
         logits = model(torch.stack([ds[i][0] for i in idx]).to(device))
         if mask is not None:
             if logits.shape[1] != len(mask):
