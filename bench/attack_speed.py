@@ -6,7 +6,12 @@ one clean and one final forward), with none of the attack's bookkeeping; the rat
 machinery costs. Default model: the built-in Fashion-MNIST QUEST ViT; ``--vit-s`` uses a random ViT-S/16 at
 224 (GPU).
 
+With ``--vit-s`` the labels are the random model's own predictions, so every image starts correctly classified
+and each attack does its full work (random labels would leave AutoAttack nothing to attack). ``--autoattack N``
+also times the reference AutoAttack (standard, L-inf) on N images.
+
     python bench/attack_speed.py [--device cuda] [--images 512] [--steps 10] [--batch 256] [--vit-s]
+                                 [--autoattack N]
 """
 from __future__ import annotations
 
@@ -48,6 +53,7 @@ def main():
     ap.add_argument("--eps", type=float, default=2 / 255)
     ap.add_argument("--vit-s", action="store_true")
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--autoattack", type=int, default=0, help="also time reference AutoAttack on N images")
     args = ap.parse_args()
     dev = args.device
     configure_matmul(dev)
@@ -55,8 +61,12 @@ def main():
         from questbench.models import ModelSpec, build_model
         model = build_model(ModelSpec(arch="vit_small_patch16_224", attention="quest", num_classes=1000)).to(dev).eval()
         rng = np.random.default_rng(0)
-        ds = ArrayDataset((rng.random((args.images, 224, 224, 3)) * 255).astype(np.uint8),
-                          rng.integers(0, 1000, args.images), "random", "random")
+        images = (rng.random((args.images, 224, 224, 3)) * 255).astype(np.uint8)
+        ds = ArrayDataset(images, np.zeros(args.images, np.int64), "random", "random")
+        with torch.no_grad():  # the model's own predictions as labels: every image starts correct
+            own = [model(torch.stack([ds[i][0] for i in range(a, min(a + args.batch, len(ds)))]).to(dev)).argmax(1)
+                   for a in range(0, len(ds), args.batch)]
+        ds = ArrayDataset(images, torch.cat(own).cpu().numpy(), "random", "random")
     else:
         model = questbench.load_model("fmnist-vit-quest-s0", device=dev)
         ds = questbench.load_dataset("fashion-mnist", "test").subset(range(args.images))
@@ -83,6 +93,14 @@ def main():
     for k, v in med.items():
         print(f"{k:9s} {args.images / v:9.1f} img/s")
     print(f"PGD fp32 / bare loop throughput: {med['bare'] / med['pgd fp32']:.3f}")
+    if args.autoattack:
+        sub = ds.subset(range(min(args.autoattack, len(ds))))
+        aa = AttackConfig("autoattack", args.eps)
+        t = time.perf_counter()
+        res = evaluate_attack(model, sub, aa, batch_size=args.batch, device=dev)
+        wall = time.perf_counter() - t
+        print(f"AutoAttack (reference, standard) fp32 {len(sub) / wall:9.1f} img/s on {len(sub)} images, "
+              f"robust accuracy {100 * np.mean([r['correct'] for r in res.records]):.2f}%")
     print(f"bf16 / fp32 PGD speed: {med['pgd fp32'] / med['pgd bf16']:.2f}x; robust accuracy fp32 {acc['fp32']:.2f}%, "
           f"bf16 {acc['bf16']:.2f}% (diff {acc['bf16'] - acc['fp32']:+.2f} pp)")
 

@@ -5,7 +5,10 @@ training step (forward + backward + AdamW). GPU (--device cuda): ViT-S/16 at 224
 training step. Rounds alternate the kinds so machine noise hits all of them alike; the ratio is the median
 step time of standard divided by the median step time of the kind (> 1 means faster than standard).
 
-    python bench/attention_speed.py [--device cpu|cuda] [--rounds 7] [--steps 5] [--threads 2]
+``--compiled-norm`` adds QUEST with its key normalization compiled into one kernel
+(``questbench.attention.compile_normalization``) as a kind of its own, ``quest+compiled``.
+
+    python bench/attention_speed.py [--device cpu|cuda] [--rounds 7] [--steps 5] [--threads 2] [--compiled-norm]
 """
 from __future__ import annotations
 
@@ -23,6 +26,11 @@ from questbench.attention import ATTENTION_KINDS, set_attention
 
 
 def build(kind: str, device: str):
+    if kind.endswith("+compiled"):
+        from questbench.attention import compile_normalization
+        m, shape = build(kind.removesuffix("+compiled"), device)
+        compile_normalization(m)
+        return m, shape
     if device == "cpu":
         m = timm.create_model("vit_tiny_patch16_224", img_size=32, patch_size=4, num_classes=10)
         shape = (64, 3, 32, 32)
@@ -40,10 +48,11 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--kinds", default=",".join(ATTENTION_KINDS))
+    ap.add_argument("--compiled-norm", action="store_true")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     dev = args.device
-    kinds = args.kinds.split(",")
+    kinds = args.kinds.split(",") + (["quest+compiled"] if args.compiled_norm else [])
     models, opts = {}, {}
     torch.manual_seed(0)
     for k in kinds:

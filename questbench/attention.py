@@ -116,7 +116,8 @@ class QuestbenchAttention(Attention):
         if self.normalize_rows and recorder is None and self._plain_qk_norm():
             # Normalize in the projection's own (B, N, H, d) layout, before the permute: reading the rows
             # where they were just written saves a strided pass over the key tensor (bench/attention_speed.py).
-            q, k, v = (_l2_normalize(qkv[:, :, i]).transpose(1, 2) if i in self.normalize_rows
+            norm = getattr(self, "_qb_l2_normalize", None) or _l2_normalize
+            q, k, v = (norm(qkv[:, :, i]).transpose(1, 2) if i in self.normalize_rows
                        else qkv[:, :, i].transpose(1, 2) for i in range(3))
             scale = 1.0
             q_raw = k_raw = None
@@ -225,6 +226,20 @@ def set_attention(model: nn.Module, kind: str) -> nn.Module:
     if swapped == 0:
         raise QuestbenchError(f"{type(model).__name__} has no timm Attention modules to swap")
     return model
+
+
+def compile_normalization(model: nn.Module) -> int:
+    """Fuse each normalizing layer's row normalization into one generated kernel (``torch.compile`` of the
+    eager formula; on a GPU, one pass over the keys where the qkv projection wrote them, forward and backward).
+    The eager path stays the always-correct fallback: layers keep it until this is called. Returns how many
+    layers were changed. The first call of each shape compiles (seconds)."""
+    compiled = torch.compile(l2_normalize_reference, dynamic=False)
+    n = 0
+    for m in model.modules():
+        if isinstance(m, QuestbenchAttention) and m.normalize_rows:
+            m._qb_l2_normalize = compiled
+            n += 1
+    return n
 
 
 def attention_kind(model: nn.Module) -> str:

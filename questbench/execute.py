@@ -23,7 +23,7 @@ class Context:
     models: dict[str, Any]
     data: PreparedData
     device: str
-    num_workers: int = 0  # corruption workers of this rank
+    num_workers: int = 0  # data-loading workers of this rank
     released_source: Optional[Callable[[Any], Any]] = None  # corruption dataset -> grid source (released sets)
     show: Callable[[str, str], None] = lambda kind, now: None
     flags: list[str] = field(default_factory=list)
@@ -46,19 +46,20 @@ def _per_sample(kind: str, evaluate: Callable[..., list[dict]]):
             ds = ctx.data.clean if kind == "clean" else ctx.data.shifts[job.setting]
             t0 = time.perf_counter()
             records = run_with_batch_fallback(
-                lambda bs: evaluate(ctx.models[job.model], ds, bs, ctx.device, advance, spans), ctx.suite.batch_size)
+                lambda bs: evaluate(ctx.models[job.model], ds, bs, ctx.device, advance, spans, ctx.num_workers),
+                ctx.suite.batch_size)
             yield job, split(spans, records, time.perf_counter() - t0)
     return execute
 
 
-def _clean(model, ds, bs, device, advance, spans):
+def _clean(*args):
     from .evaluators.clean import evaluate_clean
-    return evaluate_clean(model, ds, bs, device, advance, spans)
+    return evaluate_clean(*args)
 
 
-def _shift(model, ds, bs, device, advance, spans):
+def _shift(*args):
     from .evaluators.shift import evaluate_shift
-    return evaluate_shift(model, ds, bs, device, advance, spans)
+    return evaluate_shift(*args)
 
 
 def execute_corruptions(ctx: Context, work: Work, advance) -> Iterator[tuple[Job, list[Part]]]:

@@ -195,3 +195,23 @@ def test_pre_permute_normalization_matches_transform_qk_path(kind, fused):
     slow = mod(x)
     g_slow, = torch.autograd.grad(slow.sum(), x)
     assert torch.allclose(fast, slow, atol=1e-6) and torch.allclose(g_fast, g_slow, atol=1e-5)
+
+
+def test_compiled_normalization_matches_eager_with_gradients():
+    """The fused (torch.compile) key normalization gives the eager path's outputs and input gradients; layers
+    without a row normalization are left alone."""
+    from questbench.attention import compile_normalization
+
+    torch.manual_seed(3)
+    model = timm.create_model("vit_tiny_patch16_224", img_size=32, patch_size=8, depth=2, num_classes=10)
+    set_attention(model, "quest")
+    x = torch.randn(2, 3, 32, 32, requires_grad=True)
+    eager = model(x)
+    g_eager, = torch.autograd.grad(eager.square().sum(), x)
+    assert compile_normalization(model) == 2
+    assert all(m._qb_l2_normalize is not None for m in model.modules() if isinstance(m, QuestAttention))
+    fused = model(x)
+    g_fused, = torch.autograd.grad(fused.square().sum(), x)
+    assert torch.allclose(eager, fused, atol=1e-5) and torch.allclose(g_eager, g_fused, atol=1e-4)
+    std = set_attention(timm.create_model("vit_tiny_patch16_224", img_size=32, patch_size=8, depth=2), "standard")
+    assert compile_normalization(std) == 0

@@ -5,16 +5,16 @@ from typing import Any, Callable, Optional
 
 import torch
 
-from .common import Spans, batch_starts
+from .common import Spans, loaded_batches
 
 
 @torch.inference_mode()
 def evaluate_clean(model, ds, batch_size: int, device: str, advance: Optional[Callable[[int], None]] = None,
-                   spans: Spans = None) -> list[dict[str, Any]]:
+                   spans: Spans = None, num_workers: int = 0) -> list[dict[str, Any]]:
     records = []
-    for start, stop in batch_starts(len(ds), batch_size, spans):
+    for start, stop, x in loaded_batches(ds, batch_size, device, spans, num_workers):
         idx = range(start, stop)
-        pred = model(torch.stack([ds[i][0] for i in idx]).to(device)).argmax(1).cpu()
+        pred = model(x).argmax(1).cpu()
         for j, i in enumerate(idx):
             label = int(ds.labels[i])
             records.append({"sample_id": ds.sample_ids[i], "label": label, "pred": int(pred[j]),

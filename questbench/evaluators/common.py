@@ -113,3 +113,31 @@ def batches(dataset, batch_size: int, device: str, spans: Spans = None
         x = torch.stack([dataset[i][0] for i in idx]).to(device)
         y = torch.tensor([int(dataset.labels[i]) for i in idx], device=device)
         yield start, idx, x, y
+
+
+class _Batches(torch.utils.data.Dataset):
+    """Item k: batch k (images stacked) of a dataset; built inside a DataLoader worker when there are any."""
+
+    def __init__(self, dataset, ranges: list[tuple[int, int]]):
+        self.dataset, self.ranges = dataset, ranges
+
+    def __len__(self) -> int:
+        return len(self.ranges)
+
+    def __getitem__(self, k: int) -> tuple[int, int, torch.Tensor]:
+        start, stop = self.ranges[k]
+        return start, stop, torch.stack([self.dataset[i][0] for i in range(start, stop)])
+
+
+def loaded_batches(dataset, batch_size: int, device: str, spans: Spans = None, num_workers: int = 0
+                   ) -> Iterator[tuple[int, int, torch.Tensor]]:
+    """(start, stop, images on ``device``) per batch, the batches of :func:`batch_starts`. Images are decoded in
+    ``num_workers`` DataLoader workers and, for a GPU, handed over in pinned memory with a non-blocking copy,
+    so that reading the next batch overlaps the model's work on this one."""
+    cuda = device.startswith("cuda")
+    loader = torch.utils.data.DataLoader(
+        _Batches(dataset, list(batch_starts(len(dataset), batch_size, spans))), batch_size=None,
+        num_workers=num_workers, pin_memory=cuda, worker_init_fn=die_with_parent if num_workers else None,
+        prefetch_factor=2 if num_workers else None)
+    for start, stop, x in loader:
+        yield start, stop, x.to(device, non_blocking=cuda)

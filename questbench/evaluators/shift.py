@@ -8,18 +8,19 @@ from typing import Any, Callable, Optional
 import torch
 
 from ..errors import QuestbenchError
-from .common import Spans, batch_starts
+from .common import Spans, loaded_batches
 
 
 @torch.inference_mode()
 def evaluate_shift(model, ds, batch_size: int, device: str,
-                   advance: Optional[Callable[[int], None]] = None, spans: Spans = None) -> list[dict[str, Any]]:
+                   advance: Optional[Callable[[int], None]] = None, spans: Spans = None,
+                   num_workers: int = 0) -> list[dict[str, Any]]:
     mask = getattr(ds, "class_mask", None)
     sets = getattr(ds, "label_sets", None)
     records = []
-    for start, stop in batch_starts(len(ds), batch_size, spans):
+    for start, stop, x in loaded_batches(ds, batch_size, device, spans, num_workers):
         idx = range(start, stop)
-        logits = model(torch.stack([ds[i][0] for i in idx]).to(device))
+        logits = model(x)
         if mask is not None:
             if logits.shape[1] != len(mask):
                 raise QuestbenchError(f"{ds.name} needs 1000-way ImageNet logits; the model gives {logits.shape[1]}")
