@@ -2,6 +2,7 @@
 loop on the same cores, measured in one run; and the cost of a full 15 x 5 sweep per image at 32^2 and 224^2.
 
     python bench/corruption_speed.py [--images 64] [--workers 2] [--size 28] [--rounds 3]
+    python bench/corruption_speed.py --engines [--size 32|224] [--images N] [--device cpu|cuda]
 
 --size 28 is Fashion-MNIST (corrupted at 32x32 per the small-image policy); --size 224 is ImageNet-sized RGB.
 The two sides alternate for --rounds rounds (these machines are noisy); the ratio reported is the median of the
@@ -69,8 +70,59 @@ def sweep_cost(size: int, reps: int) -> float:
     return (time.perf_counter() - t) / reps
 
 
+def engine_comparison(size: int, n: int, workers: int, device: str, rounds: int) -> None:
+    """The torch engine (batched, in this process, ``device``) against imagecorruptions (the grid, ``workers``
+    DataLoader workers) on the same colour images: per common corruption (all five severities) and for the
+    whole 15 x 5 sweep; rounds alternate and the medians are reported."""
+    import sys
+    sys.path.insert(0, os.path.dirname(__file__))
+    from corruption_fidelity import colour_crops
+
+    from questbench.evaluators.torch_corruptions import corrupt_batch, generators
+
+    images = colour_crops(n, size)
+    ds = ArrayDataset(images, np.zeros(n, np.int64), "bench", "skimage photos")
+    x = torch.from_numpy(images).permute(0, 3, 1, 2).float().div(255).to(device)
+
+    def torch_run(name):
+        for sev in range(1, 6):
+            seeds = [corruption_seed(0, str(i), name, sev) for i in range(n)]
+            corrupt_batch(x, name, sev, generators(seeds, device), "imagenet-c")
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+
+    def ref_run(name):
+        grid_run(ds, [CorruptionSetting(name, s) for s in range(1, 6)], workers, n)
+
+    for name in COMMON_CORRUPTIONS:  # warm both (numba, OpenCV, frost pictures, kernels)
+        torch_run(name)
+    ref_run("glass_blur")
+    times: dict[str, dict[str, list[float]]] = {c: {"torch": [], "ref": []} for c in COMMON_CORRUPTIONS}
+    for _ in range(rounds):
+        for name in COMMON_CORRUPTIONS:
+            for side, fn in (("torch", torch_run), ("ref", ref_run)):
+                t = time.perf_counter()
+                fn(name)
+                times[name][side].append(time.perf_counter() - t)
+    name_dev = torch.cuda.get_device_name() if device.startswith("cuda") else \
+        f"{platform.machine()} CPU, {torch.get_num_threads()} threads"
+    print(f"{n} colour images of {size} px; torch engine on {name_dev}; imagecorruptions in {workers} workers; "
+          f"{rounds} round(s), medians; images/s count corrupted images (5 severities each)")
+    print("| corruption | torch img/s | imagecorruptions img/s | ratio |")
+    print("|---|---|---|---|")
+    tot = {"torch": 0.0, "ref": 0.0}
+    for name in COMMON_CORRUPTIONS:
+        med = {k: statistics.median(v) for k, v in times[name].items()}
+        tot = {k: tot[k] + med[k] for k in tot}
+        print(f"| {name} | {5 * n / med['torch']:.0f} | {5 * n / med['ref']:.0f} | {med['ref'] / med['torch']:.1f}x |")
+    print(f"| **whole 15 x 5 sweep** | {75 * n / tot['torch']:.0f} | {75 * n / tot['ref']:.0f} | "
+          f"**{tot['ref'] / tot['torch']:.1f}x** |")
+
+
 def main():
     ap = argparse.ArgumentParser()
+    ap.add_argument("--engines", action="store_true", help="torch engine vs imagecorruptions")
+    ap.add_argument("--device", default="cpu")
     ap.add_argument("--images", type=int, default=64)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--batch", type=int, default=200)  # the default suite: 200 images per setting
@@ -78,6 +130,9 @@ def main():
     ap.add_argument("--size", type=int, default=28)
     ap.add_argument("--rounds", type=int, default=3)
     args = ap.parse_args()
+    if args.engines:
+        engine_comparison(max(32, args.size), args.images, args.workers, args.device, args.rounds)
+        return
     torch.set_num_threads(1)
     rng = np.random.default_rng(0)
     shape = (args.images, args.size, args.size) + (() if args.size < 32 else (3,))

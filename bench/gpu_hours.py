@@ -38,7 +38,7 @@ def jpeg_decode_rate(n: int = 400) -> float:
     t = time.perf_counter()
     for _ in range(n):
         with Image.open(io.BytesIO(data)) as im:
-            a = np.asarray(im.convert("RGB"))
+            a = np.array(im.convert("RGB"))
         torch.from_numpy(a).permute(2, 0, 1).float().div_(255)
     return n / (time.perf_counter() - t)
 

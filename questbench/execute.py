@@ -84,7 +84,8 @@ def execute_corruptions(ctx: Context, work: Work, advance) -> Iterator[tuple[Job
         kwargs = dict(batch_size=ctx.suite.batch_size, num_workers=ctx.num_workers, device=ctx.device,
                       on_batch=lambda n: advance(n * len(models)))
         if ctx.released_source is None:
-            it = evaluate_corruptions(models, ds, settings, suite_seed=ctx.suite.seed, mode=c.mode, **kwargs)
+            it = evaluate_corruptions(models, ds, settings, suite_seed=ctx.suite.seed, mode=c.mode, engine=c.engine,
+                                      params=c.params, **kwargs)
         else:
             it = evaluate_released(models, ctx.released_source(ds), ds.labels, ds.sample_ids, settings, **kwargs)
         last, last_setting, wall = time.perf_counter(), None, 0.0

@@ -76,6 +76,8 @@ def plan_jobs(suite, data: PreparedData, model_fp: dict[str, str], device_kind: 
     if s.corruptions:
         c = s.corruptions
         source = {"mode": c.mode, "root": str(Path(c.root).resolve()) if c.root else None}
+        if c.engine != "imagecorruptions":
+            source |= {"engine": c.engine, "params": c.params}
         for st in c.settings():
             for m in models:
                 k = key(m, "corruption", data.corruption) | {"corruption": st.corruption, "severity": st.severity,

@@ -209,6 +209,11 @@ class Runner:
         corr_impl = "imagecorruptions-imaug " + library_versions()["imagecorruptions"]
         if s.corruptions and s.corruptions.mode in ("imagenet-c", "cifar-c"):
             corr_impl = f"released {s.corruptions.mode} at {s.corruptions.root}"
+        elif s.corruptions and s.corruptions.engine == "torch":
+            params = {"auto": "CIFAR-10-C constants at <= 64 px, ImageNet-C above", "cifar-c": "CIFAR-10-C constants",
+                      "imagenet-c": "ImageNet-C constants"}[s.corruptions.params]
+            corr_impl = (f"questbench torch engine ({params}); reference imagecorruptions-imaug "
+                         f"{library_versions()['imagecorruptions']}")
         return {
             "format": STORE_FORMAT, "run_config": self.run_config(), "jobs": {j.job_id: j.key_sha256 for j in jobs},
             "suite": s.as_dict(), "suite_sha256": s.sha256, "versions": library_versions(), "models": models,

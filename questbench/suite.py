@@ -64,6 +64,8 @@ class CorruptionSchema(_Schema):
     mode: Literal["native", "faithful", "imagenet-c", "cifar-c"] = "native"
     root: Optional[str] = None
     samples: Optional[PositiveInt] = None
+    engine: Literal["imagecorruptions", "torch"] = "imagecorruptions"
+    params: Optional[Literal["imagenet-c", "cifar-c", "auto"]] = None
 
 
 class AttackSchema(_Schema):
@@ -156,6 +158,8 @@ class CorruptionSpec:
     mode: str = "native"  # native | faithful (on the fly) | imagenet-c | cifar-c (released, from disk)
     root: Optional[str] = None
     samples: Optional[int] = None
+    engine: str = "imagecorruptions"  # on the fly: imagecorruptions (the reference) or torch (batched)
+    params: str = "imagenet-c"  # the torch engine's constants: imagenet-c | cifar-c | auto (cifar-c at <= 64 px)
 
     def settings(self) -> list[CorruptionSetting]:
         return [CorruptionSetting(c, s) for c in self.names for s in self.severities]
@@ -296,7 +300,14 @@ def _from_mapping(raw: dict, text: str, path: str) -> Suite:
     if sch.corruptions is not None:
         c = sch.corruptions
         corruptions = CorruptionSpec(names=_corruption_names(c.names), severities=list(c.severities), mode=c.mode,
-                                     root=c.root, samples=c.samples)
+                                     root=c.root, samples=c.samples, engine=c.engine,
+                                     params=c.params or ("auto" if c.engine == "torch" else "imagenet-c"))
+        if c.engine == "torch" and c.mode != "native":
+            raise QuestbenchError(f"suite {path}: corruptions.engine \"torch\" runs in mode \"native\" only (the "
+                                  f"faithful ImageNet-C mode and released sets stay on their reference), not {c.mode!r}")
+        if c.engine == "imagecorruptions" and corruptions.params != "imagenet-c":
+            raise QuestbenchError(f"suite {path}: corruptions.params {c.params!r} needs engine = \"torch\" "
+                                  "(imagecorruptions has the ImageNet-C constants only)")
         if len(set(c.severities)) != len(c.severities):
             raise QuestbenchError(f"suite {path}: corruptions.severities: a severity is listed twice")
         if c.mode in ("imagenet-c", "cifar-c") and not c.root:

@@ -147,20 +147,40 @@ def _check_same_size(shapes) -> None:
 
 
 class OnTheFly:
-    """Picklable source for DataLoader workers: corrupts dataset images on demand."""
+    """Picklable source for DataLoader workers: corrupts dataset images on demand (``corrupt=False``: hands
+    over the prepared clean image, for an engine that corrupts whole batches on the model's device)."""
 
-    def __init__(self, dataset, suite_seed: int, mode: str):
+    def __init__(self, dataset, suite_seed: int, mode: str, corrupt: bool = True):
         self.dataset = dataset
         self.suite_seed = suite_seed
         self.mode = mode
+        self.corrupt = corrupt
 
     def __call__(self, setting: CorruptionSetting, i: int) -> np.ndarray:
         # native mode corrupts what the model is shown: an image folder's resize/crop view where it has one
         # (its files differ in size); faithful mode makes its own 256/224 view from the file, as ImageNet-C did
         view = getattr(self.dataset, "eval_view_uint8", None) if self.mode == "native" else None
         image = view(i) if view is not None else self.dataset.image_uint8(i)
+        if not self.corrupt:
+            return prepare_image(image, self.mode)
         return corrupted_sample(image, self.dataset.sample_ids[i], setting.corruption, setting.severity,
                                 self.suite_seed, self.mode)
+
+
+class TorchEngine:
+    """Corrupts a model batch of prepared images (float NCHW in [0, 1], one setting) on its device with
+    questbench.evaluators.torch_corruptions; each image's generator is seeded as imagecorruptions' seed is."""
+
+    def __init__(self, suite_seed: int, params: str = "auto"):
+        self.suite_seed = suite_seed
+        self.params = params
+
+    def __call__(self, x: torch.Tensor, setting: CorruptionSetting, sample_ids: Sequence[str]) -> torch.Tensor:
+        from .torch_corruptions import corrupt_batch, generators, resolve_params
+
+        seeds = [corruption_seed(self.suite_seed, sid, setting.corruption, setting.severity) for sid in sample_ids]
+        params = resolve_params(self.params, min(x.shape[-2:]))
+        return corrupt_batch(x.contiguous(), setting.corruption, setting.severity, generators(seeds, x.device), params)
 
 
 def _warm_up(settings: Sequence[CorruptionSetting]) -> None:
@@ -240,7 +260,7 @@ def _grid_loader(grid: CorruptionGrid, batch_size: int, num_workers: int) -> Ite
     loader = DataLoader(_GridPieces(grid, pieces), batch_size=None, collate_fn=_unchanged, num_workers=num_workers,
                         persistent_workers=False, prefetch_factor=_PREFETCH if num_workers else None,
                         in_order=not num_workers, worker_init_fn=die_with_parent if num_workers else None)
-    if num_workers:
+    if num_workers and getattr(grid.source, "corrupt", False):
         _warm_up(grid.settings)
     filling: dict[int, tuple[torch.Tensor, int]] = {}  # batch id -> (x being filled, images still missing)
     with _opencv_single_threaded() if num_workers else contextlib.nullcontext():
@@ -263,7 +283,7 @@ def _grid_loader(grid: CorruptionGrid, batch_size: int, num_workers: int) -> Ite
 
 def evaluate_grid(models: Mapping[str, torch.nn.Module], grid: CorruptionGrid, sample_ids: Sequence[str],
                   batch_size: int = 128, num_workers: int = 2, device: str = "cpu",
-                  on_batch: Optional[Callable[[int], None]] = None
+                  on_batch: Optional[Callable[[int], None]] = None, engine: Optional[TorchEngine] = None
                   ) -> Iterator[tuple[CorruptionSetting, str, list[dict]]]:
     """Evaluate every model on every setting of the grid; each corrupted batch is generated once.
 
@@ -278,6 +298,8 @@ def evaluate_grid(models: Mapping[str, torch.nn.Module], grid: CorruptionGrid, s
             s = int(s_idx[0])
             slot = pending.setdefault(s, {name: [] for name in models})
             x = x.to(device)
+            if engine is not None:
+                x = engine(x, grid.settings[s], [sample_ids[int(i)] for i in i_idx])
             for name, model in models.items():
                 pred = model(x).argmax(1).cpu()
                 slot[name].extend(
@@ -294,12 +316,20 @@ def evaluate_grid(models: Mapping[str, torch.nn.Module], grid: CorruptionGrid, s
 
 
 def evaluate_corruptions(models: Mapping[str, torch.nn.Module], dataset, settings: Sequence[CorruptionSetting],
-                         suite_seed: int = 0, mode: str = "native", **kwargs):
-    """On-the-fly corruption sweep of ``dataset`` (anything with image_uint8, sample_ids, labels)."""
+                         suite_seed: int = 0, mode: str = "native", engine: str = "imagecorruptions",
+                         params: str = "imagenet-c", **kwargs):
+    """On-the-fly corruption sweep of ``dataset`` (anything with image_uint8, sample_ids, labels), by
+    imagecorruptions in DataLoader workers or by the batched torch engine on the models' device."""
     for st in settings:
         check_corruption(st.corruption, st.severity)
-    grid = CorruptionGrid(settings, len(dataset), dataset.labels, OnTheFly(dataset, suite_seed, mode))
-    return evaluate_grid(models, grid, dataset.sample_ids, **kwargs)
+    if engine not in ("imagecorruptions", "torch"):
+        raise QuestbenchError(f"corruption engine must be imagecorruptions or torch, not {engine!r}")
+    if engine == "torch" and mode != "native":
+        raise QuestbenchError("the torch corruption engine runs in mode \"native\" only")
+    torch_engine = TorchEngine(suite_seed, params) if engine == "torch" else None
+    grid = CorruptionGrid(settings, len(dataset), dataset.labels,
+                          OnTheFly(dataset, suite_seed, mode, corrupt=torch_engine is None))
+    return evaluate_grid(models, grid, dataset.sample_ids, engine=torch_engine, **kwargs)
 
 
 def corruption_errors(models: Mapping[str, torch.nn.Module], dataset, corruptions: Sequence[str],

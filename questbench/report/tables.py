@@ -132,6 +132,10 @@ def compute_tables(results: Results) -> Tables:
     samples = results.samples
     dataset = results.provenance.get("dataset", {}).get("name", "")
     corr, sev, metric, notes = corruption_tables(samples, dataset)
+    spec = results.provenance.get("suite", {}).get("corruptions") or {}
+    if metric and spec.get("engine") == "torch":  # which constants made the corruptions decides what errors mean
+        metric += {"cifar-c": ", CIFAR-10-C constants", "imagenet-c": ", ImageNet-C constants",
+                   "auto": ", CIFAR-10-C constants at <= 64 px"}.get(spec.get("params"), "")
     att, flags = attack_table(samples)
     job_flags = []
     if not results.jobs.empty and "flags" in results.jobs:
