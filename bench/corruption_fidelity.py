@@ -6,8 +6,7 @@
 - every corruption: the built-in QUEST model's error on Fashion-MNIST test images under both engines, averaged
   over the five severities (tolerance 2 pp).
 
-Colour images: random crops of scikit-image's bundled photos (``--size`` px; Fashion-MNIST is gray, which would
-leave hue and saturation untested).
+Colour images: random crops of scikit-image's bundled photos (``--size`` px; ``questbench.data.photos``).
 
     python bench/corruption_fidelity.py [--images 64] [--size 32] [--model-images 1000] [--workers 2]
 """
@@ -19,34 +18,13 @@ import time
 import numpy as np
 import torch
 
+from questbench.data.photos import colour_crops
 from questbench.evaluators.corruptions import corrupt_image, corruption_seed, evaluate_corruptions
 from questbench.evaluators.torch_corruptions import CORRUPTIONS, corrupt_batch, generators
 from questbench.settings import CorruptionSetting
 
 DETERMINISTIC = ("brightness", "contrast", "defocus_blur", "zoom_blur", "pixelate", "jpeg_compression",
                  "gaussian_blur", "saturate")
-
-
-def colour_crops(n: int, size: int, seed: int = 0) -> np.ndarray:
-    """n uint8 (size, size, 3) crops of skimage's colour photos, each photo first scaled so its short side is
-    3 x size (so that a crop holds a recognisable part, not a few flat pixels)."""
-    import skimage.data
-    from PIL import Image
-
-    photos = [skimage.data.astronaut(), skimage.data.chelsea(), skimage.data.coffee(), skimage.data.rocket()]
-    rng = np.random.default_rng(seed)
-    scaled = []
-    for p in photos:
-        h, w = p.shape[:2]
-        f = 3 * size / min(h, w)
-        scaled.append(np.asarray(Image.fromarray(p).resize((max(size, round(w * f)), max(size, round(h * f))),
-                                                           Image.BILINEAR)))
-    out = []
-    for k in range(n):
-        p = scaled[k % len(scaled)]
-        y, x = rng.integers(0, p.shape[0] - size + 1), rng.integers(0, p.shape[1] - size + 1)
-        out.append(p[y:y + size, x:x + size])
-    return np.stack(out)
 
 
 def psnr(a: np.ndarray, clean: np.ndarray) -> np.ndarray:

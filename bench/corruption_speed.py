@@ -74,10 +74,7 @@ def engine_comparison(size: int, n: int, workers: int, device: str, rounds: int)
     """The torch engine (batched, in this process, ``device``) against imagecorruptions (the grid, ``workers``
     DataLoader workers) on the same colour images: per common corruption (all five severities) and for the
     whole 15 x 5 sweep; rounds alternate and the medians are reported."""
-    import sys
-    sys.path.insert(0, os.path.dirname(__file__))
-    from corruption_fidelity import colour_crops
-
+    from questbench.data.photos import colour_crops
     from questbench.evaluators.torch_corruptions import corrupt_batch, generators
 
     images = colour_crops(n, size)

@@ -4,6 +4,7 @@ import pytest
 import scipy.stats
 import torch
 
+from questbench.data.photos import colour_crops
 from questbench.errors import QuestbenchError
 from questbench.evaluators.corruptions import corrupt_image, corruption_seed
 from questbench.evaluators.torch_corruptions import (CORRUPTIONS, PARAMS, corrupt_batch, generators,
@@ -12,24 +13,6 @@ from questbench.evaluators.torch_corruptions import (CORRUPTIONS, PARAMS, corrup
 DETERMINISTIC = ("brightness", "contrast", "defocus_blur", "zoom_blur", "pixelate", "jpeg_compression",
                  "gaussian_blur", "saturate")
 RANDOM = tuple(c for c in CORRUPTIONS if c not in DETERMINISTIC)
-
-
-def colour_crops(n, size, seed=0):
-    import skimage.data
-    from PIL import Image
-
-    rng = np.random.default_rng(seed)
-    photos = []
-    for p in (skimage.data.astronaut(), skimage.data.chelsea(), skimage.data.coffee(), skimage.data.rocket()):
-        h, w = p.shape[:2]
-        f = 3 * size / min(h, w)
-        photos.append(np.asarray(Image.fromarray(p).resize((round(w * f), round(h * f)), Image.BILINEAR)))
-    out = []
-    for k in range(n):
-        p = photos[k % len(photos)]
-        y, x = rng.integers(0, p.shape[0] - size + 1), rng.integers(0, p.shape[1] - size + 1)
-        out.append(p[y:y + size, x:x + size])
-    return np.stack(out)
 
 
 def run_both(images, name, severity, params="imagenet-c"):
