@@ -77,7 +77,8 @@ def plan_jobs(suite, data: PreparedData, model_fp: dict[str, str], device_kind: 
         c = s.corruptions
         source = {"mode": c.mode, "root": str(Path(c.root).resolve()) if c.root else None}
         if c.engine != "imagecorruptions":
-            source |= {"engine": c.engine, "params": c.params}
+            from .evaluators.torch_corruptions import ENGINE_VERSION
+            source |= {"engine": c.engine, "params": c.params, "engine_version": ENGINE_VERSION}
         for st in c.settings():
             for m in models:
                 k = key(m, "corruption", data.corruption) | {"corruption": st.corruption, "severity": st.severity,

@@ -212,7 +212,8 @@ class Runner:
         elif s.corruptions and s.corruptions.engine == "torch":
             params = {"auto": "CIFAR-10-C constants at <= 64 px, ImageNet-C above", "cifar-c": "CIFAR-10-C constants",
                       "imagenet-c": "ImageNet-C constants"}[s.corruptions.params]
-            corr_impl = (f"questbench torch engine ({params}); reference imagecorruptions-imaug "
+            from .evaluators.torch_corruptions import ENGINE_VERSION
+            corr_impl = (f"questbench torch engine v{ENGINE_VERSION} ({params}); reference imagecorruptions-imaug "
                          f"{library_versions()['imagecorruptions']}")
         return {
             "format": STORE_FORMAT, "run_config": self.run_config(), "jobs": {j.job_id: j.key_sha256 for j in jobs},

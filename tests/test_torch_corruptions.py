@@ -124,6 +124,22 @@ params = "{params}"
 """
 
 
+def test_engine_version_is_part_of_the_job_identity(tmp_path, tiny_pair, monkeypatch):
+    """Results of an earlier engine version are never reused: its version enters every torch-engine job's hash."""
+    import questbench.evaluators.torch_corruptions as tc
+    from questbench.runner import Runner
+    from questbench.suite import load_suite
+    from test_suite_runner import write_suite
+
+    suite = load_suite(str(write_suite(tmp_path, tiny_pair, TORCH_SUITE.format(params="cifar-c"))))
+    r = Runner(suite, tmp_path / "o", device="cpu", quiet=True)
+    r.prepare()
+    before = {j.job_id for j in r.jobs() if j.evaluation == "corruption"}
+    monkeypatch.setattr(tc, "ENGINE_VERSION", tc.ENGINE_VERSION + 1)
+    after = {j.job_id for j in r.jobs() if j.evaluation == "corruption"}
+    assert before and not before & after
+
+
 def test_runner_uses_the_torch_engine_and_records_it(tmp_path, tiny_pair):
     """`engine = "torch"` runs through the runner (same per-sample seeds as the engine alone), the job identity
     and the provenance name the engine and its constants, and the two parameter sets give different results."""
@@ -139,7 +155,8 @@ def test_runner_uses_the_torch_engine_and_records_it(tmp_path, tiny_pair):
         outs[params] = tmp_path / params
         run_suite(suite, outs[params], device="cpu", quiet=True)
     res = questbench.load_results(outs["cifar-c"])
-    assert "torch engine (CIFAR-10-C constants)" in res.provenance["corruption_implementation"]
+    assert "torch engine v" in res.provenance["corruption_implementation"]
+    assert "(CIFAR-10-C constants)" in res.provenance["corruption_implementation"]
     key = res.jobs.query("evaluation == 'corruption'").job_id.tolist()
     other = questbench.load_results(outs["imagenet-c"])
     assert not set(key) & set(other.jobs.job_id)

@@ -38,6 +38,9 @@ import torch.nn.functional as F
 from ..errors import QuestbenchError
 
 PARAM_SETS = ("imagenet-c", "cifar-c")
+# Part of every torch-engine job's identity: bumped whenever a change moves any output pixel, so results of an
+# earlier engine are never reused for this one (2: float32 noise draws, shifted-slice filters).
+ENGINE_VERSION = 2
 
 _IMAGENET_C = {
     "gaussian_noise": [.08, .12, .18, .26, .38],
