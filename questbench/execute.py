@@ -5,7 +5,7 @@ back; it knows nothing of how any evaluation works.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Optional
 
 from .evaluators.common import run_with_batch_fallback
@@ -26,7 +26,6 @@ class Context:
     num_workers: int = 0  # data-loading workers of this rank
     released_source: Optional[Callable[[Any], Any]] = None  # corruption dataset -> grid source (released sets)
     show: Callable[[str, str], None] = lambda kind, now: None
-    flags: list[str] = field(default_factory=list)
 
 
 def split(spans: list[Span], records: list[dict], wall: float, flags=(), config=None) -> list[Part]:
@@ -129,7 +128,6 @@ def execute_attacks(ctx: Context, work: Work, advance) -> Iterator[tuple[Job, li
             lambda bs: evaluate(ctx.models[job.model], ds, cfg, seed=ctx.suite.seed, batch_size=bs,
                                 device=ctx.device, precision=ctx.suite.precision, on_batch=advance, spans=spans),
             spec.batch_size or ctx.suite.batch_size)
-        ctx.flags.extend(f"{job.model} {cfg.key}: {f}" for f in result.flags)
         yield job, split(spans, result.records, time.perf_counter() - t0, result.flags, result.config)
 
 

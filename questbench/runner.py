@@ -306,21 +306,23 @@ class Runner:
             if u.kind not in drawn and todo(u):
                 mine.setdefault(u.job_id, []).append((u.start, u.stop))
         work = {k: [(by_id[i], spans) for i, spans in mine.items() if by_id[i].evaluation == k] for k in KINDS}
-        drawn_units = {k: [u for u in queue(jobs, k) if todo(u)] for k in drawn}
+        # the plan's queue, the same list on every rank whenever it looks; finished units are skipped when drawn
+        drawn_units = {k: queue(jobs, k) for k in drawn}
         # corruption workers: the suite's number per host, divided between the ranks on it
         local = int(os.environ.get("LOCAL_WORLD_SIZE", self.ranks.world))
         ctx = Context(self.suite, self.models, self.data, self.device, self.suite.num_workers // max(1, local),
                       self.released_source)
         held: dict[str, dict[tuple[int, int], Part]] = {}
         totals = {k: sum(b - a for _, spans in work[k] for a, b in spans) for k in KINDS}
-        totals |= {k: sum(u.stop - u.start for u in drawn_units[k]) for k in drawn}
+        counted = {u for k in drawn for u in drawn_units[k] if todo(u)}  # what the progress bar counts
+        totals |= {k: sum(u.stop - u.start for u in drawn_units[k] if u in counted) for k in drawn}
         with progress_bar(self.quiet) as bar:
             jp = JobProgress(bar, totals)
             ctx.show = jp.show
             for kind in KINDS:
                 advance = lambda n, k=kind: jp.advance(k, n)  # noqa: E731
                 if kind in drawn:
-                    self._execute_drawn(ctx, by_id, drawn_units[kind], kind, advance)
+                    self._execute_drawn(ctx, by_id, drawn_units[kind], kind, advance, todo, counted)
                     continue
                 for job, parts in EXECUTORS[kind](ctx, work[kind], advance):
                     got = held.setdefault(job.job_id, {})
@@ -332,21 +334,26 @@ class Runner:
                             write_part(self.out, job.job_id, p)
                         got.clear()
 
-    def _execute_drawn(self, ctx: Context, by_id: dict[str, Job], units: list, kind: str, advance) -> None:
-        """Units drawn one at a time; each written as a part at once, then merged if its job is complete. The
-        progress bar counts units other ranks drew as they are drawn."""
+    def _execute_drawn(self, ctx: Context, by_id: dict[str, Job], units: list, kind: str, advance, todo,
+                       counted: set) -> None:
+        """Units drawn one at a time; each written as a part at once, then merged if its job is complete. A unit
+        an earlier run finished is skipped when drawn. The progress bar counts units other ranks drew as they
+        are drawn."""
+        size = lambda us: sum(u.stop - u.start for u in us if u in counted)  # noqa: E731
         tickets = distributed.Tickets(self.ranks, kind)
         seen = 0
         while (i := tickets.draw()) < len(units):
-            advance(sum(u.stop - u.start for u in units[seen:i]))
+            advance(size(units[seen:i]))
             seen = i + 1
             u = units[i]
+            if not todo(u):
+                continue
             job = by_id[u.job_id]
             for _, parts in EXECUTORS[kind](ctx, [(job, [(u.start, u.stop)])], advance):
                 for p in parts:
                     write_part(self.out, job.job_id, p)
             merge_job(self.out, job.job_id, job.spans(), {}, lambda *a, job=job: self._job_doc(job, *a))
-        advance(sum(u.stop - u.start for u in units[seen:]))
+        advance(size(units[seen:]))
 
     def _merge(self, pending: list[Job]) -> None:
         for job in pending:

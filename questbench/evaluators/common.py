@@ -108,11 +108,9 @@ def batch_starts(n: int, batch_size: int, spans: Spans = None) -> Iterator[tuple
 def batches(dataset, batch_size: int, device: str, spans: Spans = None
             ) -> Iterator[tuple[int, list[int], torch.Tensor, torch.Tensor]]:
     """(start, indices, images, labels) for consecutive batches of ``dataset`` (within ``spans``), on ``device``."""
-    for start, stop in batch_starts(len(dataset), batch_size, spans):
+    for start, stop, x in loaded_batches(dataset, batch_size, device, spans):
         idx = list(range(start, stop))
-        x = torch.stack([dataset[i][0] for i in idx]).to(device)
-        y = torch.tensor([int(dataset.labels[i]) for i in idx], device=device)
-        yield start, idx, x, y
+        yield start, idx, x, torch.tensor([int(dataset.labels[i]) for i in idx], device=device)
 
 
 class _Batches(torch.utils.data.Dataset):

@@ -141,21 +141,22 @@ def gaussian_filter(x: torch.Tensor, sigma: float, mode: str = "nearest", trunca
     return _separable(x, _gaussian_kernel(sigma, r, x.dtype, x.device), mode)
 
 
-def _separable(x: torch.Tensor, k: torch.Tensor, mode: str) -> torch.Tensor:
-    """Correlate rows, then columns, with k, as a weighted sum of shifted slices (on a CPU several times faster
-    than a 1 x K convolution or an unfold, which copy the K-fold tensor)."""
+def _correlate_1d(x: torch.Tensor, k: torch.Tensor, dim: int, mode: str) -> torch.Tensor:
+    """Correlate along one axis (-1 or -2) with k, as a weighted sum of shifted slices (on a CPU several times
+    faster than a 1 x K convolution or an unfold, which copy the K-fold tensor)."""
     r = (len(k) - 1) // 2
-    w, h = x.shape[-1], x.shape[-2]
+    n = x.shape[dim]
+    p = _pad(x, r, mode, dims=(dim,))
     taps = k.tolist()
-    p = _pad(x, r, mode, dims=(-1,))
-    y = p[..., 0:w] * taps[0]
+    y = p.narrow(dim, 0, n) * taps[0]
     for j in range(1, len(taps)):
-        y.add_(p[..., j:j + w], alpha=taps[j])
-    p = _pad(y, r, mode, dims=(-2,))
-    y = p[..., 0:h, :] * taps[0]
-    for j in range(1, len(taps)):
-        y.add_(p[..., j:j + h, :], alpha=taps[j])
+        y.add_(p.narrow(dim, j, n), alpha=taps[j])
     return y
+
+
+def _separable(x: torch.Tensor, k: torch.Tensor, mode: str) -> torch.Tensor:
+    """Correlate rows, then columns, with k."""
+    return _correlate_1d(_correlate_1d(x, k, -1, mode), k, -2, mode)
 
 
 def _filter2d(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
@@ -287,11 +288,8 @@ def _disk(radius: float, alias_blur: float) -> torch.Tensor:
     yy, xx = np.meshgrid(side, side)
     disk = ((xx ** 2 + yy ** 2) <= radius ** 2).astype(np.float32)
     disk /= disk.sum()
-    t = torch.from_numpy(disk).double()[None, None]
     k = _gaussian_kernel(alias_blur, (ksize - 1) // 2, torch.float64, "cpu")
-    t = _pad(t, (ksize - 1) // 2, "mirror")
-    t = F.conv2d(F.conv2d(t, k.view(1, 1, 1, -1)), k.view(1, 1, -1, 1))
-    return t[0, 0].float()
+    return _separable(torch.from_numpy(disk).double(), k, "mirror").float()
 
 
 def defocus_blur(x, c, gens, variant):
@@ -499,22 +497,8 @@ def elastic_transform(x, c, gens, variant):
 def _gaussian_2axes(t: torch.Tensor, sig_y: float, sig_x: float) -> torch.Tensor:
     """scipy gaussian_filter with one sigma per axis, mode 'reflect', truncate 3."""
     ry, rx = int(3 * sig_y + 0.5), int(3 * sig_x + 0.5)
-    if ry == rx and sig_y == sig_x:
-        return _separable(t, _gaussian_kernel(sig_x, rx, t.dtype, t.device), "reflect")
-    t = _separable_1d(t, _gaussian_kernel(sig_x, rx, t.dtype, t.device), -1)
-    return _separable_1d(t, _gaussian_kernel(sig_y, ry, t.dtype, t.device), -2)
-
-
-def _separable_1d(t: torch.Tensor, k: torch.Tensor, dim: int) -> torch.Tensor:
-    """Correlate along one axis (-1 or -2) with k, scipy 'reflect' borders."""
-    r = (len(k) - 1) // 2
-    n = t.shape[dim]
-    p = _pad(t, r, "reflect", dims=(dim,))
-    taps = k.tolist()
-    y = p.narrow(dim, 0, n) * taps[0]
-    for j in range(1, len(taps)):
-        y.add_(p.narrow(dim, j, n), alpha=taps[j])
-    return y
+    t = _correlate_1d(t, _gaussian_kernel(sig_x, rx, t.dtype, t.device), -1, "reflect")
+    return _correlate_1d(t, _gaussian_kernel(sig_y, ry, t.dtype, t.device), -2, "reflect")
 
 
 def _affine(x: torch.Tensor, jitter: float, gens) -> torch.Tensor:
