@@ -183,13 +183,17 @@ def train(attention: str = typer.Option("quest", help="attention kind"),
           download: bool = typer.Option(False, "--download", help="fetch the training split with torchvision "
                                         "(needs a network; else apt-get install dataset-fashion-mnist)"),
           train_limit: Optional[int] = typer.Option(None, help="use only the first N training images"),
-          name: Optional[str] = typer.Option(None), quiet: bool = typer.Option(False, "--quiet", "-q")):
+          name: Optional[str] = typer.Option(None), quiet: bool = typer.Option(False, "--quiet", "-q"),
+          resume: bool = typer.Option(False, "--resume", help="continue from OUT/NAME.train-state.pt (written "
+                                      "after every epoch) to the weights an uninterrupted run gives"),
+          precision: str = typer.Option("float32", help="float32 (TF32 off on a GPU too) or bf16 (GPU autocast)")):
     """Train a Fashion-MNIST ViT with the built-in recipe; writes safetensors + card."""
     from .runner import resolve_device
     from .train import train_fmnist
 
     card = train_fmnist(attention, seed, out, epochs=epochs, device=resolve_device(device), data_root=data_root,
-                        train_limit=train_limit, quiet=quiet, name=name, download=download)
+                        train_limit=train_limit, quiet=quiet, name=name, download=download, resume=resume,
+                        precision=precision)
     typer.echo(f"{card['name']}: test top-1 {100 * card['test_top1']:.2f}% in {card['train_wall_s']:.0f} s "
                f"-> {out / card['weights']}")
 

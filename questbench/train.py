@@ -7,18 +7,22 @@ their attention kind.
 """
 from __future__ import annotations
 
+import io
+import json
 import math
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Iterator, Optional
 
 import torch
 import torch.nn.functional as F
 
 from .data import load_dataset
 from .data.arrays import ArrayDataset
-from .models import ModelSpec, QuestbenchModel, build_model, save_checkpoint
+from .errors import QuestbenchError
+from .models import ModelSpec, QuestbenchModel, atomic_write_bytes, build_model, save_checkpoint
 from .progress import progress_bar
 from .versions import library_versions
 
@@ -41,6 +45,9 @@ class Recipe:
     hflip: bool = True
     seed: int = 0
     train_limit: Optional[int] = None  # use only the first N training images (tests, smoke runs)
+    # float32 everywhere (the zoo: TF32 off on a GPU too, so a GPU run follows the CPU arithmetic), or bf16
+    # autocast on a GPU. Recorded in the card; a checkpoint resumes only under the recipe that wrote it.
+    precision: str = "float32"
 
 
 def _augment(x: torch.Tensor, recipe: Recipe, gen: torch.Generator) -> torch.Tensor:
@@ -81,7 +88,16 @@ def evaluate_accuracy(model: torch.nn.Module, data: ArrayDataset, batch_size: in
 
 
 def train(spec: ModelSpec, recipe: Recipe, train_data: ArrayDataset, test_data: ArrayDataset,
-          device: str = "cpu", quiet: bool = False) -> tuple[QuestbenchModel, dict[str, Any]]:
+          device: str = "cpu", quiet: bool = False, checkpoint: Optional[Path] = None, resume: bool = False,
+          on_epoch_end: Optional[Callable[[int], None]] = None) -> tuple[QuestbenchModel, dict[str, Any]]:
+    """Train ``spec`` with ``recipe``. With ``checkpoint``, the full training state (model, optimizer, data-order
+    and augmentation generator, torch RNG, epoch) is written there atomically after every epoch; with ``resume``
+    a run continues from it (same spec, recipe and training set only) to the weights an uninterrupted run gives.
+    An existing checkpoint without ``resume`` is refused rather than overwritten."""
+    if recipe.precision not in ("float32", "bf16"):
+        raise QuestbenchError(f"recipe precision {recipe.precision!r}: use float32 or bf16")
+    if recipe.precision == "bf16" and not device.startswith("cuda"):
+        raise QuestbenchError("recipe precision bf16 needs a CUDA device (bf16 autocast on a GPU)")
     torch.manual_seed(recipe.seed)
     model = build_model(spec).to(device)
     images = torch.from_numpy(train_data.images[: recipe.train_limit])
@@ -96,12 +112,20 @@ def train(spec: ModelSpec, recipe: Recipe, train_data: ArrayDataset, test_data: 
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": recipe.weight_decay},
                              {"params": no_decay, "weight_decay": 0.0}], lr=recipe.lr)
     gen = torch.Generator().manual_seed(recipe.seed)  # data order and augmentation: independent of attention
-    use_bf16 = device.startswith("cuda")
+    identity = {"spec": asdict(spec), "recipe": asdict(recipe), "train_sha256": train_data.sha256()}
+    first_epoch, wall_before = 0, 0.0
+    if checkpoint is not None and Path(checkpoint).exists():
+        if not resume:
+            raise QuestbenchError(f"a training checkpoint {checkpoint} exists: pass --resume to continue it, "
+                                  f"or delete it to start over")
+        first_epoch, wall_before = _load_training_state(Path(checkpoint), identity, model, opt, gen, device)
+    use_bf16 = recipe.precision == "bf16"
     start = time.perf_counter()
-    step = 0
-    with progress_bar(quiet) as bar:
-        task = bar.add_task(f"train {spec.attention} seed {recipe.seed}", total=total)
-        for epoch in range(recipe.epochs):
+    step = first_epoch * steps_per_epoch
+    with progress_bar(quiet) as bar, float32_matmuls(device):
+        task = bar.add_task(f"train {spec.attention} seed {recipe.seed}", total=total, completed=step,
+                            unit="steps")
+        for epoch in range(first_epoch, recipe.epochs):
             model.train()
             order = torch.randperm(n, generator=gen)
             for b in range(steps_per_epoch):
@@ -120,7 +144,12 @@ def train(spec: ModelSpec, recipe: Recipe, train_data: ArrayDataset, test_data: 
                 step += 1
                 bar.update(task, advance=1, description=f"train {spec.attention} s{recipe.seed} "
                                                         f"ep {epoch + 1}/{recipe.epochs} loss {loss.item():.3f}")
-    wall = time.perf_counter() - start
+            if checkpoint is not None:
+                _save_training_state(Path(checkpoint), identity, epoch + 1, model, opt, gen,
+                                     wall_before + time.perf_counter() - start)
+            if on_epoch_end is not None:
+                on_epoch_end(epoch + 1)
+    wall = wall_before + time.perf_counter() - start
     acc = evaluate_accuracy(model, test_data, device=device)
     card = {
         "recipe": asdict(recipe), "train_data": {"name": train_data.name, "images": n,
@@ -130,8 +159,59 @@ def train(spec: ModelSpec, recipe: Recipe, train_data: ArrayDataset, test_data: 
         "versions": library_versions(),
         "params": sum(p.numel() for p in model.parameters()),
     }
+    if first_epoch:
+        card["resumed_from_epoch"] = first_epoch
     model.card = card
     return model.cpu().eval(), card
+
+
+@contextmanager
+def float32_matmuls(device: str) -> Iterator[None]:
+    """Full float32 matmuls and convolutions while training on a GPU (TF32 off), the previous state restored."""
+    if not device.startswith("cuda"):
+        yield
+        return
+    saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32,
+             torch.get_float32_matmul_precision())
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    torch.set_float32_matmul_precision("highest")
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved[:2]
+        torch.set_float32_matmul_precision(saved[2])
+
+
+def _save_training_state(path: Path, identity: dict, epoch: int, model: torch.nn.Module,
+                         opt: torch.optim.Optimizer, gen: torch.Generator, wall_s: float) -> None:
+    state = {"identity": json.dumps(identity, sort_keys=True), "epoch": epoch, "wall_s": wall_s,
+             "model": model.state_dict(), "optimizer": opt.state_dict(), "generator": gen.get_state(),
+             "torch_rng": torch.get_rng_state(),
+             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def _load_training_state(path: Path, identity: dict, model: torch.nn.Module, opt: torch.optim.Optimizer,
+                         gen: torch.Generator, device: str) -> tuple[int, float]:
+    try:
+        # weights_only: tensors, dicts, numbers and strings are all a training state holds
+        state = torch.load(path, map_location=device, weights_only=True)
+    except Exception as exc:  # a truncated or foreign file: one line, the user decides whether to delete it
+        raise QuestbenchError(f"training checkpoint {path} cannot be read ({type(exc).__name__}); "
+                              f"delete it to start over") from None
+    if state.get("identity") != json.dumps(identity, sort_keys=True):
+        raise QuestbenchError(f"training checkpoint {path} was written by another model spec, recipe or "
+                              f"training set; delete it or choose another --checkpoint")
+    model.load_state_dict(state["model"])
+    opt.load_state_dict(state["optimizer"])
+    gen.set_state(state["generator"].cpu())
+    torch.set_rng_state(state["torch_rng"].cpu())
+    if state["cuda_rng"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda_rng"]])
+    return int(state["epoch"]), float(state["wall_s"])
 
 
 def _device_name(device: str) -> str:
@@ -144,13 +224,19 @@ def _device_name(device: str) -> str:
 def train_fmnist(attention: str, seed: int, out: Path, epochs: int = 10, device: str = "cpu",
                  data_root=None, train_limit: Optional[int] = None, quiet: bool = False,
                  name: Optional[str] = None, fp16: bool = True, download: bool = False,
-                 **recipe_overrides) -> dict[str, Any]:
+                 resume: bool = False, **recipe_overrides) -> dict[str, Any]:
+    """Train one built-in-recipe model into ``out``. Its training state lives in ``out/<name>.train-state.pt``
+    while it trains (every epoch; ``resume`` continues it) and is removed once the checkpoint is written."""
     spec = ModelSpec(attention=attention, **FMNIST_SPEC)
     recipe = Recipe(epochs=epochs, seed=seed, train_limit=train_limit, **recipe_overrides)
     train_data = load_dataset("fashion-mnist", "train", root=data_root, download=download)
     test_data = load_dataset("fashion-mnist", "test", root=data_root, download=download)
-    model, card = train(spec, recipe, train_data, test_data, device=device, quiet=quiet)
     name = name or f"fmnist-vit-{attention.replace('_', '')}-s{seed}"
+    state = Path(out) / f"{name}.train-state.pt"
+    model, card = train(spec, recipe, train_data, test_data, device=device, quiet=quiet, checkpoint=state,
+                        resume=resume)
     card["name"] = name
-    return save_checkpoint(model, Path(out) / f"{name}.safetensors", card,
-                           dtype=torch.float16 if fp16 else torch.float32)
+    saved = save_checkpoint(model, Path(out) / f"{name}.safetensors", card,
+                            dtype=torch.float16 if fp16 else torch.float32)
+    state.unlink(missing_ok=True)
+    return saved

@@ -8,16 +8,19 @@ from questbench.train import evaluate_accuracy
 BUILTIN = [e for e in list_models() if e.source.startswith("builtin:")]
 
 
-SEEDS = (0, 1, 2)
+SEEDS = range(5)
+KINDS = {"standard": "standard", "quest": "quest", "qnorm": "qnorm", "qknormhs": "qknorm_hs"}
 
 
-def test_zoo_lists_standard_quest_pairs():
-    names = {e.name for e in BUILTIN}
-    for seed in SEEDS:
-        assert {f"fmnist-vit-standard-s{seed}", f"fmnist-vit-quest-s{seed}"} <= names
+def test_zoo_holds_five_seeds_of_each_kind_paired_with_the_standard_model_of_its_seed():
     reg = load_registry()
-    for e in BUILTIN:
-        assert e.pair in reg and reg[e.pair].pair == e.name and reg[e.pair].attention != e.attention
+    for seed in SEEDS:
+        for short, kind in KINDS.items():
+            entry = reg[f"fmnist-vit-{short}-s{seed}"]
+            assert entry.attention == kind
+            # every other kind is paired with the standard model of its seed; standard names its QUEST partner
+            assert entry.pair == (f"fmnist-vit-quest-s{seed}" if kind == "standard" else f"fmnist-vit-standard-s{seed}")
+    assert len(BUILTIN) == len(SEEDS) * len(KINDS)
 
 
 @pytest.mark.parametrize("entry", BUILTIN, ids=lambda e: e.name)

@@ -2,7 +2,8 @@
 
     python tools/build_zoo.py /path/to/trained/checkpoints
 
-For each ``fmnist-vit-<kind>-s<seed>.safetensors`` + card: records the accuracy of the shipped (fp16) file on the
+Copies each ``fmnist-vit-<kind>-s<seed>.safetensors`` + card from that folder into the zoo (models already there
+stay), then for every zoo model: records the accuracy of the shipped (fp16) file on the
 first 1,000 test images (the regression value tests check), and pairs each non-standard model with the
 standard one of the same seed. The timm pretrained entries come from zoo/timm.toml.part.
 """
@@ -38,12 +39,12 @@ def main(src: Path) -> None:
     test = questbench.load_dataset("fashion-mnist", "test")
     entries = []
     for f in sorted(src.glob("fmnist-vit-*.safetensors")):
+        if re.match(r"fmnist-vit-(\w+)-s(\d+)$", f.stem):
+            shutil.copy2(f, ZOO / f.name)
+            shutil.copy2(card_path(f), card_path(ZOO / f.name))
+    for f in sorted(ZOO.glob("fmnist-vit-*.safetensors")):
         m = re.match(r"fmnist-vit-(\w+)-s(\d+)$", f.stem)
-        if not m:
-            continue
-        shutil.copy2(f, ZOO / f.name)
         card = json.loads(card_path(f).read_text())
-        shutil.copy2(card_path(f), card_path(ZOO / f.name))
         model = load_checkpoint(ZOO / f.name)
         card["slice_top1"] = {"images": f"test[0:{SLICE}]", "top1": evaluate_accuracy(model, test.subset(range(SLICE)))}
         card["shipped_test_top1"] = evaluate_accuracy(model, test)
