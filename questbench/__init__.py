@@ -156,7 +156,7 @@ def attack(model, x, y, attack: str = "pgd", eps: float = 8 / 255, seed: int = 0
     step_size, restarts, position, layers)."""
     import torch
 
-    from .evaluators.common import frozen
+    from .evaluators.common import frozen, precision_scope
     from .settings import AttackConfig, PatchConfig
 
     if not isinstance(x, torch.Tensor) or x.ndim != 4 or not isinstance(y, torch.Tensor) or y.shape != x.shape[:1]:
@@ -165,7 +165,7 @@ def attack(model, x, y, attack: str = "pgd", eps: float = 8 / 255, seed: int = 0
         cfg = PatchConfig(**config) if attack == "patch" else AttackConfig(attack=attack, eps=float(eps), **config)
     except TypeError as exc:
         raise QuestbenchError(f"attack {attack!r}: {exc}") from None
-    with _Preserved(model):
+    with _Preserved(model), precision_scope(str(x.device)):
         wrapped = frozen(model, "fp32", str(x.device))
         if attack == "patch":
             from .evaluators.patch import attack_patch_batch

@@ -8,7 +8,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Optional
 
-from .evaluators.common import run_with_batch_fallback
+from .evaluators.common import autocast_for, run_with_batch_fallback, scoped, with_precision
 from .merge import Part
 from .plan import Job, PreparedData
 from .settings import PatchConfig
@@ -26,6 +26,10 @@ class Context:
     num_workers: int = 0  # data-loading workers of this rank
     released_source: Optional[Callable[[Any], Any]] = None  # corruption dataset -> grid source (released sets)
     show: Callable[[str, str], None] = lambda kind, now: None
+
+    def model(self, name: str):
+        """The model as the suite's precision runs it (attacks wrap it themselves, with their gradients)."""
+        return with_precision(self.models[name], self.suite.precision, self.device)
 
 
 def split(spans: list[Span], records: list[dict], wall: float, flags=(), config=None) -> list[Part]:
@@ -45,7 +49,7 @@ def _per_sample(kind: str, evaluate: Callable[..., list[dict]]):
             ds = ctx.data.clean if kind == "clean" else ctx.data.shifts[job.setting]
             t0 = time.perf_counter()
             records = run_with_batch_fallback(
-                lambda bs: evaluate(ctx.models[job.model], ds, bs, ctx.device, advance, spans, ctx.num_workers),
+                lambda bs: evaluate(ctx.model(job.model), ds, bs, ctx.device, advance, spans, ctx.num_workers),
                 ctx.suite.batch_size)
             yield job, split(spans, records, time.perf_counter() - t0)
     return execute
@@ -79,7 +83,7 @@ def execute_corruptions(ctx: Context, work: Work, advance) -> Iterator[tuple[Job
         ds = ctx.data.corruption.subset(list(range(a, b)))  # sample ids keep each image's seed
         settings = [by_key[k] for k in by_key if k in by_setting]
         names = [m for m in ctx.models if any(m in jobs for jobs in by_setting.values())]
-        models = {m: ctx.models[m] for m in names}
+        models = {m: ctx.model(m) for m in names}
         kwargs = dict(batch_size=ctx.suite.batch_size, num_workers=ctx.num_workers, device=ctx.device,
                       on_batch=lambda n: advance(n * len(models)))
         if ctx.released_source is None:
@@ -137,8 +141,14 @@ def execute_diagnostics(ctx: Context, work: Work, advance) -> Iterator[tuple[Job
     for job, spans in work:
         ctx.show("diagnostics", job.model)
         t0 = time.perf_counter()
-        records = evaluate_diagnostics(ctx.models[job.model], ctx.data.diagnostics, ctx.device, advance)
+        with autocast_for(ctx.suite.precision, ctx.device):
+            records = evaluate_diagnostics(ctx.models[job.model], ctx.data.diagnostics, ctx.device, advance)
         yield job, [Part(0, job.samples, records, time.perf_counter() - t0)]
+
+
+def run_executor(kind: str, ctx: Context, work: Work, advance) -> Iterator[tuple[Job, list[Part]]]:
+    """``EXECUTORS[kind]`` with each job's computation inside its precision scope (TF32 on a GPU, restored)."""
+    return scoped(EXECUTORS[kind](ctx, work, advance), ctx.device)
 
 
 EXECUTORS: dict[str, Callable[[Context, Work, Callable[[int], None]], Iterator[tuple[Job, list[Part]]]]] = {

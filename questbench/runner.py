@@ -24,7 +24,7 @@ import torch
 from . import distributed
 from .data import load_dataset
 from .errors import QuestbenchError
-from .execute import EXECUTORS, Context
+from .execute import Context, run_executor
 from .merge import SHARDS_DIR, Part, merge_job, part_done, write_part
 from .outdir import check_writable, claim, exclusive
 from .plan import KINDS, Job, PreparedData, plan_jobs, queue, share
@@ -218,7 +218,7 @@ class Runner:
         return {
             "format": STORE_FORMAT, "run_config": self.run_config(), "jobs": {j.job_id: j.key_sha256 for j in jobs},
             "suite": s.as_dict(), "suite_sha256": s.sha256, "versions": library_versions(), "models": models,
-            "device": self.device, "device_name": torch.cuda.get_device_name() if self.device.startswith("cuda")
+            "device": self.device, "device_name": torch.cuda.get_device_name(torch.device(self.device)) if self.device.startswith("cuda")
             else f"cpu ({platform.machine()}, {torch.get_num_threads()} threads per rank)",
             "dtype": s.precision, "seed": s.seed, "limit": self.limit, "ranks": self.ranks.world,
             "corruption_implementation": corr_impl,
@@ -324,7 +324,7 @@ class Runner:
                 if kind in drawn:
                     self._execute_drawn(ctx, by_id, drawn_units[kind], kind, advance, todo, counted)
                     continue
-                for job, parts in EXECUTORS[kind](ctx, work[kind], advance):
+                for job, parts in run_executor(kind, ctx, work[kind], advance):
                     got = held.setdefault(job.job_id, {})
                     got.update({(p.start, p.stop): p for p in parts})
                     if merge_job(self.out, job.job_id, job.spans(), got, lambda *a, job=job: self._job_doc(job, *a)):
@@ -349,7 +349,7 @@ class Runner:
             if not todo(u):
                 continue
             job = by_id[u.job_id]
-            for _, parts in EXECUTORS[kind](ctx, [(job, [(u.start, u.stop)])], advance):
+            for _, parts in run_executor(kind, ctx, [(job, [(u.start, u.stop)])], advance):
                 for p in parts:
                     write_part(self.out, job.job_id, p)
             merge_job(self.out, job.job_id, job.spans(), {}, lambda *a, job=job: self._job_doc(job, *a))

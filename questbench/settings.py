@@ -37,8 +37,12 @@ class AttackConfig:
             raise QuestbenchError("pgd needs steps >= 1")
         if self.restarts < 1:
             raise QuestbenchError("restarts must be >= 1")
-        if self.attack in ("fgsm", "autoattack", "autoattack-fast") and self.loss != "ce":
+        if self.attack in ("fgsm", "autoattack", "autoattack-fast", "apgd-ce") and self.loss != "ce":
             raise QuestbenchError(f"{self.attack} uses its own loss; only loss='ce' is accepted")
+        if self.loss not in ("ce", "dlr"):
+            raise QuestbenchError(f"attack loss must be ce or dlr, not {self.loss!r}")
+        if self.loss == "dlr" and self.norm != "Linf":
+            raise QuestbenchError("pgd with loss='dlr' is implemented for the Linf norm only")
 
     def resolved(self) -> dict[str, Any]:
         """The full configuration as run, with defaults filled in (recorded with every result)."""
@@ -64,6 +68,8 @@ class AttackConfig:
             parts += [f"steps={self.steps}", f"alpha={r['step_size']:.6g}", f"restarts={self.restarts}"]
             if not self.random_start:
                 parts.append("no-random-start")
+            if self.loss != "ce":
+                parts.append(f"loss={self.loss}")
         return "/".join(parts)
 
 
@@ -116,6 +122,9 @@ class PatchConfig:
             raise QuestbenchError(f"patch loss must be one of {PATCH_LOSSES}, not {self.loss!r}")
         if self.position not in PATCH_POSITIONS:
             raise QuestbenchError(f"patch position must be one of {PATCH_POSITIONS}, not {self.position!r}")
+        if self.layers is not None and self.loss != "attention":
+            raise QuestbenchError("patch attack: layers choose the attention loss's layers; with loss "
+                                  f"{self.loss!r} they would be recorded and not used")
 
     @property
     def eps(self) -> float:

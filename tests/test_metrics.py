@@ -1,3 +1,4 @@
+import math
 import random
 
 import numpy as np
@@ -19,12 +20,24 @@ def test_extras_never_enter_the_mean():
     assert metrics.mce(errs) == pytest.approx(100.0)
 
 
-def test_order_of_mapping_does_not_matter():
+def test_mce_matches_the_closed_form_in_any_order_and_is_keyed_by_name():
+    import csv
+    from pathlib import Path
+    # the oracle reads AlexNet's published errors itself: mCE = mean_c 100 * sum_s E_cs / sum_s AlexNet_cs
+    ref = Path(__file__).resolve().parents[2] / "shared" / "reference" / "alexnet_imagenet_c_top1_error.csv"
+    if not ref.is_file():
+        ref = Path(metrics.__file__).parent / "data" / "alexnet_imagenet_c_top1_error.csv"
+    rows = list(csv.DictReader(ref.open()))
+    alex = {r["corruption"]: [float(r[f"severity_{s}"]) for s in range(1, 6)] for r in rows}
     rnd = random.Random(0)
     errs = {c: [rnd.random() for _ in range(5)] for c in metrics.COMMON_CORRUPTIONS}
+    closed = sum(100 * sum(errs[c]) / sum(alex[c]) for c in metrics.COMMON_CORRUPTIONS) / 15
     items = list(errs.items())
     rnd.shuffle(items)
-    assert metrics.mce(dict(items)) == pytest.approx(metrics.mce(errs))
+    assert metrics.mce(dict(items)) == pytest.approx(closed, rel=1e-9)
+    names = list(errs)
+    swapped = {names[(i + 1) % 15]: errs[c] for i, c in enumerate(names)}  # values under the wrong names
+    assert metrics.mce(swapped) != pytest.approx(closed, rel=1e-6)
 
 
 def test_mce_is_keyed_by_name():
@@ -59,7 +72,11 @@ def test_mcnemar_matches_scipy_binomtest_and_closed_form():
         only_b = sum(y and not x for x, y in zip(a, b))
         r = metrics.mcnemar(a, b)
         assert (r["only_a"], r["only_b"]) == (only_a, only_b)
-        assert r["p_value"] == pytest.approx(binomtest(only_a, only_a + only_b, 0.5).pvalue, rel=1e-12)
+        # closed form of the exact two-sided test: twice the smaller binomial tail at p = 1/2
+        n_disc, low = only_a + only_b, min(only_a, only_b)
+        closed = min(1.0, 2 * sum(math.comb(n_disc, i) for i in range(low + 1)) / 2 ** n_disc)
+        assert r["p_value"] == pytest.approx(closed, rel=1e-9)
+        assert binomtest(only_a, n_disc, 0.5).pvalue == pytest.approx(closed, rel=1e-9)
     # 5 discordant pairs all one way: p = 2 * 0.5**5
     assert metrics.mcnemar([False] * 5 + [True] * 3, [True] * 8)["p_value"] == pytest.approx(0.0625)
     assert metrics.mcnemar([True, False], [True, False])["p_value"] == 1.0

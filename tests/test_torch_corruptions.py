@@ -168,12 +168,15 @@ def test_runner_uses_the_torch_engine_and_records_it(tmp_path, tiny_pair):
     imgs = np.stack([prepare_image(ds.image_uint8(index[sid])) for sid in rows.sample_id])
     x = torch.from_numpy(imgs).permute(0, 3, 1, 2).float() / 255
     seeds = [corruption_seed(2, sid, "fog", 4) for sid in rows.sample_id]
-    with torch.no_grad():
-        pred = model(corrupt_batch(x, "fog", 4, generators(seeds, "cpu"), "cifar-c")).argmax(1)
-    assert pred.tolist() == rows.pred.tolist()
-    a = other.samples.query("evaluation == 'corruption'").correct.mean()
-    b = res.samples.query("evaluation == 'corruption'").correct.mean()
-    assert a != b
+    corrupted = {}
+    for params, r in (("cifar-c", res), ("imagenet-c", other)):
+        got = r.samples.query("model == 'tiny-std' and corruption == 'fog' and severity == 4")
+        assert got.sample_id.tolist() == rows.sample_id.tolist()
+        corrupted[params] = corrupt_batch(x, "fog", 4, generators(seeds, "cpu"), params)
+        with torch.no_grad():
+            pred = model(corrupted[params]).argmax(1)
+        assert pred.tolist() == got.pred.tolist()  # each run is the model on its own constants' images
+    assert (corrupted["cifar-c"] - corrupted["imagenet-c"]).abs().max() > 0.05
 
 
 @pytest.mark.parametrize("body, message", [

@@ -32,10 +32,46 @@ class _SanityLog(logging.Handler):
         self.messages.append(" ".join(record.getMessage().split()))
 
 
+def dlr_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Croce & Hein (2020)'s difference-of-logits-ratio loss per sample (higher = closer to misclassified):
+    -(z_y - max_{i != y} z_i) / (z_pi1 - z_pi3). Scale-invariant in the logits; needs at least 3 classes."""
+    z_sorted, order = logits.sort(dim=1)
+    top_is_y = (order[:, -1] == y).float()
+    z_y = logits.gather(1, y[:, None])[:, 0]
+    best_other = z_sorted[:, -2] * top_is_y + z_sorted[:, -1] * (1.0 - top_is_y)
+    return -(z_y - best_other) / (z_sorted[:, -1] - z_sorted[:, -3] + 1e-12)
+
+
+LOSSES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
+    "ce": lambda z, y: nn.functional.cross_entropy(z, y),
+    "dlr": lambda z, y: dlr_loss(z, y).sum(),
+}
+
+
+def pgd_linf(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, alpha: float, steps: int,
+             random_start: bool, loss: str) -> torch.Tensor:
+    """L-inf PGD (Madry et al.) with a chosen loss: the loop of torchattacks.PGD step for step (uniform start in
+    the ball, sign steps of ``alpha``, projection onto the ball and [0, 1]); with ``loss="ce"`` it returns what
+    torchattacks.PGD returns under the same seed (tested), with ``"dlr"`` it maximizes the DLR loss instead."""
+    objective = LOSSES[loss]
+    x = x.clone().detach()
+    x_adv = x.clone()
+    if random_start:
+        x_adv = (x_adv + torch.empty_like(x_adv).uniform_(-eps, eps)).clamp(0, 1).detach()
+    for _ in range(steps):
+        x_adv.requires_grad_(True)
+        grad = torch.autograd.grad(objective(model(x_adv), y), x_adv)[0]
+        x_adv = x_adv.detach() + alpha * grad.sign()
+        x_adv = (x + (x_adv - x).clamp(-eps, eps)).clamp(0, 1).detach()
+    return x_adv
+
+
 def _torchattacks_attack(model: nn.Module, cfg: AttackConfig, num_classes: int, seed: int):
     import torchattacks
 
     r = cfg.resolved()
+    if cfg.attack == "pgd" and cfg.loss != "ce":  # torchattacks' PGD has cross-entropy built in
+        return lambda x, y: pgd_linf(model, x, y, cfg.eps, r["step_size"], cfg.steps, cfg.random_start, cfg.loss)
     if cfg.attack == "fgsm":
         return torchattacks.FGSM(model, eps=cfg.eps) if cfg.norm == "Linf" else \
             torchattacks.PGDL2(model, eps=cfg.eps, alpha=cfg.eps, steps=1, random_start=False)
@@ -104,12 +140,14 @@ def evaluate_attack(model: nn.Module, dataset, cfg: AttackConfig, seed: int = 0,
                     on_batch: Optional[Callable[[int], None]] = None, spans: Spans = None) -> AttackResult:
     """Attack every sample of ``dataset`` once; one record per sample with clean and robust outcomes."""
     wrapped = frozen(model, precision, device)
-    num_classes = getattr(dataset, "num_classes", None) or 10
+    num_classes = None
     records: list[dict[str, Any]] = []
     flags: list[str] = []
     for start, idx, x, y in batches(dataset, batch_size, device, spans):
         with torch.no_grad():
-            clean_pred = wrapped(x).argmax(1)
+            logits = wrapped(x)
+        clean_pred = logits.argmax(1)
+        num_classes = logits.shape[1]  # what the model outputs, not what the dataset says (AutoAttack's targets)
         x_adv, adv_pred = attack_batch(wrapped, cfg, x, y, derive_seed(seed, cfg.key, start), num_classes,
                                        device, flags)
         delta = (x_adv - x).flatten(1).float()

@@ -28,7 +28,8 @@ def seeded(seed: int, device: str = "cpu") -> Iterator[None]:
 
 
 class PrecisionWrapper(nn.Module):
-    """Runs the model under bf16 autocast and returns float32 logits (opt-in); fp32 uses TF32 matmuls on GPU."""
+    """Runs the model under bf16 autocast and returns float32 logits (opt-in); fp32 runs it as it is (on a GPU
+    with TF32 matmuls inside a job's :func:`precision_scope`)."""
 
     def __init__(self, model: nn.Module, precision: str, device: str):
         super().__init__()
@@ -45,10 +46,45 @@ class PrecisionWrapper(nn.Module):
         return self.model(x)
 
 
-def configure_matmul(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
+def with_precision(model: nn.Module, precision: str, device: str) -> nn.Module:
+    """``model`` as the suite's precision runs it: itself for fp32 (so nothing about an fp32 run changes), a
+    :class:`PrecisionWrapper` for bf16."""
+    return model if precision == "fp32" else PrecisionWrapper(model, precision, device)
+
+
+def autocast_for(precision: str, device: str) -> contextlib.AbstractContextManager:
+    """bf16 autocast for a block that calls the model itself (diagnostics: its hooks keep the module names)."""
+    return torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
+@contextlib.contextmanager
+def precision_scope(device: str) -> Iterator[None]:
+    """One job's matmul precision: TF32 on a GPU (what fp32 means on a GPU here, as in timm's and RobustBench's
+    GPU evaluations), then the caller's settings back exactly as they were: nothing leaks into the next job or
+    into a user's process (``questbench.attack``)."""
+    saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32,
+             torch.get_float32_matmul_precision())
+    try:
+        if device.startswith("cuda"):
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved[:2]
+        torch.set_float32_matmul_precision(saved[2])
+
+
+def scoped(it, device: str) -> Iterator:
+    """Items of ``it`` with each step of it (everything it runs until it yields) inside :func:`precision_scope`;
+    the caller's code between items runs under its own settings."""
+    it = iter(it)
+    while True:
+        with precision_scope(device):
+            try:
+                item = next(it)
+            except StopIteration:
+                return
+        yield item
 
 
 def _is_oom(exc: BaseException) -> bool:
@@ -87,7 +123,6 @@ def die_with_parent(worker_id: int | None = None) -> None:
 def frozen(model: nn.Module, precision: str, device: str) -> nn.Module:
     """The model in eval mode under the suite's precision, its parameters out of autograd (attacks need only
     input gradients)."""
-    configure_matmul(device)
     wrapped = PrecisionWrapper(model, precision, device).eval()
     for p in wrapped.parameters():
         p.requires_grad_(False)

@@ -6,6 +6,15 @@ a whole eps sweep) keeps each image's settings together: a cluster bootstrap ove
 permutation test over images. p-values are Holm-adjusted within families read together: the headline (clean
 and the aggregates), and each evaluation's single settings. Across seeds, trained pairs and images are both
 resampled.
+
+Across seeds the trained pair is the unit and there are few of them: the mean of the per-pair deltas gets a
+Student t interval with k - 1 degrees of freedom whose variance adds the images the pairs share, and the larger
+of that t test's p and the exact sign-flip test's over pairs (``metrics.seed_level_inference``; coverage checked
+by simulation). With fewer than 6 pairs no two-sided p below 0.05 is possible, and the tables say so.
+
+A corruption delta can be a clean offset: ``setting == "all-relative"`` is accuracy under corruption minus clean
+accuracy on the same images (the "relative" corruption error of the mCE papers, accuracy-oriented: the drop),
+per model, and the model-minus-baseline difference of those drops.
 """
 from __future__ import annotations
 
@@ -16,16 +25,17 @@ import numpy as np
 import pandas as pd
 
 from ..errors import QuestbenchError
-from ..metrics import (ALL_CORRUPTIONS, cluster_bootstrap, holm, mcnemar, per_image_sums,
-                       resolves_5pp, sign_flip_test, two_way_bootstrap)
+from ..metrics import (ALL_CORRUPTIONS, SEED_METHOD, cluster_bootstrap, holm, mcnemar, min_sign_flip_p,
+                       per_image_sums, resolves_5pp, seed_level_inference, sign_flip_test)
 from ..results import Results, load_results
 from .labels import attack_family, attack_label, budget_label, corruption_label
 
 COLUMNS = ["evaluation", "setting", "n_images", "baseline_acc", "model_acc", "delta_pp", "ci_low", "ci_high",
            "p_value", "p_holm", "test", "resolves_5pp"]
 SEED_COLUMNS = ["attention", "evaluation", "setting", "n_pairs", "n_images", "per_pair_delta_pp", "delta_pp",
-                "ci_low", "ci_high", "pairs"]
+                "ci_low", "ci_high", "p_value", "p_floor", "method", "pairs"]
 AGGREGATE = "all"
+RELATIVE = "all-relative"
 N_BOOT = 2000
 N_PERMUTATIONS = 1999  # p resolution 1/2000 for aggregates; single settings use the exact McNemar test
 
@@ -54,6 +64,8 @@ def settings_of(samples: pd.DataFrame) -> Iterator[tuple[str, str, pd.DataFrame,
                                                                                         t[0][1])):
             yield "corruption", corruption_label(c, s), g, False
         yield "corruption", AGGREGATE, corr, True
+        if not clean.empty:
+            yield "corruption", RELATIVE, corr, True
     att = samples[samples.evaluation == "attack"]
     if not att.empty:
         att = att.assign(_family=sweep_keys(att))
@@ -75,6 +87,27 @@ def sweep_keys(att: pd.DataFrame) -> list[str]:
 def _paired(ga: pd.DataFrame, gb: pd.DataFrame) -> pd.DataFrame:
     key = ["setting", "sample_id"]
     return ga[key + ["correct"]].merge(gb[key + ["correct"]], on=key, suffixes=("_a", "_b"))
+
+
+def paired_sums(samples: pd.DataFrame, g: pd.DataFrame, setting: str, baseline: str, model: str
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
+    """Per shared image (sorted ids): baseline's and model's correct counts over the rows of ``g`` and the
+    settings seen; None when they share nothing. For ``RELATIVE`` the counts become corruption-minus-clean:
+    a' = a + m * b_clean, b' = b + m * a_clean, so sum(b' - a') / sum(m) is the model's drop minus the baseline's
+    (images without a clean outcome for both models are left out)."""
+    merged = _paired(g[g.model == baseline], g[g.model == model])
+    if setting == RELATIVE:
+        clean = samples[samples.evaluation == "clean"]
+        cl = _paired(clean[clean.model == baseline], clean[clean.model == model])
+        merged = merged[merged.sample_id.isin(set(cl.sample_id))]
+    if merged.empty:
+        return None
+    a, b, m = per_image_sums(merged.sample_id, merged.correct_a, merged.correct_b)
+    ids = np.unique(merged.sample_id.to_numpy())
+    if setting == RELATIVE:
+        cl = cl.set_index("sample_id").loc[ids]
+        a, b = a + m * cl.correct_b.to_numpy(float), b + m * cl.correct_a.to_numpy(float)
+    return ids, a, b, m
 
 
 def _single_setting_ci(a: np.ndarray, b: np.ndarray, seed: int) -> tuple[float, float]:
@@ -99,19 +132,24 @@ def compare(results_or_dir, baseline: str, model: str, seed: int = 0) -> pd.Data
             raise QuestbenchError(f"model {name!r} has no results here")
     rows = []
     for evaluation, setting, g, aggregate in settings_of(s[s.model.isin([baseline, model])]):
-        merged = _paired(g[g.model == baseline], g[g.model == model])
-        if merged.empty:
+        sums = paired_sums(s, g, setting, baseline, model)
+        if sums is None:
             continue
-        a, b, m = per_image_sums(merged.sample_id, merged.correct_a, merged.correct_b)
+        _, a, b, m = sums
         if aggregate:
             ci = cluster_bootstrap(a, b, m, n_boot=N_BOOT, seed=seed)
             lo, hi = ci["ci_low"], ci["ci_high"]
             p, test = sign_flip_test(a, b, n_resamples=N_PERMUTATIONS, seed=seed), "sign-flip over images"
         else:
+            merged = _paired(g[g.model == baseline], g[g.model == model])
             lo, hi = _single_setting_ci(merged.correct_a.to_numpy(bool), merged.correct_b.to_numpy(bool), seed)
             p, test = mcnemar(merged.correct_a, merged.correct_b)["p_value"], "McNemar (exact)"
+        if setting == RELATIVE:  # each model's drop (corruption minus clean accuracy) on these images
+            base_acc, model_acc = _drop(s, g, baseline, sums[0]), _drop(s, g, model, sums[0])
+        else:
+            base_acc, model_acc = 100 * a.sum() / m.sum(), 100 * b.sum() / m.sum()
         rows.append({"evaluation": evaluation, "setting": setting, "n_images": len(a),
-                     "baseline_acc": 100 * a.sum() / m.sum(), "model_acc": 100 * b.sum() / m.sum(),
+                     "baseline_acc": base_acc, "model_acc": model_acc,
                      "delta_pp": 100 * (b.sum() - a.sum()) / m.sum(), "ci_low": lo, "ci_high": hi, "p_value": p,
                      "test": test, "resolves_5pp": resolves_5pp(len(a))})
     df = pd.DataFrame(rows, columns=[c for c in COLUMNS if c != "p_holm"])
@@ -124,6 +162,13 @@ def compare(results_or_dir, baseline: str, model: str, seed: int = 0) -> pd.Data
     for _, idx in df.groupby(family, sort=False).groups.items():
         df.loc[idx, "p_holm"] = holm(df.loc[idx, "p_value"].tolist())
     return df[COLUMNS].reset_index(drop=True)
+
+
+def _drop(samples: pd.DataFrame, corr: pd.DataFrame, model: str, ids: np.ndarray) -> float:
+    """``model``'s accuracy under corruption minus its clean accuracy, on ``ids`` (pp; negative is a drop)."""
+    c = corr[(corr.model == model) & corr.sample_id.isin(ids)]
+    clean = samples[(samples.evaluation == "clean") & (samples.model == model) & samples.sample_id.isin(ids)]
+    return 100 * (float(c.correct.mean()) - float(clean.correct.mean()))
 
 
 def standard_pairs(samples: pd.DataFrame) -> list[tuple[str, str, str]]:
@@ -145,8 +190,10 @@ def compare_pairs(results_or_dir, seed: int = 0) -> pd.DataFrame:
 
 
 def compare_seeds(results_or_dir, seed: int = 0) -> pd.DataFrame:
-    """Per attention kind with two or more trained pairs: each pair's delta, their mean and a crossed
-    (pairs x images) bootstrap interval, for every aggregate and single-setting row the pairs share."""
+    """Per attention kind with two or more trained pairs: each pair's delta, their mean, a seed-level 95%
+    interval and p-value (``metrics.seed_level_inference``), for every aggregate and single setting (other than
+    single corruptions) that all pairs share on the same images. ``seed`` is unused (the method draws nothing);
+    it is kept so every compare function takes the same arguments."""
     res = _results(results_or_dir)
     s = res.samples
     by_kind: dict[str, list[tuple[str, str]]] = {}
@@ -160,25 +207,21 @@ def compare_seeds(results_or_dir, seed: int = 0) -> pd.DataFrame:
         for evaluation, setting, g, aggregate in settings_of(s[s.model.isin(names)]):
             if evaluation == "corruption" and not aggregate:
                 continue  # per-corruption seed tables would be 75 rows per kind; the aggregate carries the claim
-            d_rows, m_ref, ids_ref, ok = [], None, None, True
+            x, ids_ref = [], None
             for base, model in pairs:
-                merged = _paired(g[g.model == base], g[g.model == model])
-                if merged.empty:
-                    ok = False
-                    break
-                merged = merged.sort_values(["sample_id", "setting"])
-                ids, codes = np.unique(merged.sample_id.to_numpy(), return_inverse=True)
-                if ids_ref is not None and not np.array_equal(ids, ids_ref):
-                    ok = False  # pairs evaluated on different images: no shared image set to resample
-                    break
-                a, b, m = per_image_sums(merged.sample_id, merged.correct_a, merged.correct_b)
-                d_rows.append(b - a)
-                ids_ref, m_ref = ids, m
-            if not ok:
-                continue
-            bs = two_way_bootstrap(np.stack(d_rows), m_ref, n_boot=N_BOOT, seed=seed)
-            rows.append({"attention": kind, "evaluation": evaluation, "setting": setting, "n_pairs": len(pairs),
-                         "n_images": len(ids_ref), "per_pair_delta_pp": ", ".join(f"{x:+.2f}" for x in bs["per_pair"]),
-                         "delta_pp": bs["delta_pp"], "ci_low": bs["ci_low"], "ci_high": bs["ci_high"],
-                         "pairs": ", ".join(f"{m} - {b}" for b, m in pairs)})
+                sums = paired_sums(s, g, setting, base, model)
+                if sums is None or (ids_ref is not None and not np.array_equal(sums[0], ids_ref)):
+                    break  # a pair without this setting, or on other images: no shared image set
+                ids_ref, (_, a, b, m) = sums[0], sums
+                # each pair's own settings per image; the row's mean over images is that pair's delta
+                x.append(100 * (b - a) * len(m) / m.sum())
+            else:
+                r = seed_level_inference(np.stack(x))
+                k = len(pairs)
+                rows.append({"attention": kind, "evaluation": evaluation, "setting": setting, "n_pairs": k,
+                             "n_images": len(ids_ref),
+                             "per_pair_delta_pp": ", ".join(f"{v:+.2f}" for v in r["per_pair"]),
+                             "delta_pp": r["delta_pp"], "ci_low": r["ci_low"], "ci_high": r["ci_high"],
+                             "p_value": r["p_value"], "p_floor": min_sign_flip_p(k), "method": SEED_METHOD,
+                             "pairs": ", ".join(f"{m} - {b}" for b, m in pairs)})
     return pd.DataFrame(rows, columns=SEED_COLUMNS)

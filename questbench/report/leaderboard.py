@@ -12,8 +12,8 @@ import pandas as pd
 
 from ..errors import QuestbenchError
 from ..results import Results, load_results
-from ..metrics import MIN_N_5PP, resolves_5pp
-from .compare import AGGREGATE
+from ..metrics import MIN_N_5PP, min_sign_flip_p, resolves_5pp
+from .compare import AGGREGATE, RELATIVE
 from .labels import budget_label, eps_label
 from .tables import Tables, compute_tables
 
@@ -26,6 +26,7 @@ def _fmt(v) -> str:
     return str(v)
 
 
+CORRUPTION_SUMMARY_KEYS = ("model", "attention", "summary", "relative_mce", "relative", "clean_same_images")
 SMALL_N_NOTE = (f"n* : fewer than {MIN_N_5PP} samples, so a 95% interval on one accuracy is wider than +-5 pp: too "
                 "few to resolve a 5 pp difference; never used for ranking.")
 
@@ -86,6 +87,10 @@ def headline(t: Tables) -> tuple[str, pd.DataFrame, list[str]]:
         col = f"{short} (n={n_img})" + ("" if resolves_5pp(n_img) else "*")
         table[col] = table.model.map(dict(zip(t.corruptions.model, t.corruptions.summary)))
         ranking.insert(0, (col, False))
+        rel = "relative_mce" if short == "mCE" else "relative"
+        if rel in t.corruptions and t.corruptions[rel].notna().any():
+            table[f"rel. {short} (n={n_img})" + ("" if resolves_5pp(n_img) else "*")] = \
+                table.model.map(dict(zip(t.corruptions.model, t.corruptions[rel])))
     if not t.attacks.empty:
         main = _main_points(t.attacks)
         compact = _compact_sweep_names(main.sweep.unique())
@@ -103,6 +108,17 @@ def headline(t: Tables) -> tuple[str, pd.DataFrame, list[str]]:
              + (f"; corruption error is {t.corruption_metric}" if t.corruption_metric else "")
              + ("; attacks at the largest budget of each sweep (the sweeps are below)." if not t.attacks.empty
                 else ".")]
+    if any(c.startswith("rel. ") for c in table.columns):
+        notes.append("rel.: corruption error minus the model's own clean error on the same images (relative "
+                     "corruption error), so a model that is better on clean images does not read as more robust.")
+    if "clean_same_images" in t.corruptions:
+        notes.append("Clean accuracy on the corruption images: " + ", ".join(
+            f"{m} {v:.2f}" for m, v in zip(t.corruptions.model, t.corruptions.clean_same_images) if pd.notna(v)) + ".")
+    if not t.attacks.empty:
+        main = _main_points(t.attacks)
+        notes.append("Clean accuracy on the attack images (each sweep's samples): " + "; ".join(
+            f"{sweep}: " + ", ".join(f"{m} {c:.2f}" for m, c in zip(g.model, g.clean))
+            for sweep, g in main.groupby("sweep", sort=True)) + ".")
     if any(c.endswith("*") for c in table.columns):
         notes.append(SMALL_N_NOTE)
     return "Headline", table, notes + t.notes
@@ -139,8 +155,7 @@ def corruption_detail(t: Tables) -> tuple[str, pd.DataFrame, list[str]]:
     from ..metrics import ALL_CORRUPTIONS
     names = short_names(t.corruptions.model)
     present = [c for c in ALL_CORRUPTIONS if c in t.corruptions.columns] + \
-        [c for c in t.corruptions.columns if c not in ALL_CORRUPTIONS and c not in
-         ("model", "attention", "summary", "relative_mce")]
+        [c for c in t.corruptions.columns if c not in ALL_CORRUPTIONS and c not in CORRUPTION_SUMMARY_KEYS]
     df = pd.DataFrame({"corruption": present})
     for _, r in t.corruptions.iterrows():
         df[names[r.model]] = [r[c] for c in present]
@@ -241,7 +256,7 @@ def sections(t: Tables, results: Results) -> list[tuple[str, pd.DataFrame, list[
         out.append(mech)
     if not t.pairs.empty:
         # per-corruption settings stay in the csv and `questbench compare`; the table keeps what is claimed
-        pairs = t.pairs[(t.pairs.evaluation != "corruption") | (t.pairs.setting == AGGREGATE)]
+        pairs = t.pairs[(t.pairs.evaluation != "corruption") | t.pairs.setting.isin([AGGREGATE, RELATIVE])]
         notes = ["Model minus its standard-attention sibling on the same images. One row per setting: exact "
                  "McNemar test, paired bootstrap over images. Rows 'all' aggregate a whole sweep (eps > 0) or "
                  "every corruption setting with the image as the unit (cluster bootstrap, sign-flip test over "
@@ -265,13 +280,29 @@ def sections(t: Tables, results: Results) -> list[tuple[str, pd.DataFrame, list[
                                "per-pair deltas pp": s.per_pair_delta_pp,
                                "mean pp": [f"{d:+.2f}" for d in s.delta_pp],
                                "95% CI": [f"{a:+.1f} to {b:+.1f}" for a, b in zip(s.ci_low, s.ci_high)],
+                               "p": [f"{p:.2g}" for p in s.p_value],
+                               "finding": [seed_finding(r) for _, r in s.iterrows()],
                                "n": [_n_label(n).removeprefix("n=") for n in s.n_images]})
             k = int(s.n_pairs.max())
-            notes = [f"{k} trained pairs ({s.pairs.iloc[0]}): the mean of the per-pair deltas, with a 95% interval "
-                     "from a crossed bootstrap that resamples pairs and images, so it includes seed-to-seed "
-                     f"variation; with {k} pairs that variation is estimated from {k} draws only."]
+            notes = [f"{k} trained pairs ({s.pairs.iloc[0]}), the pair is the unit: the mean of the per-pair "
+                     f"deltas with a Student t interval ({k - 1} df) whose variance adds the variation of the images "
+                     "the pairs share; p is the larger of that t test's and the exact sign-flip test's over the "
+                     f"{k} pairs. 'all-relative' is the drop from clean to corrupted accuracy on the same images "
+                     "(a positive delta: a smaller drop than standard), so a clean offset does not read as "
+                     "robustness. Coverage of the interval is checked by simulation (tests/test_seed_inference.py)."]
+            if k < 6:
+                notes.append(f"With {k} pairs the sign-flip test cannot give p below {min_sign_flip_p(k):.3g}: no "
+                             "difference can be established at p < 0.05 with this many pairs, whatever the data.")
             out.append((f"Across seeds: {kind} minus standard ({k} pairs)", df, notes))
     return out
+
+
+def seed_finding(row) -> str:
+    """What an across-seed row lets a reader say: 'QUEST better/worse' only when p < 0.05 (which implies that
+    the interval excludes zero), else 'not established with k pairs'."""
+    if row.p_value < 0.05:
+        return "better" if row.delta_pp > 0 else "worse"
+    return f"not established ({int(row.n_pairs)} pairs)"
 
 
 def _md_table(df: pd.DataFrame) -> str:
@@ -334,13 +365,19 @@ def csv_rows(results: Results, t: Optional[Tables] = None) -> pd.DataFrame:
                      "setting": "clean", "n": r.n, "accuracy_pct": r.top1, "accuracy_ci_low_pct": r.ci_low,
                      "accuracy_ci_high_pct": r.ci_high})
     n_corr = t.severity.groupby("model").n.max() if not t.severity.empty else {}
-    skip = ("model", "attention", "summary", "relative_mce")
+    skip = CORRUPTION_SUMMARY_KEYS
     for _, r in t.corruptions.iterrows():
         base = {"model": r.model, "attention": r.attention, "evaluation": "corruption", "n": n_corr.get(r.model)}
         rows.append({**base, "table": "corruption_summary", "setting": t.corruption_metric, "error_pct": r.summary})
         if "relative_mce" in r and pd.notna(r.relative_mce):
             rows.append({**base, "table": "corruption_summary", "setting": "relative mCE (%)",
                          "error_pct": r.relative_mce})
+        if "relative" in r and pd.notna(r.relative):
+            rows.append({**base, "table": "corruption_summary", "setting": "relative corruption error (%)",
+                         "error_pct": r.relative})
+        if "clean_same_images" in r and pd.notna(r.clean_same_images):
+            rows.append({**base, "table": "corruption_summary", "setting": "clean error on these images (%)",
+                         "error_pct": 100 - r.clean_same_images})
         rows += [{**base, "table": "corruption", "setting": c, "error_pct": r[c]} for c in r.index if c not in skip]
     for _, r in t.severity.iterrows():
         rows.append({"table": "corruption_severity", "model": r.model, "evaluation": "corruption",
@@ -356,7 +393,8 @@ def csv_rows(results: Results, t: Optional[Tables] = None) -> pd.DataFrame:
     for _, r in t.seeds.iterrows():
         rows.append({"table": "seeds", "attention": r.attention, "baseline": "standard", "evaluation": r.evaluation,
                      "setting": r.setting, "n": r.n_images, "n_pairs": r.n_pairs, "delta_pp": r.delta_pp,
-                     "delta_ci_low_pp": r.ci_low, "delta_ci_high_pp": r.ci_high, "model": r.pairs})
+                     "delta_ci_low_pp": r.ci_low, "delta_ci_high_pp": r.ci_high, "p_value": r.p_value,
+                     "model": r.pairs})
     s = results.samples
     for (model, name), g in s[s.evaluation == "shift"].groupby(["model", "setting"]):
         rows.append({"table": "shift", "model": model, "attention": g.attention.iloc[0], "evaluation": "shift",

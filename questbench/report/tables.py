@@ -75,6 +75,10 @@ def corruption_tables(samples: pd.DataFrame, dataset: str) -> tuple[pd.DataFrame
                 row["relative_mce"] = relative_mce(complete, 1 - float(cm.correct.mean()))
         else:
             row["summary"] = mean_corruption_error({c: [x for x in e if not np.isnan(x)] for c, e in errs.items()})
+        if cm.sample_id.nunique() == len(ids):  # clean outcomes for exactly these images
+            row["clean_same_images"] = 100 * float(cm.correct.mean())
+            if not use_mce:  # relative error: the mean corruption error minus the clean error on the same images
+                row["relative"] = row["summary"] - (100 - row["clean_same_images"])
         for c, e in errs.items():
             row[c] = 100 * float(np.nanmean(e))
         rows.append(row)

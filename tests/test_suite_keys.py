@@ -1,0 +1,172 @@
+"""Every key a suite accepts changes what is computed and the job's identity, or is refused, or is named below as
+one that by design computes nothing (with the reason): walked over the schema, so a new key that is recorded
+and ignored cannot slip in."""
+from __future__ import annotations
+
+import copy
+from typing import Any, get_args
+
+import pytest
+from pydantic import BaseModel
+
+import questbench.evaluators.attacks as attacks_mod
+import questbench.evaluators.clean as clean_mod
+import questbench.evaluators.corruptions as corruptions_mod
+import questbench.evaluators.diagnostics as diagnostics_mod
+import questbench.evaluators.patch as patch_mod
+from questbench.errors import QuestbenchError
+from questbench.runner import Runner
+from questbench.suite import SuiteSchema, suite_from
+
+# keys that choose data or where things come from, or how the work is spread: they do not change what one
+# job computes from its inputs, and the inputs they select are identified by content in every job's key
+NOT_COMPUTING = {
+    "name": "a label for the results folder and leaderboard",
+    "description": "prose",
+    "models": "which models run; each model's weights hash is in its jobs' keys",
+    "registry": "where model names are looked up; the weights hash is in the key",
+    "device": "where the jobs run; the device kind is in every job's key",
+    "num_workers": "data-loading processes; records are identical for any count (tests/test_suite_runner.py)",
+    "data.dataset": "selects the data: its content hash and sample ids are in every job's key",
+    "data.split": "selects the data: content hash and sample ids are in the key",
+    "data.root": "where the data is read from: content hash and sample ids are in the key",
+    "data.classes": "the class order of an image folder: the labels are in the content hash",
+    "corruptions.root": "released corruption files: their location is in the corruption jobs' key",
+    "shifts": "distribution-shift sets from disk, each identified by content (tests/test_shifts.py)",
+}
+
+BASE: dict[str, Any] = {"seed": 1, "batch_size": 4, "num_workers": 0, "data": {"samples": 4}}
+SECTIONS = {
+    "clean": {},
+    "corruptions": {"clean": False, "corruptions": {"names": ["fog"], "severities": [1]}},
+    "attacks": {"clean": False, "attacks": [{"attack": "pgd", "eps": ["2/255"], "steps": 2}]},
+    "patch": {"clean": False, "attacks": [{"attack": "patch", "patches": [1], "steps": 2, "loss": "attention"}]},
+    "diagnostics": {"clean": False, "diagnostics": {"samples": 3}},
+}
+# key -> (section of the base suite it applies to, non-default value)
+VARIANTS: dict[str, tuple[str, Any]] = {
+    "seed": ("attacks", 2),
+    "batch_size": ("clean", 2),
+    "precision": ("clean", "bf16"),
+    "data.samples": ("clean", 3),
+    "clean": ("clean", False),
+    "clean.enabled": ("clean", {"enabled": False}),
+    "corruptions.names": ("corruptions", ["contrast"]),
+    "corruptions.severities": ("corruptions", [4]),
+    "corruptions.mode": ("corruptions", "faithful"),
+    "corruptions.samples": ("corruptions", 3),
+    "corruptions.engine": ("corruptions", "torch"),
+    "corruptions.params": ("corruptions", "cifar-c"),
+    "attacks.attack": ("attacks", "fgsm"),
+    "attacks.eps": ("attacks", ["4/255"]),
+    "attacks.norm": ("attacks", "L2"),
+    "attacks.steps": ("attacks", 3),
+    "attacks.step_size": ("attacks", "1/255"),
+    "attacks.step_size_ratio": ("attacks", 0.5),
+    "attacks.restarts": ("attacks", 2),
+    "attacks.random_start": ("attacks", False),
+    "attacks.loss": ("attacks", "dlr"),
+    "attacks.samples": ("attacks", 3),
+    "attacks.batch_size": ("attacks", 2),
+    "attacks.patches": ("patch", [2]),
+    "attacks.patch_size": ("patch", 2),
+    "attacks.position": ("patch", "fixed"),
+    "attacks.layers": ("patch", [0]),
+    "diagnostics.samples": ("diagnostics", 2),
+}
+
+
+def schema_keys(model: type[BaseModel] = SuiteSchema, prefix: str = "") -> set[str]:
+    keys = set()
+    for name, field in model.model_fields.items():
+        path = prefix + name
+        keys.add(path)
+        for t in [field.annotation, *get_args(field.annotation)]:
+            for sub in [t, *get_args(t)]:
+                if isinstance(sub, type) and issubclass(sub, BaseModel) and name != "shifts":
+                    keys |= schema_keys(sub, path + ".")
+    return keys
+
+
+def test_every_schema_key_is_walked():
+    # containers are walked through their keys; "clean" is both a bool and a table
+    walked = set(VARIANTS) | set(NOT_COMPUTING) | {"data", "corruptions", "attacks", "diagnostics"}
+    assert schema_keys() == walked
+
+
+def _suite(key: str, value: Any = None, changed: bool = False) -> dict:
+    section, new = VARIANTS[key]
+    doc = copy.deepcopy({**BASE, **SECTIONS[section]})
+    if changed:
+        head, _, leaf = key.partition(".")
+        if not leaf:
+            doc[head] = new
+        elif head == "attacks":
+            doc["attacks"][0][leaf] = new
+        else:
+            doc.setdefault(head, {})[leaf] = new
+    return doc
+
+
+@pytest.fixture
+def captured(monkeypatch):
+    """What each evaluator is asked to compute (its arguments), captured on the way in."""
+    calls: list[tuple] = []
+
+    def spy(mod, name, describe):
+        original = getattr(mod, name)
+
+        def wrapper(*args, **kwargs):
+            calls.append((name, describe(*args, **kwargs)))
+            return original(*args, **kwargs)
+        monkeypatch.setattr(mod, name, wrapper)
+
+    spy(clean_mod, "evaluate_clean", lambda model, ds, bs, *a: (type(model).__name__, tuple(ds.sample_ids), bs))
+    spy(corruptions_mod, "evaluate_corruptions", lambda models, ds, settings, **kw: (
+        tuple(ds.sample_ids), tuple(s.key for s in settings), kw["suite_seed"], kw["mode"], kw["engine"],
+        kw["params"]))
+    spy(attacks_mod, "evaluate_attack", lambda model, ds, cfg, **kw: (
+        tuple(ds.sample_ids), repr(cfg), kw["seed"], kw["batch_size"]))
+    spy(patch_mod, "evaluate_patch", lambda model, ds, cfg, **kw: (tuple(ds.sample_ids), repr(cfg), kw["seed"]))
+    spy(diagnostics_mod, "evaluate_diagnostics", lambda model, ds, *a: tuple(ds.sample_ids))
+    return calls
+
+
+def _run(doc: dict, out, tiny_pair, calls: list) -> tuple[set[str], list]:
+    calls.clear()
+    s = suite_from({**doc, "models": ["tiny-std"], "registry": [str(tiny_pair)]})
+    r = Runner(s, out, device="cpu", quiet=True)
+    r.prepare()
+    ids = {j.job_id for j in r.jobs()}
+    r.run()
+    return ids, sorted(map(repr, calls))
+
+
+@pytest.mark.parametrize("key", sorted(VARIANTS))
+def test_a_key_changes_job_identity_and_what_is_computed_or_is_refused(key, tmp_path, tiny_pair, captured):
+    base_ids, base_calls = _run(_suite(key), tmp_path / "a", tiny_pair, captured)
+    assert base_calls, "the base suite computes something"
+    try:
+        ids, calls = _run(_suite(key, changed=True), tmp_path / "b", tiny_pair, captured)
+    except QuestbenchError:
+        return  # refused with one line: nothing recorded
+    assert ids != base_ids, f"{key}: same job identities"
+    assert calls != base_calls, f"{key}: recorded as changed, but the evaluators were asked for the same work"
+
+
+@pytest.mark.parametrize("key, value", [("name", "other-name"), ("description", "other"), ("num_workers", 1)])
+def test_keys_that_compute_nothing_keep_the_job_identity(key, value, tmp_path, tiny_pair):
+    doc = {**BASE, **SECTIONS["attacks"], "models": ["tiny-std"], "registry": [str(tiny_pair)]}
+
+    def ids(d):
+        r = Runner(suite_from(d), tmp_path / "x", device="cpu", quiet=True)
+        r.prepare()
+        return {j.job_id for j in r.jobs()}
+    assert ids({**doc, key: value}) == ids(doc)
+
+
+def test_a_key_that_another_key_makes_meaningless_is_refused(tmp_path, tiny_pair, captured):
+    doc = _suite("attacks.layers", changed=True)
+    doc["attacks"][0]["loss"] = "ce"  # layers pick the attention loss's layers: with ce they would do nothing
+    with pytest.raises(QuestbenchError, match="layers"):
+        _run(doc, tmp_path / "c", tiny_pair, captured)
