@@ -212,12 +212,10 @@ def toy(out: Path = typer.Option(Path("runs/toy"), "--out"),
     check_creatable(out, "--out")  # a folder holding runs.jsonl is resumed
     preset = "quick" if quick else "full"
     if design == "mean":
-        from .toy_mean import run_mean_grid, summary_rows, write_mean_outputs
+        from .toy_mean import run_mean_grid, write_mean_outputs
         runs = run_mean_grid(preset, out, quiet=quiet)
         write_mean_outputs(runs, preset, out)
-        for r in summary_rows(runs):
-            typer.echo(f"{r['attention']:10s} success {100 * r['success']:5.1f}%  unstable {100 * r['unstable']:5.1f}%  "
-                       f"shortcut harm {r['harm']:+.2f} pp")
+        typer.echo(f"{len(runs)} runs; statistics in {out / 'toy.md'}")
     elif design == "cls":
         from .models import atomic_write_bytes
         from .toy import run_grid, success_rates, toy_markdown

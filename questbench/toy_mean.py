@@ -226,41 +226,6 @@ def run_mean_grid(preset: str, out: Path, quiet: bool = False, workers: Optional
     return [done[p] for p in points]
 
 
-def shortcut_harm(runs: Sequence[MeanRun], kind: str, seed: int = 0) -> tuple[float, float, float, int]:
-    """Mean paired drop in unbiased accuracy (pp, fraction 0 minus fraction 0.5), with a 95% bootstrap interval
-    over the paired runs (scipy), and the number of pairs."""
-    from scipy.stats import bootstrap
-    by = {r.key: r for r in runs if r.attention == kind}
-    diffs = [100 * (by[k[:5] + (0.0,)].acc_unbiased - r.acc_unbiased) for k, r in by.items()
-             if k[5] == 0.5 and k[:5] + (0.0,) in by]
-    if not diffs:
-        return math.nan, math.nan, math.nan, 0
-    d = np.asarray(diffs)
-    if len(d) < 2 or np.all(d == d[0]):
-        return float(d.mean()), float(d.mean()), float(d.mean()), len(d)
-    ci = bootstrap((d,), np.mean, n_resamples=2000, method="percentile", rng=np.random.default_rng(seed))
-    return float(d.mean()), float(ci.confidence_interval.low), float(ci.confidence_interval.high), len(d)
-
-
-PAPER = {"standard": "25%", "qnorm": "49%", "qknorm_hs": "~0% (QKNorm)", "quest": "58%", "qknorm_ds": "-"}
-
-
-def summary_rows(runs: Sequence[MeanRun]) -> list[dict]:
-    rows = []
-    for kind in dict.fromkeys(r.attention for r in runs):
-        main = [r for r in runs if r.attention == kind and r.biased_fraction == 0.5]
-        allr = [r for r in runs if r.attention == kind]
-        harm, lo, hi, n_pairs = shortcut_harm(runs, kind)
-        rows.append({"attention": kind, "runs": len(main), "success": np.mean([r.success for r in main]),
-                     "unstable": np.mean([r.unstable for r in allr]),
-                     "acc_unbiased": np.mean([r.acc_unbiased for r in main]),
-                     "acc_conflict": np.mean([r.acc_conflict for r in main]), "harm": harm, "harm_lo": lo,
-                     "harm_hi": hi, "pairs": n_pairs,
-                     "max_logit_median": float(np.nanmedian([r.max_logit for r in allr])),
-                     "min_entropy_median": float(np.nanmedian([r.min_entropy for r in allr]))})
-    return rows
-
-
 def write_mean_outputs(runs: Sequence[MeanRun], preset: str, out: Path) -> str:
     """runs.csv, traces.csv, plots and toy.md; returns the markdown."""
     import csv
@@ -288,7 +253,8 @@ def write_mean_outputs(runs: Sequence[MeanRun], preset: str, out: Path) -> str:
             w.writerow([*r.key, *(f"{v:.6g}" if isinstance(v, float) else v for v in t)])
     atomic_write_bytes(out / "traces.csv", buf.getvalue().encode())
     _plots(runs, out)
-    md = mean_markdown(runs, preset)
+    from .toy_stats import load_runs, markdown
+    md = markdown(load_runs(out / "runs.csv"), preset)
     atomic_write_bytes(out / "toy.md", md.encode())
     return md
 
@@ -332,37 +298,3 @@ def _plots(runs: Sequence[MeanRun], out: Path) -> None:
     fig.tight_layout()
     fig.savefig(out / "training_traces.png", dpi=110)
     plt.close(fig)
-
-
-def mean_markdown(runs: Sequence[MeanRun], preset: str) -> str:
-    rows = summary_rows(runs)
-    main = [r for r in runs if r.biased_fraction == 0.5]
-    lines = [f"# QUEST toy example, mean design ({preset} grid: {len(runs)} runs)", "",
-             "Every token queries through one attention layer of the kind under test; mean-pooled residual + "
-             "attention output; Linear-GELU-Linear head (`questbench/toy_mean.py`). Success: unbiased accuracy >= "
-             f"{SUCCESS_OF_BAYES} x the Bayes-optimal accuracy on the same evaluation samples "
-             f"(mean {np.mean([r.bayes_unbiased for r in main]):.3f}) and a stable run. Unstable: non-finite loss, "
-             f"max |logit| > {MAX_LOGIT:g}, entropy < {MIN_ENTROPY} nats, or a loss spike. Shortcut harm: unbiased "
-             "accuracy trained without the shortcut (fraction 0) minus with it (fraction 0.5), same seeds; 95% "
-             "bootstrap interval over the paired runs. Conflict set: an unbiased answer plus one distractor drawn "
-             "from the shortcut's distribution.", "",
-             "| attention | runs | success | reported (paper) | unstable (all runs) | unbiased acc | conflict acc | "
-             "shortcut harm (pp, 95% CI) | median max logit | median min entropy |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
-    for r in rows:
-        lines.append(f"| {r['attention']} | {r['runs']} | {100 * r['success']:.0f}% | {PAPER.get(r['attention'], '-')} | "
-                     f"{100 * r['unstable']:.0f}% | {r['acc_unbiased']:.3f} | {r['acc_conflict']:.3f} | "
-                     f"{r['harm']:+.2f} ({r['harm_lo']:+.2f} to {r['harm_hi']:+.2f}, {r['pairs']} pairs) | "
-                     f"{r['max_logit_median']:.3g} | {r['min_entropy_median']:.3g} |")
-    rate = {r["attention"]: r["success"] for r in rows}
-    paper4 = [k for k in ("standard", "qnorm", "qknorm_hs", "quest") if k in rate]
-    if len(paper4) == 4:
-        best = max(paper4, key=lambda k: rate[k])
-        lines += ["", "Against the paper: its order standard < QNorm < QUEST "
-                  + ("reproduces" if rate["standard"] <= rate["qnorm"] <= rate["quest"] else "does not reproduce")
-                  + f" here; QUEST is {'the best' if best == 'quest' else 'not the best'} of the four paper kinds; "
-                  f"the paper's QKNorm failure (~0%) {'reproduces' if rate['qknorm_hs'] < 0.1 else 'does not'} "
-                  f"(QKNorm-HS {100 * rate['qknorm_hs']:.0f}%)."]
-    lines += ["", "![success per learning rate and weight decay](success_heatmap.png)", "",
-              "![max attention logit, entropy and key norm during training](training_traces.png)", ""]
-    return "\n".join(lines)

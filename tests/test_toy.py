@@ -90,16 +90,53 @@ def test_mean_design_flags_instability_and_keeps_stable_runs():
     assert len(calm.trace) == 9 and all(len(t) == 6 for t in calm.trace)  # every 10 steps and the last
 
 
-def test_shortcut_harm_is_the_paired_drop_with_a_bootstrap_interval():
-    from questbench.toy_mean import MeanRun, shortcut_harm
+def _grid(effect_quest=0.05, noise=0.01, seed=0):
+    """A synthetic runs table in the grid's layout: 4 lr x 3 wd cells, 2 init x 2 data seeds, two kinds."""
+    import pandas as pd
+    rng = np.random.default_rng(seed)
+    rows = []
+    for lr in (1e-3, 1e-2, 3e-2, 0.1):
+        for wd in (0, 0.01, 0.1):
+            cell = rng.normal(0, 0.03)
+            for i in range(2):
+                for d in range(2):
+                    for kind, eff in (("standard", 0.0), ("quest", effect_quest)):
+                        for frac in (0.5, 0.0):
+                            acc = 0.72 + cell + eff + rng.normal(0, noise) + (0.04 if frac == 0.0 else 0.0)
+                            if lr == 0.1:
+                                acc = 0.3
+                            rows.append(dict(attention=kind, lr=lr, wd=wd, init_seed=i, data_seed=d,
+                                             biased_fraction=frac, acc_unbiased=acc, acc_biased=0.9,
+                                             acc_conflict=acc - 0.3, bayes_unbiased=0.8, success=False,
+                                             unstable=lr == 0.1))
+    return pd.DataFrame(rows)
 
-    def run(seed, frac, acc):
-        return MeanRun("quest", 1e-2, 0.0, seed, 0, frac, acc, 0, 0, 0.8, False, False, "", 1.0, 1.0, 0.1, 0.0)
 
-    runs = [run(s, 0.5, 0.70 + 0.01 * s) for s in range(4)] + [run(s, 0.0, 0.75 + 0.02 * s) for s in range(4)]
-    harm, lo, hi, pairs = shortcut_harm(runs, "quest")
-    assert pairs == 4 and harm == pytest.approx(100 * np.mean([0.05 + 0.01 * s for s in range(4)]))
-    assert lo <= harm <= hi and hi - lo < 3
+def test_kind_difference_is_a_t_interval_over_cells_and_matches_its_closed_form():
+    from scipy import stats
+
+    from questbench.toy_stats import kind_difference, shortcut_harm, with_outcomes
+    df = with_outcomes(_grid())
+    m, lo, hi, n = kind_difference(df, "quest", "standard", "acc_unbiased")
+    main = df[df.biased_fraction == 0.5]
+    q = main[main.attention == "quest"].set_index(["lr", "wd", "init_seed", "data_seed"]).acc_unbiased
+    s = main[main.attention == "standard"].set_index(["lr", "wd", "init_seed", "data_seed"]).acc_unbiased
+    cells = (q - s).groupby(level=["lr", "wd"]).mean().to_numpy()
+    half = stats.t.ppf(0.975, len(cells) - 1) * cells.std(ddof=1) / np.sqrt(len(cells))
+    assert n == 12 and m == pytest.approx(cells.mean())
+    assert (lo, hi) == (pytest.approx(cells.mean() - half), pytest.approx(cells.mean() + half))
+    harm, hlo, hhi, cells_h = shortcut_harm(df[df.lr < 0.1], "quest")
+    assert cells_h == 9 and hlo < harm < hhi and harm == pytest.approx(4.0, abs=0.5)
+
+
+def test_toy_report_calls_a_tie_a_tie_and_drops_dead_learning_rates():
+    from questbench.toy_stats import learning_rates, markdown, with_outcomes
+    tied = markdown(_grid(effect_quest=0.0, seed=1), "test")
+    assert "| quest - standard |" in tied and ": tie" in tied.split("| quest - standard |")[1].split("\n")[0]
+    learn, dead = learning_rates(with_outcomes(_grid(effect_quest=0.2)))
+    assert dead == [0.1] and 0.1 not in learn
+    clear = markdown(_grid(effect_quest=0.2), "test")
+    assert "quest higher" in clear.split("| quest - standard |")[1].split("\n")[0]
 
 
 def test_mean_grid_writes_each_run_and_resumes(tmp_path):

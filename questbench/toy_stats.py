@@ -1,0 +1,167 @@
+"""Statistics of the toy grid that do not hang on one threshold (no torch: reads runs.csv or a DataFrame).
+
+The units that vary in the grid are the learning-rate x weight-decay cells, the data seeds and the init seeds;
+a run is not an independent unit. Differences between kinds are paired within a (lr, wd, init seed, data seed)
+point, averaged within each lr x wd cell, and get a Student t interval over the cells (k - 1 df) - the same
+small-sample method as the seed-level rows of the leaderboards. The two data seeds enter through the cell means;
+with two of them their own variation cannot be estimated and is not resampled. A claim that one kind is better
+needs an interval that excludes zero; otherwise the kinds are reported as tied.
+
+Threshold-free, primary: the distribution of conflict-set accuracy and of unbiased accuracy / Bayes. Success
+rates are shown at 0.85, 0.90 and 0.95 x Bayes so a reader sees how much the threshold decides. Instability is
+reported for the learning rates where some kind still learns (its success rate at 0.9 x Bayes >= 50%) and
+separately for the others, where every kind fails and the flags say little about the kind.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+THRESHOLDS = (0.85, 0.90, 0.95)
+PAPER = {"standard": "25%", "qnorm": "49%", "qknorm_hs": "~0% (QKNorm)", "quest": "58%", "qknorm_ds": "-"}
+COMPARISONS = (("quest", "standard"), ("qnorm", "standard"), ("quest", "qnorm"), ("qknorm_hs", "standard"),
+               ("quest", "qknorm_hs"), ("qknorm_ds", "standard"), ("quest", "qknorm_ds"))
+POINT = ["lr", "wd", "init_seed", "data_seed"]
+
+
+def load_runs(path: str | Path) -> pd.DataFrame:
+    return pd.read_csv(path)
+
+
+def _truthy(s: pd.Series) -> pd.Series:
+    return s.astype(str).str.lower().isin(["true", "1"])
+
+
+def with_outcomes(df: pd.DataFrame) -> pd.DataFrame:
+    df = df.copy()
+    df["unstable"] = _truthy(df["unstable"])
+    df["ratio"] = df.acc_unbiased / df.bayes_unbiased
+    for t in THRESHOLDS:
+        df[f"success_{t:.2f}"] = (df.ratio >= t) & ~df.unstable
+    return df
+
+
+def learning_rates(df: pd.DataFrame) -> tuple[list[float], list[float]]:
+    """(learning rates where some kind succeeds in >= 50% of its runs at 0.9 x Bayes, the others)."""
+    main = df[df.biased_fraction == 0.5]
+    best = main.groupby(["lr", "attention"])["success_0.90"].mean().groupby("lr").max()
+    return sorted(best[best >= 0.5].index), sorted(best[best < 0.5].index)
+
+
+def t_interval(values: np.ndarray, level: float = 0.95) -> tuple[float, float, float, int]:
+    from scipy import stats
+    v = np.asarray(values, float)
+    k = v.size
+    mean = float(v.mean())
+    if k < 2:
+        return mean, math.nan, math.nan, k
+    half = float(stats.t.ppf(0.5 + level / 2, k - 1) * v.std(ddof=1) / math.sqrt(k))
+    return mean, mean - half, mean + half, k
+
+
+def kind_difference(df: pd.DataFrame, a: str, b: str, column: str) -> tuple[float, float, float, int]:
+    """Mean of ``column`` for kind a minus kind b, paired per grid point, averaged per lr x wd cell; t interval
+    over the cells."""
+    main = df[df.biased_fraction == 0.5]
+    pa = main[main.attention == a].set_index(POINT)[column].astype(float)
+    pb = main[main.attention == b].set_index(POINT)[column].astype(float)
+    d = (pa - pb).dropna()
+    if d.empty:
+        return math.nan, math.nan, math.nan, 0
+    cells = d.groupby(level=["lr", "wd"]).mean()
+    return t_interval(cells.to_numpy())
+
+
+def shortcut_harm(df: pd.DataFrame, kind: str) -> tuple[float, float, float, int]:
+    """Unbiased accuracy trained without the shortcut minus with it (pp), paired per grid point, t over cells."""
+    k = df[df.attention == kind]
+    with_ = k[k.biased_fraction == 0.5].set_index(POINT).acc_unbiased
+    without = k[k.biased_fraction == 0.0].set_index(POINT).acc_unbiased
+    d = (100 * (without - with_)).dropna()
+    if d.empty:
+        return math.nan, math.nan, math.nan, 0
+    return t_interval(d.groupby(level=["lr", "wd"]).mean().to_numpy())
+
+
+def _q(s: pd.Series) -> str:
+    q1, med, q3 = np.percentile(s, [25, 50, 75])
+    return f"{med:.3f} ({q1:.3f}-{q3:.3f})"
+
+
+def markdown(df: pd.DataFrame, preset: str, image_prefix: str = "") -> str:
+    df = with_outcomes(df)
+    learn, dead = learning_rates(df)
+    kinds = list(dict.fromkeys(df.attention))
+    main = df[df.biased_fraction == 0.5]
+    ml = main[main.lr.isin(learn)]
+    n_cells = ml.groupby(["lr", "wd"]).ngroups
+    lines = [f"# QUEST toy example, mean design ({preset} grid: {len(df)} runs)", "",
+             "Every token queries through one attention layer of the kind under test; mean-pooled residual + "
+             "attention output; Linear-GELU-Linear head (`questbench/toy_mean.py`); statistics from "
+             "`questbench/toy_stats.py`. Grid: learning rates " + ", ".join(f"{x:g}" for x in sorted(df.lr.unique()))
+             + "; weight decays " + ", ".join(f"{x:g}" for x in sorted(df.wd.unique())) + f"; "
+             f"{df.init_seed.nunique()} init seeds x {df.data_seed.nunique()} data seeds; biased fraction 0.5 "
+             f"(and 0 for the shortcut harm). Bayes-optimal unbiased accuracy on the evaluation samples: mean "
+             f"{main.bayes_unbiased.mean():.3f}.", "",
+             f"Learning rates where some kind still learns (success >= 50% at 0.9 x Bayes): "
+             f"{', '.join(f'{x:g}' for x in learn)}. At {', '.join(f'{x:g}' for x in dead) or 'none'} every kind "
+             "fails; the tables below use the learning rates where some kind learns unless they say otherwise.", "",
+             "## Threshold-free (primary)", "",
+             "Median (interquartile range) over the runs at the learning rates where some kind learns.", "",
+             "| attention | runs | unbiased acc / Bayes | conflict-set acc | success at 0.85 / 0.90 / 0.95 x Bayes "
+             "| reported (paper) |", "|---|---|---|---|---|---|"]
+    for k in kinds:
+        g = ml[ml.attention == k]
+        rates = " / ".join(f"{100 * g[f'success_{t:.2f}'].mean():.0f}%" for t in THRESHOLDS)
+        lines.append(f"| {k} | {len(g)} | {_q(g.ratio)} | {_q(g.acc_conflict)} | {rates} | {PAPER.get(k, '-')} |")
+    lines += ["", "All learning rates (as the paper's grid counts them): success at 0.9 x Bayes " + ", ".join(
+        f"{k} {100 * main[main.attention == k]['success_0.90'].mean():.0f}%" for k in kinds) + ".", "",
+              "## Differences between kinds", "",
+              f"Paired per grid point, averaged per lr x wd cell, 95% Student t interval over the {n_cells} cells "
+              "where some kind learns. 'tie' when the interval includes zero.", "",
+              "| comparison | unbiased acc / Bayes (x100) | conflict-set acc (pp) | success at 0.9 x Bayes (pp) |",
+              "|---|---|---|---|"]
+    verdicts = {}
+    for a, b in COMPARISONS:
+        if a not in kinds or b not in kinds:
+            continue
+        cells = []
+        for col in ("ratio", "acc_conflict", "success_0.90"):
+            m, lo, hi, n = kind_difference(ml, a, b, col)
+            verdict = "tie" if not (lo > 0 or hi < 0) else (f"{a} higher" if lo > 0 else f"{b} higher")
+            verdicts[(a, b, col)] = verdict
+            cells.append(f"{100 * m:+.1f} ({100 * lo:+.1f} to {100 * hi:+.1f}): {verdict}")
+        lines.append(f"| {a} - {b} | " + " | ".join(cells) + " |")
+    order = [(a, b) for a, b in (("qnorm", "standard"), ("quest", "qnorm")) if (a, b, "success_0.90") in verdicts]
+    if len(order) == 2:
+        held = [verdicts[(a, b, "success_0.90")] == f"{a} higher" for a, b in order]
+        lines += ["", "The paper's order standard < QNorm < QUEST (success at 0.9 x Bayes): "
+                  + ("established here (both steps exclude zero)." if all(held) else
+                     "not established here: " + "; ".join(
+                         f"{a} vs {b} is a {'difference' if h else 'tie'}" for (a, b), h in zip(order, held)) + ".")]
+    lines += ["", "## Shortcut harm and instability", "",
+              "Shortcut harm: unbiased accuracy trained without the shortcut (fraction 0) minus with it (0.5), "
+              "paired per grid point, t interval over the lr x wd cells where some kind learns. Instability "
+              "(non-finite loss, max |logit| > 1000, entropy < 0.1 nats, or a loss spike), both fractions.", "",
+              "| attention | shortcut harm (pp, 95% CI, cells) | unstable, lr where some kind learns | "
+              "unstable, other lr |", "|---|---|---|---|"]
+    for k in kinds:
+        m, lo, hi, n = shortcut_harm(df[df.lr.isin(learn)], k)
+        kd = df[df.attention == k]
+        un_l = kd[kd.lr.isin(learn)].unstable.mean()
+        un_d = kd[kd.lr.isin(dead)].unstable.mean() if dead else math.nan
+        lines.append(f"| {k} | {m:+.2f} ({lo:+.2f} to {hi:+.2f}, {n}) | {100 * un_l:.0f}% | "
+                     + (f"{100 * un_d:.0f}%" if dead else "-") + " |")
+    lines += ["", f"![success per learning rate and weight decay]({image_prefix}success_heatmap.png)", "",
+              f"![max attention logit, entropy and key norm during training]({image_prefix}training_traces.png)", ""]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    import sys
+    src, preset = Path(sys.argv[1]), sys.argv[2] if len(sys.argv) > 2 else "full"
+    prefix = sys.argv[3] if len(sys.argv) > 3 else ""
+    sys.stdout.write(markdown(load_runs(src), preset, prefix))
