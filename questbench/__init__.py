@@ -100,6 +100,14 @@ def compare(results_or_dir, baseline: str, model: str, seed: int = 0):
     return _compare(results_or_dir, baseline, model, seed=seed)
 
 
+def compare_seeds(results_or_dir):
+    """Each attention kind against standard across its trained pairs, the pair as the unit: attention,
+    evaluation, setting, n_pairs, n_images, per_pair_delta_pp, delta_pp, ci_low, ci_high, p_value, method
+    (Student t over pairs with the shared images' variance; p = max(t, exact sign-flip over pairs))."""
+    from .report.compare import compare_seeds as _compare_seeds
+    return _compare_seeds(results_or_dir)
+
+
 class _Preserved:
     """Leaves a user's model as it was found: training mode and which parameters require gradients."""
 
@@ -161,6 +169,13 @@ def attack(model, x, y, attack: str = "pgd", eps: float = 8 / 255, seed: int = 0
 
     if not isinstance(x, torch.Tensor) or x.ndim != 4 or not isinstance(y, torch.Tensor) or y.shape != x.shape[:1]:
         raise QuestbenchError("attack takes x as an NCHW tensor in [0, 1] and y as N integer labels")
+    if not x.is_floating_point() or not bool(torch.isfinite(x).all()) or float(x.min()) < 0 or float(x.max()) > 1:
+        raise QuestbenchError("attack takes float images in [0, 1] (normalization lives inside the model); "
+                              "clamping them here would put the result outside the eps ball around the input")
+    if y.is_floating_point() or y.dtype == torch.bool:
+        raise QuestbenchError(f"attack takes integer labels, not {y.dtype}")
+    if isinstance(eps, bool) or not isinstance(eps, (int, float)):
+        raise QuestbenchError(f"attack eps is a number (8/255, not \"8/255\"), not {eps!r}")
     try:
         cfg = PatchConfig(**config) if attack == "patch" else AttackConfig(attack=attack, eps=float(eps), **config)
     except TypeError as exc:
@@ -175,6 +190,9 @@ def attack(model, x, y, attack: str = "pgd", eps: float = 8 / 255, seed: int = 0
         from .evaluators.attacks import attack_batch
         with torch.no_grad():
             num_classes = int(wrapped(x[:1]).shape[1])
+        if int(y.min()) < 0 or int(y.max()) >= num_classes:
+            raise QuestbenchError(f"attack labels must be in [0, {num_classes}) for this model's {num_classes} "
+                                  f"outputs, not {int(y.min())}..{int(y.max())}")
         x_adv, _ = attack_batch(wrapped, cfg, x, y, seed, num_classes, str(x.device), [])
         return x_adv
 
@@ -203,6 +221,7 @@ def load_results(path):
     return _load(path)
 
 
-__all__ = ["ATTENTION_KINDS", "QuestbenchError", "attack", "attention_kind", "compare", "corrupt", "corruption_sweep",
+__all__ = ["ATTENTION_KINDS", "QuestbenchError", "attack", "attention_kind", "compare", "compare_seeds", "corrupt",
+           "corruption_sweep",
            "evaluate", "list_models", "load_dataset", "load_model", "load_results", "metrics", "record_attention", "set_attention",
            "__version__"]

@@ -201,8 +201,9 @@ def train(attention: str = typer.Option("quest", help="attention kind"),
 @app.command()
 def toy(out: Path = typer.Option(Path("runs/toy"), "--out"),
         quick: bool = typer.Option(False, "--quick", help="the small grid (a few minutes on 2 CPU cores)"),
-        design: str = typer.Option("mean", "--design", help="mean (every token queries; the default) or cls "
-                                   "(the first design: a learned query token)"),
+        design: str = typer.Option("mean", "--design", help="mean (every token queries; the default), split (the "
+                                   "mean design with q, k from each token's key part only, v from its value part, "
+                                   "a finer lr grid with warmup) or cls (the first design: a learned query token)"),
         quiet: bool = typer.Option(False, "--quiet", "-q")):
     """Reproduce the QUEST paper's toy example (spurious shortcut) over a learning-rate x weight-decay grid;
     a killed grid resumes from the runs already written to OUT."""
@@ -211,6 +212,8 @@ def toy(out: Path = typer.Option(Path("runs/toy"), "--out"),
         raise QuestbenchError(f"--out {out} exists and is not a folder")
     check_creatable(out, "--out")  # a folder holding runs.jsonl is resumed
     preset = "quick" if quick else "full"
+    if design == "split":
+        design, preset = "mean", "split-quick" if quick else "split"
     if design == "mean":
         from .toy_mean import run_mean_grid, write_mean_outputs
         runs = run_mean_grid(preset, out, quiet=quiet)
@@ -224,7 +227,7 @@ def toy(out: Path = typer.Option(Path("runs/toy"), "--out"),
         for kind, rate in success_rates(runs).items():
             typer.echo(f"{kind:10s} success {100 * rate:5.1f}%")
     else:
-        raise QuestbenchError(f"toy design must be mean or cls, not {design!r}")
+        raise QuestbenchError(f"toy design must be mean, split or cls, not {design!r}")
     typer.echo(f"runs.csv, plots and toy.md in {out}")
 
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+from .errors import QuestbenchError
 from .results import job_done, write_job, write_json
 
 SHARDS_DIR = "shards"
@@ -48,8 +49,18 @@ def read_part(out: Path, job_id: str, start: int, stop: int) -> Optional[Part]:
         doc = json.loads(f.read_bytes())
     except FileNotFoundError:
         return None
-    meta = doc["part"]
-    return Part(start, stop, doc["records"], meta["wall_s"], meta["flags"], meta["config"])
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise QuestbenchError(f"damaged shard part {f} (not JSON): delete it and run again to redo that part") \
+            from None
+    try:
+        meta = doc["part"]
+        part = Part(start, stop, doc["records"], meta["wall_s"], meta["flags"], meta["config"])
+    except (KeyError, TypeError):
+        raise QuestbenchError(f"shard part {f} is not a questbench part: delete it and run again") from None
+    if not isinstance(part.records, list) or len(part.records) != stop - start:
+        raise QuestbenchError(f"shard part {f} holds {len(part.records) if isinstance(part.records, list) else 0} "
+                              f"records for samples {start}-{stop}: delete it and run again")
+    return part
 
 
 def part_done(out: Path, job_id: str, start: int, stop: int) -> bool:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Optional
 
@@ -51,8 +51,13 @@ def write_json(path: Path, obj: Any) -> None:
     atomic_write_bytes(Path(path), (json.dumps(obj, sort_keys=True, separators=(",", ":")) + "\n").encode())
 
 
+def records_digest(records: list[dict[str, Any]]) -> str:
+    return config_hash(records)
+
+
 def write_job(out: Path, job_id: str, job: dict[str, Any], records: list[dict[str, Any]]) -> None:
-    write_json(job_file(out, job_id), {"job": job, "records": records})
+    """The job file, with a digest of its records: a record edited by hand afterwards is refused on read."""
+    write_json(job_file(out, job_id), {"job": {**job, "records_sha256": records_digest(records)}, "records": records})
 
 
 def job_done(out: Path, job_id: str) -> bool:
@@ -133,7 +138,45 @@ def read_job_file(f: Path, provenance: dict[str, Any]) -> dict[str, Any]:
     if job.evaluation != "diagnostics" and len(doc["records"]) != job.samples:
         raise QuestbenchError(f"job file {f} holds {len(doc['records'])} records for {job.samples} samples: "
                               "delete it and re-run to redo that job")
+    _check_records(f, job, doc["records"], provenance)
     return doc
+
+
+def _planned_ids(job: "JobInfo", provenance: dict[str, Any]) -> Optional[list[str]]:
+    ids = provenance.get("sample_ids", {})
+    name = {"clean": "clean", "corruption": "corruption", "attack": f"attack[{job.sweep}]",
+            "shift": f"shift[{job.setting}]"}.get(job.evaluation)
+    return ids.get(name) if name is not None else None
+
+
+def _check_records(f: Path, job: "JobInfo", records: list[dict[str, Any]], provenance: dict[str, Any]) -> None:
+    """What the records must hold beyond their schema: the digest written with them (when the file has one), the
+    planned sample ids exactly once each, and outcomes that follow from the predictions."""
+    redo = "delete it and re-run to redo that job"
+    digest = (job.model_extra or {}).get("records_sha256")
+    if digest is not None and digest != records_digest(records):
+        raise QuestbenchError(f"job file {f}: its records were changed after they were written (digest "
+                              f"mismatch): {redo}")
+    if job.evaluation == "diagnostics":
+        return
+    ids = [r["sample_id"] for r in records]
+    planned = _planned_ids(job, provenance)
+    if len(set(ids)) != len(ids):
+        raise QuestbenchError(f"job file {f} holds a sample twice: {redo}")
+    if planned is not None and ids != planned[:len(ids)] or planned is not None and len(ids) != len(planned):
+        stray = next((i for i in ids if i not in set(planned)), None)
+        raise QuestbenchError(f"job file {f} holds samples other than the planned ones"
+                              + (f" ({stray!r} was never planned)" if stray else "") + f": {redo}")
+    if job.evaluation in ("clean", "corruption"):
+        bad = next((r for r in records if r["correct"] != (r["pred"] == r["label"])), None)
+    elif job.evaluation == "attack":
+        bad = next((r for r in records if r["clean_correct"] != (r["clean_pred"] == r["label"])
+                    or r["correct"] != (r["pred"] == r["label"] and r["clean_correct"])), None)
+    else:
+        bad = None  # shift: correctness follows label sets and class masks, covered by the digest
+    if bad is not None:
+        raise QuestbenchError(f"job file {f}: sample {bad['sample_id']!r} records correct = {bad['correct']} "
+                              f"against its prediction and label: {redo}")
 
 
 def read_provenance(out: Path) -> dict[str, Any]:
@@ -158,6 +201,7 @@ class Results:
     jobs: pd.DataFrame
     diagnostics: pd.DataFrame
     provenance: dict[str, Any]
+    missing_jobs: list[str] = field(default_factory=list)  # planned jobs without a job file (a killed run)
 
 
 def load_results(path) -> Results:
@@ -186,5 +230,7 @@ def load_results(path) -> Results:
     samples = pd.concat(sample_frames, ignore_index=True) if sample_frames else pd.DataFrame(columns=SAMPLE_COLUMNS)
     extra = [c for c in samples.columns if c not in SAMPLE_COLUMNS]
     samples = samples[SAMPLE_COLUMNS + extra]
+    present = {f.stem for f in jobs_dir.glob("*.json")}
+    missing = sorted(set(provenance.get("jobs", {})) - present)
     return Results(samples=samples, jobs=pd.DataFrame(job_rows), diagnostics=pd.DataFrame(diag_rows),
-                   provenance=provenance)
+                   provenance=provenance, missing_jobs=missing)

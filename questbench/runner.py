@@ -24,6 +24,7 @@ import torch
 from . import distributed
 from .data import load_dataset
 from .errors import QuestbenchError
+from .settings import PatchConfig
 from .execute import Context, run_executor
 from .merge import SHARDS_DIR, Part, merge_job, part_done, write_part
 from .outdir import check_writable, claim, exclusive
@@ -170,10 +171,42 @@ class Runner:
         self.released_source = None
         if s.corruptions and s.corruptions.mode in ("imagenet-c", "cifar-c"):
             self.released_source = self._released_source()
+        self._check_logits()
         self._model_fp = {m: model_fingerprint(model) for m, model in self.models.items()}
         self._versions = {k: v for k, v in library_versions().items() if k != "python"}
         self._device_kind = device_kind(self.device)
         self.prepared = True
+
+    def _check_logits(self) -> None:
+        """One forward on two clean images per model before any job: logits must be (images, classes) with a
+        class for every label and finite values, else the run is refused here, with nothing written."""
+        ds = self.data.clean
+        x = torch.stack([ds[i][0] for i in range(min(2, len(ds)))]).to(self.device)
+        top_label = int(max(int(v) for v in ds.labels)) if len(ds) else 0
+        for name, model in self.models.items():
+            try:
+                with torch.no_grad():
+                    z = model(x)
+            except (RuntimeError, ValueError, TypeError, IndexError) as exc:
+                raise QuestbenchError(f"model {name} fails on the suite's images "
+                                      f"({type(exc).__name__}: {str(exc).splitlines()[0][:200]})") from None
+            if not isinstance(z, torch.Tensor) or z.ndim != 2 or z.shape[0] != len(x):
+                shape = tuple(z.shape) if isinstance(z, torch.Tensor) else type(z).__name__
+                raise QuestbenchError(f"model {name} returns {shape} for {len(x)} images, not (images, classes) "
+                                      "logits")
+            if z.shape[1] <= top_label:
+                raise QuestbenchError(f"model {name} has {z.shape[1]} outputs but the data has label {top_label}")
+            if not torch.isfinite(z).all():
+                raise QuestbenchError(f"model {name} gives non-finite logits (NaN or inf) on the suite's images: "
+                                      "check its weights and its mean/std")
+            for spec in self.suite.attacks:
+                for cfg in spec.configs:
+                    if isinstance(cfg, PatchConfig):
+                        from .evaluators.patch import check_patch_geometry
+                        try:
+                            check_patch_geometry(model, cfg, tuple(x.shape[-2:]))
+                        except QuestbenchError as exc:
+                            raise QuestbenchError(f"model {name}: {exc}") from None
 
     def _released_source(self):
         """Checks the released tree once; returns corruption dataset (or a part of it) -> its grid source."""

@@ -6,6 +6,7 @@ QuestbenchError naming the key and what it should be, raised before anything run
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 import tomllib
 from dataclasses import asdict, dataclass, field
@@ -36,8 +37,10 @@ def parse_eps(value: Any, where: str) -> float:
             eps = float(Fraction(value.strip()))
         elif isinstance(value, (int, float)) and not isinstance(value, bool):
             eps = float(value)
-    except (ValueError, ZeroDivisionError):
+    except (ValueError, ZeroDivisionError, OverflowError):
         pass
+    if eps is not None and not math.isfinite(eps):
+        eps = None
     if eps is None:
         raise QuestbenchError(f"suite {where}: eps {value!r} is not a number or a fraction like \"1/255\"")
     if not 0 <= eps <= 1:
@@ -325,6 +328,14 @@ def _from_mapping(raw: dict, text: str, path: str) -> Suite:
                                   f"{', '.join(SHIFT_DATASETS)}")
         spec = ShiftSchema(root=v) if isinstance(v, str) else v
         shifts.append(ShiftSpec(shift_name, spec.root, spec.labels, spec.samples))
+    if sch.data.samples is not None:  # a larger count would be cut to data.samples without a word
+        wanted = [("corruptions.samples", sch.corruptions.samples if sch.corruptions else None),
+                  ("diagnostics.samples", sch.diagnostics.samples if sch.diagnostics else None)] + \
+            [(f"attacks.{n}.samples", a.samples) for n, a in enumerate(sch.attacks)]
+        for key, k in wanted:
+            if k is not None and k > sch.data.samples:
+                raise QuestbenchError(f"suite {path}: {key} = {k} exceeds data.samples = {sch.data.samples} (every "
+                                      "evaluation draws from the same seeded subset): raise data.samples or lower it")
     clean = sch.clean if isinstance(sch.clean, bool) else sch.clean.enabled
     name = sch.name or (Path(path).stem if path != "<dict>" else "python")
     if not re.match(NAME_PATTERN, name):

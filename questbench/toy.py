@@ -55,6 +55,8 @@ class ToyConfig:
     steps: int = 1500
     batch_size: int = 128
     log_every: int = 50
+    warmup_steps: int = 0  # linear warmup before the cosine decay (0: cosine from the first step)
+    qk_from_key_part: bool = False  # split design: q, k from each token's key part (no bias), v from its value
 
 
 PRESETS = {
@@ -88,8 +90,17 @@ def shortcut_bias(cfg: ToyConfig, data_seed: int) -> tuple[torch.Generator, torc
 def training_setup(model: nn.Module, cfg: ToyConfig, lr: float, wd: float, init_seed: int):
     """AdamW with a cosine schedule over the run, and the generator of the batch order (seeded by the init seed)."""
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=wd)
-    return opt, torch.optim.lr_scheduler.CosineAnnealingLR(opt, cfg.steps), \
-        torch.Generator().manual_seed(20_000 + init_seed)
+    if cfg.warmup_steps:
+        w, total = cfg.warmup_steps, cfg.steps
+
+        def factor(step: int) -> float:
+            if step < w:
+                return (step + 1) / w
+            return 0.5 * (1 + math.cos(math.pi * (step - w) / max(1, total - w)))
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
+    else:
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, cfg.steps)
+    return opt, sched, torch.Generator().manual_seed(20_000 + init_seed)
 
 
 class ToyRetriever(nn.Module):

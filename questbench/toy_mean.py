@@ -44,8 +44,50 @@ MEAN_PRESETS = {
                   kinds=("standard", "qnorm", "qknorm_hs", "quest")),
     "full": dict(lrs=(1e-3, 3e-3, 1e-2, 3e-2, 1e-1), wds=(0.0, 0.01, 0.1), init_seeds=(0, 1, 2, 3), data_seeds=(0, 1),
                  steps=1500, kinds=MEAN_KINDS),
+    # closer to the paper's description: q and k from each token's key part without bias, v from its value part;
+    # a finer learning-rate grid with a short warmup, so each kind's stable range is resolved
+    "split": dict(lrs=(0.01, 0.02, 0.03, 0.05, 0.07), wds=(0.0, 0.1), init_seeds=(0, 1, 2, 3), data_seeds=(0, 1),
+                  steps=1500, kinds=MEAN_KINDS, warmup_steps=100, qk_from_key_part=True),
+    "split-quick": dict(lrs=(0.02, 0.05), wds=(0.0,), init_seeds=(0, 1), data_seeds=(0,), steps=600,
+                        kinds=("standard", "qnorm", "qknorm_hs", "quest"), warmup_steps=50, qk_from_key_part=True),
 }
 FRACTIONS = (0.5, 0.0)
+
+
+class _Mask(nn.Module):
+    """A fixed 0/1 mask on a weight (torch parametrization): the masked entries stay zero through training."""
+
+    def __init__(self, mask: torch.Tensor):
+        super().__init__()
+        self.register_buffer("mask", mask)
+
+    def forward(self, w: torch.Tensor) -> torch.Tensor:
+        return w * self.mask
+
+
+class SplitRetriever(nn.Module):
+    """The split design: each token is [key part (key_dim), one-hot value (values)]; the attention layer of the
+    kind under test reads queries and keys from the key part only, without bias, and values from the value part
+    only (its qkv weight is masked block-wise), so a normalized key carries no magnitude from elsewhere. Output:
+    the mean over tokens of residual + attention output, then a Linear-GELU-Linear head."""
+
+    def __init__(self, cfg: ToyConfig, kind: str):
+        from torch.nn.utils import parametrize
+
+        from .attention import attention_class
+        super().__init__()
+        dim = cfg.key_dim + cfg.values
+        self.attn = attention_class(kind)(dim, num_heads=1, qkv_bias=False)
+        mask = torch.zeros(3 * dim, dim)
+        mask[: 2 * dim, : cfg.key_dim] = 1  # q and k rows read the key part
+        mask[2 * dim:, cfg.key_dim:] = 1  # v rows read the value part
+        parametrize.register_parametrization(self.attn.qkv, "weight", _Mask(mask))
+        self.head = nn.Sequential(nn.Linear(dim, cfg.width), nn.GELU(), nn.Linear(cfg.width, cfg.values))
+        self.values = cfg.values
+
+    def forward(self, x, c):
+        e = torch.cat([x, F.one_hot(c, self.values).float()], -1)
+        return self.head((e + self.attn(e)).mean(1))
 
 
 class MeanRetriever(nn.Module):
@@ -130,7 +172,7 @@ def train_mean(cfg: ToyConfig, kind: str, lr: float, wd: float, init_seed: int, 
     xc, cc, pc = conflict_set(cfg, cfg.eval_size, eval_gen, bias)
     y = c[torch.arange(len(c)), pos]
     torch.manual_seed(init_seed)
-    model = MeanRetriever(cfg, kind)
+    model = (SplitRetriever if cfg.qk_from_key_part else MeanRetriever)(cfg, kind)
     opt, sched, order_gen = training_setup(model, cfg, lr, wd, init_seed)
     losses: list[float] = []
     trace: list[tuple] = []
@@ -196,7 +238,9 @@ def run_mean_grid(preset: str, out: Path, quiet: bool = False, workers: Optional
         raise QuestbenchError(f"toy preset must be one of {', '.join(MEAN_PRESETS)}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    cfg = ToyConfig(steps=steps or MEAN_PRESETS[preset]["steps"])
+    p = MEAN_PRESETS[preset]
+    cfg = ToyConfig(steps=steps or p["steps"], warmup_steps=p.get("warmup_steps", 0),
+                    qk_from_key_part=p.get("qk_from_key_part", False))
     log = out / "runs.jsonl"
     done: dict[tuple, MeanRun] = {}
     if log.is_file():

@@ -60,6 +60,14 @@ SUITE_CASES = {
     "unknown model": 'models = ["no-such-model"]\n[data]\nsamples = 4',
     "unknown dataset": GOOD + '[data]\ndataset = "mnist-7"',
     "image folder missing": GOOD + '[data]\ndataset = "imagenet"\nroot = "no/such/folder"',
+    "eps overflows": GOOD + '[[attacks]]\nattack = "pgd"\neps = "1e999"',
+    "step size overflows": GOOD + '[[attacks]]\nattack = "pgd"\neps = 0.1\nstep_size = "1e999"',
+    "attack samples above data.samples": GOOD + '[data]\nsamples = 10\n[[attacks]]\nattack = "fgsm"\neps = 0.1\n'
+                                         'samples = 20',
+    "corruption samples above data.samples": GOOD + '[data]\nsamples = 10\n[corruptions]\nsamples = 20',
+    "pgd loss unknown": GOOD + '[[attacks]]\nattack = "pgd"\neps = 0.1\nloss = "cw"',
+    "dlr with L2": GOOD + '[[attacks]]\nattack = "pgd"\nnorm = "L2"\neps = 0.1\nloss = "dlr"',
+    "patch layers with ce": GOOD + '[[attacks]]\nattack = "patch"\npatches = 1\nlayers = [0]',
 }
 
 

@@ -148,3 +148,43 @@ def test_mean_grid_writes_each_run_and_resumes(tmp_path):
     lines2 = (tmp_path / "runs.jsonl").read_text().splitlines()
     assert len(again) == 4 and len(lines2) == 4 and lines2[:2] == lines  # only the two new runs were trained
     assert [r.key for r in again[:2]] == [r.key for r in first]
+
+
+def test_split_design_reads_queries_and_keys_from_the_key_part_only():
+    """Changing every token's value leaves the attention weights as they were (for every kind), also after
+    training steps: the qkv weight's masked blocks stay zero."""
+    from questbench.attention import tap_attention
+    from questbench.toy import ToyConfig
+    from questbench.toy_mean import SplitRetriever
+    cfg = ToyConfig(qk_from_key_part=True)
+    torch.manual_seed(0)
+    x = torch.randn(4, cfg.tokens, cfg.key_dim)
+    c1 = torch.randint(0, cfg.values, (4, cfg.tokens))
+    c2 = (c1 + 3) % cfg.values
+    for kind in ("standard", "quest", "qknorm_hs"):
+        model = SplitRetriever(cfg, kind)
+        opt = torch.optim.AdamW(model.parameters(), lr=0.05)
+        for _ in range(3):
+            opt.zero_grad()
+            model(x, c1).logsumexp(1).mean().backward()
+            opt.step()
+        seen = []
+        with torch.no_grad(), tap_attention(model, lambda m, q, k, a: seen.append(a.clone())):
+            out1, out2 = model(x, c1), model(x, c2)
+        assert torch.allclose(seen[0], seen[1]) and not torch.allclose(out1, out2)
+        w = model.attn.qkv.weight.detach()
+        dim = cfg.key_dim + cfg.values
+        assert float(w[: 2 * dim, cfg.key_dim:].abs().max()) == 0 and float(w[2 * dim:, : cfg.key_dim].abs().max()) == 0
+
+
+def test_warmup_schedule_rises_linearly_then_decays():
+    from questbench.toy import ToyConfig, training_setup
+    cfg = ToyConfig(steps=100, warmup_steps=10)
+    opt, sched, _ = training_setup(torch.nn.Linear(2, 2), cfg, 0.1, 0.0, 0)
+    lrs = []
+    for _ in range(100):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs[0] == pytest.approx(0.01) and lrs[9] == pytest.approx(0.1) and lrs[-1] < 0.001
+    assert all(a < b for a, b in zip(lrs[:10], lrs[1:10])) and all(a >= b for a, b in zip(lrs[10:], lrs[11:]))

@@ -34,6 +34,19 @@ def token_grid(model: nn.Module, image_hw: tuple[int, int]) -> tuple[int, int, i
     return gh, gw, h // gh, int(getattr(net, "num_prefix_tokens", 0))
 
 
+def check_patch_geometry(model: nn.Module, cfg: PatchConfig, image_hw: tuple[int, int]) -> None:
+    """Everything about a patch attack that a model and an image size decide, checked before any job runs: the
+    token grid, that the patches fit it, that ``layers`` name blocks the model has."""
+    gh, gw, _, _ = token_grid(model, image_hw)
+    if cfg.size > min(gh, gw) or cfg.patches > (gh // cfg.size) * (gw // cfg.size):
+        raise QuestbenchError(f"patch attack: {cfg.patches} patch(es) of {cfg.size}x{cfg.size} tokens do not fit "
+                              f"the model's {gh}x{gw} token grid")
+    depth = sum(1 for m in model.modules() if hasattr(m, "qkv") and hasattr(m, "num_heads"))
+    if cfg.layers is not None and any(i >= depth for i in cfg.layers):
+        raise QuestbenchError(f"patch attack: layers {list(cfg.layers)} name blocks the model does not have "
+                              f"(it has {depth}: 0..{depth - 1})")
+
+
 def patch_tiles(cfg: PatchConfig, gh: int, gw: int, sample_id: str, seed: int, trial: int) -> list[int]:
     """Indices of the tiles (size x size tokens, non-overlapping, raster order) that carry the patches."""
     rows, cols = gh // cfg.size, gw // cfg.size

@@ -60,9 +60,11 @@ def _compact_sweep_names(sweeps) -> dict[str, str]:
 
 
 def _main_points(att: pd.DataFrame) -> pd.DataFrame:
-    """Each attack sweep at its largest eps: the number a headline reports (worst-case excluded)."""
+    """Each attack sweep at its largest eps: the number a headline reports (worst-case excluded). The largest eps
+    is the sweep's, not each model's: a model without it (a missing job) gets no point, never a smaller eps's."""
     att = att[att.attack != "worst-case"]
-    return att.loc[att.groupby(["model", "sweep"]).eps.idxmax()]
+    top = att.groupby("sweep").eps.transform("max")
+    return att[att.eps == top]
 
 
 def headline(t: Tables) -> tuple[str, pd.DataFrame, list[str]]:
@@ -98,12 +100,15 @@ def headline(t: Tables) -> tuple[str, pd.DataFrame, list[str]]:
             n = int(g.n.max())
             col = f"{compact[sweep]} {budget_label(g.attack.iloc[0], g.eps.max())} (n={n})" + (
                 "" if resolves_5pp(n) else "*")
-            table[col] = table.model.map(dict(zip(g.model, g.robust)))
+            table[col] = table.model.map(dict(zip(g.model, g.robust))).astype(object).where(
+                table.model.isin(g.model), "missing")
             if resolves_5pp(n):
                 ranking.insert(0, (col, True))
     usable = [(c, up) for c, up in ranking if not c.endswith("*")] or ranking
     rank_col, up = usable[0]
-    table = table.sort_values([rank_col, "model"], ascending=[not up, True]).reset_index(drop=True)
+    table = table.sort_values([rank_col, "model"], ascending=[not up, True], na_position="last",
+                              key=lambda c: pd.to_numeric(c, errors="coerce") if c.name == rank_col else c
+                              ).reset_index(drop=True)
     notes = [f"Ranked by {rank_col} ({'higher' if up else 'lower'} is better). Accuracies in %"
              + (f"; corruption error is {t.corruption_metric}" if t.corruption_metric else "")
              + ("; attacks at the largest budget of each sweep (the sweeps are below)." if not t.attacks.empty
@@ -324,6 +329,9 @@ def provenance_lines(results: Results) -> list[str]:
              f"- device: {p.get('device_name')}, dtype {p.get('dtype')}",
              f"- corruptions: {p.get('corruption_implementation')}",
              "- versions: " + ", ".join(f"{k} {v[k]}" for k in sorted(v))]
+    if not results.jobs.empty and "wall_s" in results.jobs:
+        lines.append(f"- run time: {float(results.jobs.wall_s.sum()):.1f} s in {len(results.jobs)} jobs (the jobs' "
+                     "own wall times, summed; ranks running side by side make the run shorter)")
     for name, m in sorted(p.get("models", {}).items()):
         lines.append(f"- `{name}`: {m.get('arch')} / {m.get('attention')}, sha256 `{m.get('sha256', '')[:12]}`")
     return lines
@@ -339,6 +347,11 @@ def render_markdown(results: Results, output: Optional[Path] = None) -> str:
             parts += [f"> {line}" for line in textwrap.wrap(n, 98)] + [">"]
         if notes:
             parts[-1] = ""
+    if results.missing_jobs:
+        parts += ["## Missing jobs", "", f"{len(results.missing_jobs)} planned job(s) have no results in this "
+                  "folder (a killed or unfinished run): cells that need them read 'missing', and paired aggregates "
+                  "cover only the settings both models have. Run the suite again into this folder to finish them.",
+                  ""] + [f"- `{j}`" for j in results.missing_jobs] + [""]
     if t.flags:
         parts += ["## Flags", ""] + [f"- {f}" for f in t.flags] + [""]
     if output is not None:

@@ -1,0 +1,84 @@
+"""compare() and compare_seeds() on a results table built by hand: the numbers each row must hold, computed here
+independently of questbench.report.compare."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from questbench.metrics import seed_level_inference
+from questbench.report.compare import RELATIVE, compare, compare_seeds
+from questbench.results import SAMPLE_COLUMNS, Results
+
+N_IMG = 60
+SETTINGS = [("fog", 1), ("fog", 3), ("contrast", 2)]
+
+
+def _rows(model, attention, pair, seed, shift, settings):
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(N_IMG):
+        sid = f"test/{i}"
+        rows.append(dict(model=model, attention=attention, pair=pair, evaluation="clean", setting="clean",
+                         sample_id=sid, label=0, pred=0, correct=bool(rng.random() < 0.8 + shift / 2)))
+        for c, sev in settings:
+            rows.append(dict(model=model, attention=attention, pair=pair, evaluation="corruption",
+                             setting=f"{c}/{sev}", corruption=c, severity=sev, sample_id=sid, label=0, pred=0,
+                             correct=bool(rng.random() < 0.5 + shift)))
+    return rows
+
+
+@pytest.fixture
+def results():
+    rows = []
+    for k, shift in enumerate((0.02, 0.10, 0.05)):
+        # pair 2 lacks one corruption setting (both of its models): its delta uses its own settings per image
+        settings = SETTINGS if k != 2 else SETTINGS[:2]
+        rows += _rows(f"std-s{k}", "standard", f"quest-s{k}", 10 * k, 0.0, settings)
+        rows += _rows(f"quest-s{k}", "quest", f"std-s{k}", 10 * k + 1, shift, settings)
+    df = pd.DataFrame(rows)
+    for col in SAMPLE_COLUMNS:
+        if col not in df:
+            df[col] = None
+    return Results(samples=df[SAMPLE_COLUMNS], jobs=pd.DataFrame(), diagnostics=pd.DataFrame(), provenance={})
+
+
+def _per_image(s, model, evaluation):
+    g = s[(s.model == model) & (s.evaluation == evaluation)]
+    return g.groupby("sample_id").correct.agg(["sum", "size"]).sort_index()
+
+
+def test_relative_row_is_the_difference_of_drops(results):
+    s = results.samples
+    df = compare(results, "std-s0", "quest-s0")
+    row = df[(df.evaluation == "corruption") & (df.setting == RELATIVE)].iloc[0]
+    drop = {}
+    for m in ("std-s0", "quest-s0"):
+        corr, clean = _per_image(s, m, "corruption"), _per_image(s, m, "clean")
+        drop[m] = 100 * (corr["sum"].sum() / corr["size"].sum() - clean["sum"].mean())
+    assert row.baseline_acc == pytest.approx(drop["std-s0"]) and row.model_acc == pytest.approx(drop["quest-s0"])
+    assert row.delta_pp == pytest.approx(drop["quest-s0"] - drop["std-s0"])
+    assert row.ci_low <= row.delta_pp <= row.ci_high and row.n_images == N_IMG
+
+
+def test_seed_rows_use_each_pairs_own_settings_and_the_seed_level_method(results):
+    s = results.samples
+    seeds = compare_seeds(results)
+    assert list(seeds.columns[:12]) == ["attention", "evaluation", "setting", "n_pairs", "n_images",
+                                        "per_pair_delta_pp", "delta_pp", "ci_low", "ci_high", "p_value", "p_floor",
+                                        "method"]
+    for setting, relative in (("all", False), (RELATIVE, True)):
+        row = seeds[(seeds.evaluation == "corruption") & (seeds.setting == setting)].iloc[0]
+        x = []
+        for k in range(3):
+            a, b = _per_image(s, f"std-s{k}", "corruption"), _per_image(s, f"quest-s{k}", "corruption")
+            d = 100 * (b["sum"] - a["sum"]) / a["size"]  # this pair's own settings per image
+            if relative:
+                d -= 100 * (_per_image(s, f"quest-s{k}", "clean")["sum"] - _per_image(s, f"std-s{k}", "clean")["sum"])
+            x.append(d.to_numpy())
+        ref = seed_level_inference(np.stack(x))
+        assert row.n_pairs == 3 and row.n_images == N_IMG
+        assert row.delta_pp == pytest.approx(ref["delta_pp"])
+        assert (row.ci_low, row.ci_high) == (pytest.approx(ref["ci_low"]), pytest.approx(ref["ci_high"]))
+        assert row.p_value >= 0.25 and row.p_floor == 0.25
+        assert row.per_pair_delta_pp == ", ".join(f"{v:+.2f}" for v in ref["per_pair"])

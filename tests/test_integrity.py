@@ -1,0 +1,175 @@
+"""Nothing silently wrong: hand-edited or forged results are refused with one line naming the file, a missing job
+is named and never replaced by another setting's value, bad models and API inputs are refused before any work."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import questbench
+from conftest import make_tiny
+from questbench.errors import QuestbenchError
+from questbench.merge import Part, read_part, write_part
+from questbench.report.leaderboard import render_markdown
+from questbench.results import load_results
+from questbench.runner import run_suite
+from questbench.suite import parse_suite
+
+SUITE = """
+models = ["tiny-std", "tiny-quest"]
+seed = 1
+batch_size = 8
+num_workers = 0
+[data]
+samples = 12
+[[attacks]]
+attack = "fgsm"
+eps = [0, "1/255", "8/255"]
+samples = 8
+"""
+
+
+@pytest.fixture
+def done(tmp_path, tiny_pair):
+    out = tmp_path / "out"
+    run_suite(parse_suite(f'registry = ["{tiny_pair}"]\n' + SUITE, "t.toml"), out, device="cpu", quiet=True)
+    return out
+
+
+def _job(out, evaluation, model="tiny-std", setting=None):
+    for f in sorted((out / "jobs").glob("*.json")):
+        doc = json.loads(f.read_text())
+        if doc["job"]["evaluation"] == evaluation and doc["job"]["model"] == model and \
+                (setting is None or setting in doc["job"]["setting"]):
+            return f, doc
+    raise AssertionError("no such job")
+
+
+def _edit(f, doc):
+    f.write_text(json.dumps(doc))
+
+
+@pytest.mark.parametrize("edit, message", [
+    ("flip correct", "records correct"),
+    ("correct without the label", "records correct"),
+    ("duplicate a record", "twice"),
+    ("consistent new prediction", "changed after they were written"),
+])
+def test_a_hand_edited_job_file_is_refused(done, edit, message):
+    f, doc = _job(done, "clean")
+    r = doc["records"]
+    if edit == "flip correct":
+        r[0]["correct"] = not r[0]["correct"]
+    elif edit == "correct without the label":
+        wrong = next(x for x in r if not x["correct"])
+        wrong["correct"] = True
+    elif edit == "duplicate a record":
+        r[1] = dict(r[0])
+    else:  # pred and correct changed together: only the digest can tell
+        x = next(x for x in r if not x["correct"])
+        x["pred"], x["correct"] = x["label"], True
+    if edit != "consistent new prediction":
+        del doc["job"]["records_sha256"]  # the record checks hold without the digest too (files written before it)
+    _edit(f, doc)
+    with pytest.raises(QuestbenchError, match=message) as exc:
+        load_results(done)
+    assert f.name in str(exc.value)
+
+
+def test_an_attack_record_must_follow_from_its_predictions(done):
+    f, doc = _job(done, "attack", setting="eps=0.0313725")
+    robust = next((x for x in doc["records"] if not x["correct"] and x["clean_correct"]), doc["records"][0])
+    robust["correct"] = not robust["correct"]
+    del doc["job"]["records_sha256"]
+    _edit(f, doc)
+    with pytest.raises(QuestbenchError, match="records correct"):
+        load_results(done)
+
+
+def test_a_forged_part_with_unplanned_samples_is_refused(done):
+    f, doc = _job(done, "clean")
+    job_id = f.stem
+    f.unlink()  # as if the run had stopped before merging
+    records = [dict(r, sample_id=f"test/9999{i}") for i, r in enumerate(doc["records"][:8])] + doc["records"][8:]
+    write_part(done, job_id, Part(0, 8, records[:8]))
+    write_part(done, job_id, Part(8, 12, records[8:]))
+    from questbench.merge import merge_job
+    merge_job(done, job_id, [(0, 8), (8, 12)], {}, lambda *a: {k: v for k, v in doc["job"].items()
+                                                               if k != "records_sha256"})
+    with pytest.raises(QuestbenchError, match="test/99990' was never planned"):
+        load_results(done)
+
+
+def test_a_damaged_part_is_one_line(tmp_path):
+    write_part(tmp_path, "job.abc", Part(0, 2, [{"a": 1}, {"a": 2}]))
+    assert read_part(tmp_path, "job.abc", 0, 2).records == [{"a": 1}, {"a": 2}]
+    f = tmp_path / "shards" / "job.abc.0-2.json"
+    f.write_text(f.read_text()[:20])
+    with pytest.raises(QuestbenchError, match="damaged shard part"):
+        read_part(tmp_path, "job.abc", 0, 2)
+
+
+def test_a_missing_job_is_named_and_never_replaced_by_a_smaller_eps(done):
+    before = render_markdown(load_results(done))
+    assert "| fmnist" not in before and "FGSM 8/255" in before
+    f, _ = _job(done, "attack", model="tiny-quest", setting="eps=0.0313725")
+    f.unlink()
+    res = load_results(done)
+    assert res.missing_jobs == [f.stem]
+    md = render_markdown(res)
+    head = md.split("## Headline")[1].split("## ")[0]
+    row = next(line for line in head.splitlines() if line.startswith("| tiny-quest"))
+    assert row.rstrip(" |").endswith("missing")  # not its 1/255 value
+    assert "## Missing jobs" in md and f.stem in md
+
+
+def test_a_model_with_nan_logits_is_refused_before_anything_is_written(tmp_path):
+    model = make_tiny("standard")
+    with torch.no_grad():
+        next(model.parameters()).fill_(float("nan"))
+    out = tmp_path / "nan"
+    with pytest.raises(QuestbenchError, match="non-finite logits"):
+        questbench.evaluate(model, {"data": {"samples": 4}, "batch_size": 4, "num_workers": 0}, out=out,
+                            name="nanny", device="cpu")
+    assert not (out / "jobs").exists() and not (out / "provenance.json").exists()
+
+
+def test_a_model_with_the_wrong_logits_shape_is_refused_up_front(tmp_path):
+    class Flat(torch.nn.Module):
+        def forward(self, x):
+            return x.flatten(1)[:, :3]  # three "classes" for ten labels
+
+    out = tmp_path / "flat"
+    with pytest.raises(QuestbenchError, match="3 outputs"):
+        questbench.evaluate(Flat(), {"data": {"samples": 4}, "num_workers": 0}, out=out, name="flat", device="cpu")
+    assert not (out / "jobs").exists()
+
+
+@pytest.mark.parametrize("change, message", [
+    (dict(x=lambda x: x * 3), "in \\[0, 1\\]"),
+    (dict(eps="8/255"), "eps is a number"),
+    (dict(y=lambda y: y.float()), "integer labels"),
+    (dict(y=lambda y: y + 50), "labels must be in"),
+])
+def test_attack_api_refuses_what_it_cannot_honour(change, message):
+    model = make_tiny("standard")
+    x, y = torch.rand(3, 1, 28, 28), torch.tensor([1, 2, 3])
+    x = change.get("x", lambda v: v)(x)
+    y = change.get("y", lambda v: v)(y)
+    with pytest.raises(QuestbenchError, match=message):
+        questbench.attack(model, x, y, "fgsm", eps=change.get("eps", 8 / 255))
+
+
+@pytest.mark.parametrize("attack, message", [
+    ('patches = [17]', "do not fit"),  # the tiny ViT has a 4 x 4 token grid
+    ('patches = [1]\npatch_size = 5', "do not fit"),
+    ('patches = [1]\nloss = "attention"\nlayers = [99]', "blocks the model does not have"),
+])
+def test_patch_settings_the_model_cannot_take_are_refused_before_any_job(tmp_path, tiny_pair, attack, message):
+    text = (f'registry = ["{tiny_pair}"]\nmodels = ["tiny-std"]\nnum_workers = 0\n[data]\nsamples = 4\n'
+            f'[[attacks]]\nattack = "patch"\nsteps = 2\n{attack}\n')
+    out = tmp_path / "out"
+    with pytest.raises(QuestbenchError, match=message):
+        run_suite(parse_suite(text, "t.toml"), out, device="cpu", quiet=True)
+    assert not (out / "jobs").exists() and not (out / "provenance.json").exists()
