@@ -305,3 +305,16 @@ def paired_bootstrap(a_correct: Iterable[bool], b_correct: Iterable[bool], n_boo
     if a.shape != b.shape or a.size == 0:
         raise QuestbenchError("paired bootstrap needs the same, non-empty samples for both models")
     return cluster_bootstrap(a, b, np.ones_like(a), n_boot=n_boot, seed=seed)
+
+
+def sweep_flags(points: Sequence[tuple[float, float]], clean_accuracy: float, tol: float = 1e-9) -> list[str]:
+    """Check an eps sweep [(eps, robust accuracy)]: non-increasing in eps; eps = 0 equals clean accuracy."""
+    flags = []
+    pts = sorted(points)
+    for (e0, a0), (e1, a1) in zip(pts, pts[1:]):
+        if a1 > a0 + tol:
+            flags.append(f"robust accuracy rises from {a0:.4f} at eps={e0:.6g} to {a1:.4f} at eps={e1:.6g}")
+    for e, a in pts:
+        if e == 0 and abs(a - clean_accuracy) > tol:
+            flags.append(f"eps=0 robust accuracy {a:.4f} differs from clean accuracy {clean_accuracy:.4f}")
+    return flags

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from .errors import QuestbenchError
-from .models import check_creatable
+from ._io import check_creatable
 from .results import JOBS_DIR, PROVENANCE, STORE_FORMAT
 
 

@@ -25,7 +25,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, StrictBool, StrictInt, StrictStr, TypeAdapter, ValidationError
 
 from .errors import QuestbenchError
-from .models import atomic_write_bytes
+from ._io import atomic_write_bytes
 
 JOBS_DIR = "jobs"
 PROVENANCE = "provenance.json"

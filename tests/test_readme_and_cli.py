@@ -74,6 +74,25 @@ def test_command_line_starts_without_torch():
                               check=True).stdout.strip() == "True"
 
 
+def test_reports_read_results_without_torch(tmp_path, tiny_pair):
+    """The store, the statistics and every report format load and render a results folder with torch and timm
+    never imported (they sit below the models in the layers)."""
+    from questbench.runner import run_suite
+    from questbench.suite import parse_suite
+    text = (f'registry = ["{tiny_pair}"]\nmodels = ["tiny-std", "tiny-quest"]\nnum_workers = 0\nbatch_size = 8\n'
+            '[data]\nsamples = 8\n[corruptions]\nnames = ["fog"]\nseverities = [1]\n[[attacks]]\nattack = "fgsm"\n'
+            'eps = [0, "2/255"]\n')
+    run_suite(parse_suite(text, "t.toml"), tmp_path / "out", device="cpu", quiet=True)
+    code = ("import sys\nfrom questbench.results import load_results\n"
+            "from questbench.report.leaderboard import render_csv, render_markdown\n"
+            "from questbench.report.compare import compare_pairs, compare_seeds\n"
+            "from questbench.report.export import export_robustbench\n"
+            f"r = load_results({str(tmp_path / 'out')!r}); render_markdown(r); render_csv(r); compare_pairs(r)\n"
+            "print(sorted(m for m in ('torch', 'timm') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
 def test_train_without_the_training_split_says_how_to_get_it(tmp_path, monkeypatch, capsys):
     import questbench.data.fashion_mnist as fm
     monkeypatch.setattr(fm, "DEBIAN_DIR", tmp_path / "no-debian-package")

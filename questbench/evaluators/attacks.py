@@ -17,6 +17,7 @@ from typing import Any, Callable, Optional, Sequence
 import torch
 import torch.nn as nn
 
+from ..metrics import sweep_flags  # noqa: F401  (re-exported: it checks attack results)
 from ..settings import AttackConfig
 from .common import Spans, batches, derive_seed, frozen, seeded
 
@@ -168,16 +169,3 @@ def evaluate_attack(model: nn.Module, dataset, cfg: AttackConfig, seed: int = 0,
         if on_batch:
             on_batch(len(idx))
     return AttackResult(config=cfg.resolved(), records=records, flags=sorted(set(flags)))
-
-
-def sweep_flags(points: Sequence[tuple[float, float]], clean_accuracy: float, tol: float = 1e-9) -> list[str]:
-    """Check an eps sweep [(eps, robust accuracy)]: non-increasing in eps; eps = 0 equals clean accuracy."""
-    flags = []
-    pts = sorted(points)
-    for (e0, a0), (e1, a1) in zip(pts, pts[1:]):
-        if a1 > a0 + tol:
-            flags.append(f"robust accuracy rises from {a0:.4f} at eps={e0:.6g} to {a1:.4f} at eps={e1:.6g}")
-    for e, a in pts:
-        if e == 0 and abs(a - clean_accuracy) > tol:
-            flags.append(f"eps=0 robust accuracy {a:.4f} differs from clean accuracy {clean_accuracy:.4f}")
-    return flags

@@ -16,7 +16,7 @@ import pandas as pd
 
 from ..errors import QuestbenchError
 from ..metrics import ALL_CORRUPTIONS, resolves_5pp
-from ..models import atomic_write_bytes
+from .._io import atomic_write_bytes
 from ..results import Results
 from .labels import eps_label
 from .tables import compute_tables

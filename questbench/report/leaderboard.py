@@ -500,6 +500,6 @@ def leaderboard(results_dir, fmt: str = "md", output: Optional[str] = None) -> O
     out_path = Path(output) if output else None
     text = render_markdown(results, out_path) if fmt == "md" else render_csv(results)
     if out_path is not None:
-        from ..models import atomic_write_bytes
+        from .._io import atomic_write_bytes
         atomic_write_bytes(out_path, text.encode())
     return text

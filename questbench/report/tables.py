@@ -6,8 +6,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from ..evaluators.attacks import sweep_flags
-from ..metrics import COMMON_CORRUPTIONS, CORRUPTION_GROUP, mce, mean_corruption_error, relative_mce, wilson_interval
+from ..metrics import (COMMON_CORRUPTIONS, CORRUPTION_GROUP, mce, mean_corruption_error, relative_mce, sweep_flags,
+                       wilson_interval)
 from ..results import Results
 from .compare import compare_pairs, compare_seeds, sweep_keys
 from .labels import attack_label
