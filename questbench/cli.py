@@ -1,6 +1,7 @@
 """The questbench command line. User errors print one line and exit non-zero; tracebacks are for bugs."""
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import List, Optional
@@ -30,6 +31,10 @@ def run(suite: Optional[str] = typer.Argument(None, help="built-in suite name or
     from .suite import load_suite
 
     s = load_suite(suite)
+    cores = os.cpu_count() or 1
+    if ranks is not None and ranks > cores:
+        raise QuestbenchError(f"--ranks {ranks} is more than this machine's {cores} CPU cores (each rank is a process "
+                              "with its own copy of the models and data)")
     if out == Path("runs/default") and s.name != "default":
         out = Path("runs") / s.name
     import torch
@@ -113,9 +118,15 @@ def compare(results: Path = typer.Argument(..., help="results folder"),
     from rich.table import Table
 
     from .report.compare import compare as compare_models
+    from .results import load_results, slug
 
-    df = compare_models(results, baseline, model)
+    res = load_results(results)
+    df = compare_models(res, baseline, model)
     console = Console()
+    mine = [j for j in res.missing_jobs if j.startswith((slug(f"{baseline}__"), slug(f"{model}__")))]
+    if mine:
+        console.print(f"[bold red]{len(mine)} planned job(s) of these models are missing[/bold red] (aggregates "
+                      "cover only the settings both have): " + ", ".join(mine))
     console.print(f"[bold]{model} minus {baseline}[/bold] (accuracy %, delta in pp; * n too small to resolve 5 pp)")
     for evaluation, g in df.groupby("evaluation", sort=False):
         table = Table(title=evaluation, title_justify="left", box=box.SIMPLE_HEAD, padding=(0, 1), pad_edge=False)

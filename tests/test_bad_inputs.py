@@ -112,6 +112,7 @@ def test_suite_errors_name_the_key_and_the_type(tmp_path, capsys):
     (["run", "--limit", "-5"], "--limit must be a positive integer"),
     (["run", "--limit", "abc"], "--limit"),
     (["run", "no-such-suite"], "no built-in suite"),
+    (["run", "--ranks", "999"], "more than this machine's"),
     (["run", "--bogus"], "No such option"),
     (["frobnicate"], "No such command"),
     (["leaderboard", "--format", "html", "."], "format must be one of"),

@@ -173,3 +173,14 @@ def test_patch_settings_the_model_cannot_take_are_refused_before_any_job(tmp_pat
     with pytest.raises(QuestbenchError, match=message):
         run_suite(parse_suite(text, "t.toml"), out, device="cpu", quiet=True)
     assert not (out / "jobs").exists() and not (out / "provenance.json").exists()
+
+
+def test_compare_names_missing_jobs(done, capsys):
+    from questbench.cli import main
+    f, _ = _job(done, "attack", model="tiny-quest", setting="eps=0.0313725")
+    f.unlink()
+    with pytest.raises(SystemExit) as exc:
+        main(["compare", str(done), "tiny-std", "tiny-quest"])
+    assert exc.value.code in (0, None)
+    out = capsys.readouterr().out
+    assert "1 planned job(s) of these models are missing" in out and f.stem[:20] in out.replace("\n", "")
