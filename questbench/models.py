@@ -115,6 +115,9 @@ def build_model(spec: ModelSpec) -> QuestbenchModel:
         net = timm.create_model(spec.arch, pretrained=False, **kwargs)
     except RuntimeError as exc:  # timm raises RuntimeError for unknown model names
         raise QuestbenchError(f"cannot build arch {spec.arch!r}: {exc}") from None
+    except TypeError as exc:  # an arch_kwargs key the architecture does not take
+        raise QuestbenchError(f"cannot build arch {spec.arch!r} with arch_kwargs "
+                              f"{sorted(spec.arch_kwargs)}: {exc}") from None
     set_attention(net, spec.attention)
     return QuestbenchModel(net, spec)
 
@@ -170,6 +173,10 @@ def _read_state_dict(path: Path, trust_pickle: bool) -> dict[str, torch.Tensor]:
         obj = obj["state_dict"]
     if not isinstance(obj, dict):
         raise QuestbenchError(f"{path} does not hold a state_dict")
+    bad = next((k for k, v in obj.items() if not isinstance(v, torch.Tensor)), None)
+    if bad is not None:
+        raise QuestbenchError(f"{path} does not hold a state_dict: entry {str(bad)[:80]!r} is a "
+                              f"{type(obj[bad]).__name__}, not a tensor")
     return obj
 
 

@@ -184,3 +184,41 @@ def test_compare_names_missing_jobs(done, capsys):
     assert exc.value.code in (0, None)
     out = capsys.readouterr().out
     assert "1 planned job(s) of these models are missing" in out and f.stem[:20] in out.replace("\n", "")
+
+
+@pytest.fixture
+def saved(tmp_path):
+    from questbench.models import save_checkpoint
+    save_checkpoint(make_tiny("standard"), tmp_path / "good.safetensors")
+    return tmp_path
+
+
+def _variant(folder, name, change_spec=None, weights=None):
+    import hashlib
+    import shutil
+    card = json.loads((folder / "good.json").read_text())
+    suffix = ".pt" if weights is not None else ".safetensors"
+    target = folder / f"{name}{suffix}"
+    if weights is not None:
+        torch.save(weights, target)
+    else:
+        shutil.copy(folder / "good.safetensors", target)
+    card["spec"] = {**card["spec"], **(change_spec or {})}
+    card["sha256"] = hashlib.sha256(target.read_bytes()).hexdigest()
+    card["weights"] = target.name
+    (folder / f"{name}.json").write_text(json.dumps(card))
+    return target
+
+
+@pytest.mark.parametrize("name, spec, weights, message", [
+    ("arch-kwargs", {"arch_kwargs": {"patch_size": 7, "embed_dim": 32, "depth": 2, "num_heads": 2, "bogus": 3}},
+     None, "arch_kwargs"),
+    ("num-classes", {"num_classes": "ten"}, None, "num_classes must be a positive integer"),
+    ("input-size", {"input_size": "abc"}, None, "not strings"),
+    ("mean-nan", {"mean": [float("nan")]}, None, "mean must be one finite number"),
+    ("non-tensors", None, {"a": [1, 2], "b": "x"}, "entry 'a' is a list, not a tensor"),
+])
+def test_bad_weights_and_cards_are_one_line(saved, name, spec, weights, message):
+    path = _variant(saved, name, spec, weights)
+    with pytest.raises(QuestbenchError, match=message):
+        questbench.load_model(str(path))

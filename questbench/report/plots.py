@@ -4,7 +4,41 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pandas as pd
+
 from .tables import Tables
+
+
+KIND_COLOURS = {"standard": "#444444", "quest": "#d62728", "qnorm": "#1f77b4", "qknorm_hs": "#2ca02c",
+                "qknorm_ds": "#9467bd"}
+
+
+def _attention_of(t: Tables, diagnostics=None) -> dict[str, str]:
+    kinds: dict[str, str] = {}
+    for df in (t.clean, t.corruptions, t.attacks, diagnostics):
+        if df is not None and not df.empty and "attention" in df:
+            kinds.update(dict(zip(df.model, df.attention)))
+    return kinds
+
+
+def _lines(ax, data, x: str, y: str, kinds: dict[str, str], xscale: float = 1.0, **kw) -> None:
+    """One colour per attention kind. A kind with one model: its line, labelled by the model. A kind with
+    several (seeds): thin lines per model and a bold line for their mean, labelled by the kind and its count, so
+    QUEST vs standard reads off the plot whatever the number of seeds."""
+    by_kind: dict[str, list] = {}
+    for model, d in data.groupby("model"):
+        by_kind.setdefault(kinds.get(model, model), []).append((model, d.sort_values(x)))
+    for kind, items in sorted(by_kind.items()):
+        colour = KIND_COLOURS.get(kind)
+        if len(items) == 1:
+            model, d = items[0]
+            ax.plot(d[x] * xscale, d[y], marker="o", color=colour, label=model, **kw)
+            continue
+        for _, d in items:
+            ax.plot(d[x] * xscale, d[y], color=colour, alpha=0.3, lw=0.8, **kw)
+        mean = pd.concat([d for _, d in items]).groupby(x)[y].mean()
+        ax.plot(mean.index * xscale, mean.to_numpy(), marker="o", color=colour, lw=2.2,
+                label=f"{kind} (mean of {len(items)})", **kw)
 
 
 def write_plots(t: Tables, md_path: Path, diagnostics=None) -> list[tuple[str, str]]:
@@ -13,6 +47,7 @@ def write_plots(t: Tables, md_path: Path, diagnostics=None) -> list[tuple[str, s
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    kinds = _attention_of(t, diagnostics)
     written = []
     md_path = Path(md_path)
     md_path.parent.mkdir(parents=True, exist_ok=True)
@@ -22,8 +57,7 @@ def write_plots(t: Tables, md_path: Path, diagnostics=None) -> list[tuple[str, s
         groups = sorted(fam.group.unique())
         fig, axes = plt.subplots(1, len(groups), figsize=(3.2 * len(groups), 3), sharey=True, squeeze=False)
         for ax, g in zip(axes[0], groups):
-            for model, d in fam[fam.group == g].groupby("model"):
-                ax.plot(d.severity, d.accuracy, marker="o", label=model)
+            _lines(ax, fam[fam.group == g], "severity", "accuracy", kinds)
             ax.set_title(g)
             ax.set_xlabel("severity")
             ax.set_xticks([1, 2, 3, 4, 5])
@@ -37,9 +71,8 @@ def write_plots(t: Tables, md_path: Path, diagnostics=None) -> list[tuple[str, s
         for ax, sw in zip(axes[0], sweeps):
             d_sw = att[att.sweep == sw]
             patch = (d_sw.attack == "patch").all()  # the budget is a patch count, not an eps
-            for model, d in d_sw.sort_values("eps").groupby("model"):
-                ax.plot(d.eps if patch else d.eps * 255, d.robust, marker="o", label=model,
-                        linestyle="-" if len(d) > 1 else "none")
+            _lines(ax, d_sw, "eps", "robust", kinds, xscale=1.0 if patch else 255.0,
+                   linestyle="-" if d_sw.eps.nunique() > 1 else "none")
             ns = sorted(set(int(x) for x in d_sw.n))
             ax.set_title(f"{sw} (n={'/'.join(map(str, ns))})", fontsize=8)
             ax.set_xlabel("patches" if patch else "eps (x 1/255)")
@@ -48,9 +81,9 @@ def write_plots(t: Tables, md_path: Path, diagnostics=None) -> list[tuple[str, s
     if diagnostics is not None and not diagnostics.empty:
         d = diagnostics.assign(depth=diagnostics.groupby("model").cumcount() + 1)
         fig, axes = plt.subplots(1, 2, figsize=(7.2, 3), squeeze=False)
-        for model, g in d.groupby("model"):
-            axes[0][0].plot(g.depth, g.entropy / g.max_entropy, marker="o", label=model)
-            axes[0][1].plot(g.depth, g.k_norm_mean, marker="o", label=model)
+        d = d.assign(ratio=d.entropy / d.max_entropy)
+        _lines(axes[0][0], d, "depth", "ratio", kinds)
+        _lines(axes[0][1], d, "depth", "k_norm_mean", kinds)
         axes[0][0].set_title("attention entropy / log N", fontsize=8)
         axes[0][1].set_title("mean key norm (before normalization)", fontsize=8)
         for ax in axes[0]:
