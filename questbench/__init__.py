@@ -208,6 +208,8 @@ def corrupt(x, corruption: str, severity: int = 3, seed: int = 0, mode: str = "n
 
     if not isinstance(x, torch.Tensor) or x.ndim not in (3, 4):
         raise QuestbenchError("corrupt takes a CHW or NCHW float tensor in [0, 1]")
+    if isinstance(severity, bool) or not isinstance(severity, int) or not 1 <= severity <= 5:
+        raise QuestbenchError(f"corrupt severity is an integer 1..5, not {severity!r}")
     batch = x if x.ndim == 4 else x[None]
     arrays = (batch.detach().cpu().clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
     out = [corrupted_sample(a[..., 0] if a.shape[-1] == 1 else a, str(i), corruption, severity, seed, mode)

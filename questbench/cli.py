@@ -294,6 +294,11 @@ def main(argv: Optional[List[str]] = None) -> None:
         if not getattr(exc, "silent", False):
             typer.echo(f"error: {exc}", err=True)
         sys.exit(2)
+    except OSError as exc:  # the file system refused a path the user gave (too long, not permitted, no space)
+        name = str(exc.filename or "")
+        name = name if len(name) <= 80 else name[:77] + "..."
+        typer.echo(f"error: {exc.strerror or exc}" + (f": {name}" if name else ""), err=True)
+        sys.exit(2)
     except (typer.Abort, KeyboardInterrupt):
         _say_stopped(f"interrupted{resume}")
         sys.exit(130)

@@ -21,6 +21,8 @@ from .results import JOBS_DIR, PROVENANCE, STORE_FORMAT
 def check_writable(out: Path) -> None:
     """Before anything loads: ``out`` is (or can become) a writable folder."""
     out = Path(out)
+    if out.is_symlink() and not out.exists():
+        raise QuestbenchError(f"--out {out} is a symbolic link to nothing (a missing target or a loop)")
     if out.exists() and not out.is_dir():
         raise QuestbenchError(f"--out {out} exists and is not a folder")
     check_creatable(out, "--out")

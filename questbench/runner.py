@@ -164,7 +164,13 @@ class Runner:
         every = [d for d in (clean, corr, diag, *attacks, *shifts.values()) if d is not None]
         self.data = PreparedData(clean, corr, attacks, diag, shifts, {id(d): dataset_fingerprint(d) for d in every})
         if self.given_models is not None:
-            self.models = {name: m.to(self.device).eval() for name, m in self.given_models.items()}
+            self.models = {}
+            for name, m in self.given_models.items():
+                try:
+                    self.models[name] = m.to(self.device).eval()
+                except (NotImplementedError, RuntimeError) as exc:  # e.g. a model on the meta device
+                    raise QuestbenchError(f"model {name} cannot be moved to {self.device}: "
+                                          f"{str(exc).splitlines()[0][:160]}") from None
         else:
             self.models = {name: load_model(ref, registry_files=self.registry_files, device=self.device)
                            for name, ref in model_names(s.models).items()}

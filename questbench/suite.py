@@ -22,7 +22,7 @@ from .metrics import ALL_CORRUPTIONS, COMMON_CORRUPTIONS, EXTRA_CORRUPTIONS
 from .settings import ATTACKS, AttackConfig, CorruptionSetting, PatchConfig, check_corruption
 
 CORRUPTION_SOURCES = ("native", "faithful", "imagenet-c", "cifar-c")
-NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"  # a suite name becomes a folder name under runs/
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"  # a suite name becomes a folder name under runs/
 DEVICE_PATTERN = r"^(auto|cpu|cuda(:[0-9]+)?)$"
 
 PositiveInt = Annotated[int, Field(gt=0)]
@@ -268,12 +268,23 @@ def _attack_spec(a: AttackSchema, where: str) -> AttackSpec:
     return AttackSpec(configs, a.samples, a.batch_size)
 
 
+_TYPE_MISMATCH = ("literal_error", "string_type", "int_type", "bool_type", "float_type", "list_type", "dict_type",
+                  "model_type", "model_attributes_type", "int_parsing", "float_parsing")
+
+
 def _schema_error(exc: ValidationError, path: str) -> QuestbenchError:
-    e = exc.errors()[0]
     # union members tag the location ('bool', 'CleanSchema', "literal['common']"): keep only the keys
     tags = ("bool", "int", "float", "str", "list", "dict")
-    loc = ".".join(str(p) for p in e["loc"] if not (str(p) in tags or "[" in str(p) or str(p).endswith("Schema")
-                                                     or str(p).startswith("function-")))
+
+    def keys(e) -> list[str]:
+        return [str(p) for p in e["loc"] if not (str(p) in tags or "[" in str(p) or str(p).endswith("Schema")
+                                                 or str(p).startswith(("function-", "constrained-")))]
+
+    # a value that fails every member of a union reports one error per member: name the one that says most
+    # (an unknown key, then a range or length over a type mismatch, then the deepest key)
+    e = max(exc.errors(), key=lambda e: (e["type"] == "extra_forbidden", e["type"] not in _TYPE_MISMATCH,
+                                         len(keys(e))))
+    loc = ".".join(keys(e))
     msg = e["msg"]
     if e["type"] == "extra_forbidden":
         msg = "unknown key"
@@ -337,7 +348,9 @@ def _from_mapping(raw: dict, text: str, path: str) -> Suite:
                 raise QuestbenchError(f"suite {path}: {key} = {k} exceeds data.samples = {sch.data.samples} (every "
                                       "evaluation draws from the same seeded subset): raise data.samples or lower it")
     clean = sch.clean if isinstance(sch.clean, bool) else sch.clean.enabled
-    name = sch.name or (Path(path).stem if path != "<dict>" else "python")
+    # a name from the file's stem is made folder-safe ('my suite.toml' -> 'my-suite'); a name given is checked
+    name = sch.name or (re.sub(r"[^A-Za-z0-9._-]+", "-", Path(path).stem).strip("-._")[:100] or "suite"
+                        if path != "<dict>" else "python")
     if not re.match(NAME_PATTERN, name):
         raise QuestbenchError(f"suite {path}: name {name!r} must be letters, digits, '.', '_' or '-'")
     return Suite(

@@ -101,7 +101,12 @@ def test_suite_errors_name_the_key_and_the_type(tmp_path, capsys):
     for text, expected in ((GOOD + 'seed = "abc"', "seed: Input should be a valid integer (got 'abc')"),
                            (GOOD + "[corruptions]\nseverities = [1.0]", "corruptions.severities.0"),
                            (GOOD + "bogus = 1", "bogus: unknown key"),
-                           (GOOD + '[[attacks]]\nattack = "pgd"\neps = 2.0', "outside [0, 1]")):
+                           (GOOD + '[[attacks]]\nattack = "pgd"\neps = 2.0', "outside [0, 1]"),
+                           (GOOD + "[corruptions]\nnames = []", "corruptions.names: List should have at least 1"),
+                           (GOOD + '[[attacks]]\nattack = "patch"\npatches = [-1, 1]', "attacks.0.patches.0"),
+                           (GOOD + '[shifts.imagenet-a]\nroot = "x"\nbogus = 1', "shifts.imagenet-a.bogus: unknown"),
+                           ('models = ["' + "a" * 3000 + '"]', "File name too long"),
+                           (GOOD + 'name = "' + "n" * 300 + '"', "name: String should match")):
         (tmp_path / "s.toml").write_text(text)
         code, _, err = cli(["run", tmp_path / "s.toml", "--quiet"], capsys)
         assert_one_line_error(code, err, contains=expected)
@@ -121,6 +126,19 @@ def test_suite_errors_name_the_key_and_the_type(tmp_path, capsys):
 def test_bad_arguments_are_one_line(args, contains, capsys):
     code, _, err = cli(args, capsys)
     assert_one_line_error(code, err, contains=contains)
+
+
+def test_out_a_dangling_link_or_a_loop_and_a_suite_file_name_with_a_space(tmp_path, capsys):
+    (tmp_path / "dangling").symlink_to(tmp_path / "missing" / "target")
+    (tmp_path / "loop1").symlink_to(tmp_path / "loop2")
+    (tmp_path / "loop2").symlink_to(tmp_path / "loop1")
+    suite = tmp_path / "my suite.toml"
+    suite.write_text(GOOD + "[data]\nsamples = 2\n")
+    for out in ("dangling", "loop1"):
+        code, _, err = cli(["run", suite, "--out", tmp_path / out, "--quiet", "--device", "cpu"], capsys)
+        assert_one_line_error(code, err, contains="symbolic link to nothing")
+    from questbench.suite import load_suite
+    assert load_suite(str(suite)).name == "my-suite"  # the stem made folder-safe, not refused
 
 
 def test_bad_output_paths(tmp_path, capsys):

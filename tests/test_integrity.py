@@ -222,3 +222,13 @@ def test_bad_weights_and_cards_are_one_line(saved, name, spec, weights, message)
     path = _variant(saved, name, spec, weights)
     with pytest.raises(QuestbenchError, match=message):
         questbench.load_model(str(path))
+
+
+def test_python_api_inputs_are_checked_like_cli_inputs(tmp_path):
+    with pytest.raises(QuestbenchError, match="severity is an integer"):
+        questbench.corrupt(torch.rand(1, 3, 32, 32), "fog", severity=3.0)
+    with torch.device("meta"):
+        meta = torch.nn.Linear(784, 10)
+    with pytest.raises(QuestbenchError, match="cannot be moved|fails on the suite's images"):
+        questbench.evaluate(torch.nn.Sequential(torch.nn.Flatten(), meta), {"data": {"samples": 2}, "num_workers": 0},
+                            out=tmp_path / "meta", name="meta", device="cpu")
