@@ -201,7 +201,12 @@ def load_checkpoint(path: str | Path, expected_sha256: Optional[str] = None, tru
     try:
         model.net.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
     except RuntimeError as exc:
-        raise QuestbenchError(f"{path} does not match arch {spec.arch} / {spec.attention}: "
-                              f"{str(exc).splitlines()[0]}") from None
+        own = model.net.state_dict()
+        shape = next((f"{k} is {tuple(v.shape)} in the file, {tuple(own[k].shape)} in the model" for k, v in
+                      state.items() if k in own and tuple(v.shape) != tuple(own[k].shape)), None)
+        missing = sorted(set(own) - set(state))[:3]
+        detail = shape or (f"missing {', '.join(missing)}" if missing else str(exc).splitlines()[0])
+        hint = " (num_classes in the card?)" if shape and shape.startswith("head.") else ""
+        raise QuestbenchError(f"{path} does not match arch {spec.arch} / {spec.attention}: {detail}{hint}") from None
     model.card = {**card, "sha256": actual, "path": str(path)}
     return model.eval()

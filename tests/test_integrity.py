@@ -232,3 +232,10 @@ def test_python_api_inputs_are_checked_like_cli_inputs(tmp_path):
     with pytest.raises(QuestbenchError, match="cannot be moved|fails on the suite's images"):
         questbench.evaluate(torch.nn.Sequential(torch.nn.Flatten(), meta), {"data": {"samples": 2}, "num_workers": 0},
                             out=tmp_path / "meta", name="meta", device="cpu")
+
+
+def test_a_class_count_mismatch_names_the_tensor(saved):
+    path = _variant(saved, "classes", {"num_classes": 7})
+    expected = r"head\.(weight|bias) is \(10(, 32)?,?\) in the file, \(7(, 32)?,?\) in the model \(num_classes"
+    with pytest.raises(QuestbenchError, match=expected):
+        questbench.load_model(str(path))
