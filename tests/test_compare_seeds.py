@@ -105,3 +105,11 @@ def test_attack_consistency_flags_fire_on_masked_gradients_only():
     # a difference of a few samples is noise, not a flag
     noisy = pd.DataFrame(_attack_rows("m", "pgd", pgd) + _attack_rows("m", "fgsm", np.where(np.arange(400) < 3, False, pgd)))
     assert attack_consistency_flags(noisy) == []
+
+
+def test_the_relative_row_is_adjusted_with_the_headline_family(results):
+    from questbench.metrics import holm
+    df = compare(results, "std-s0", "quest-s0")
+    head = df[(df.evaluation == "clean") | df.setting.isin(["all", RELATIVE])]
+    assert RELATIVE in set(head.setting)
+    assert head.p_holm.tolist() == pytest.approx(holm(head.p_value.tolist()))

@@ -157,7 +157,7 @@ def compare(results_or_dir, baseline: str, model: str, seed: int = 0) -> pd.Data
         raise QuestbenchError(f"{baseline} and {model} share no evaluated samples")
     # families of tests read together: the headline (clean and every aggregate), and the single settings of
     # each evaluation; an aggregate is not diluted by the 75 settings it summarizes
-    family = np.where((df.setting == AGGREGATE) | (df.evaluation == "clean"), "headline", df.evaluation)
+    family = np.where(df.setting.isin([AGGREGATE, RELATIVE]) | (df.evaluation == "clean"), "headline", df.evaluation)
     df["p_holm"] = np.nan
     for _, idx in df.groupby(family, sort=False).groups.items():
         df.loc[idx, "p_holm"] = holm(df.loc[idx, "p_value"].tolist())

@@ -265,8 +265,9 @@ def sections(t: Tables, results: Results) -> list[tuple[str, pd.DataFrame, list[
         notes = ["Model minus its standard-attention sibling on the same images. One row per setting: exact "
                  "McNemar test, paired bootstrap over images. Rows 'all' aggregate a whole sweep (eps > 0) or "
                  "every corruption setting with the image as the unit (cluster bootstrap, sign-flip test over "
-                 "images), never the rows. p Holm: adjusted within the headline family (clean and the 'all' "
-                 "rows) and within each evaluation's settings."]
+                 "images), never the rows; 'all-relative' is each model's drop from clean to corrupted accuracy "
+                 "on the same images. p Holm: adjusted within the headline family (clean, the 'all' and "
+                 "'all-relative' rows) and within each evaluation's settings."]
         if not pairs.n_images.map(resolves_5pp).all():
             notes.append(SMALL_N_NOTE)
         for (model, base), df in pairs.groupby(["model", "baseline"], sort=True):
