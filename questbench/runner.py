@@ -190,12 +190,15 @@ class Runner:
         x = torch.stack([ds[i][0] for i in range(min(2, len(ds)))]).to(self.device)
         top_label = int(max(int(v) for v in ds.labels)) if len(ds) else 0
         for name, model in self.models.items():
+            from .evaluators.common import autocast_for
             try:
-                with torch.no_grad():
+                with torch.no_grad(), autocast_for(self.suite.precision, self.device):
                     z = model(x)
             except (RuntimeError, ValueError, TypeError, IndexError) as exc:
                 raise QuestbenchError(f"model {name} fails on the suite's images "
                                       f"({type(exc).__name__}: {str(exc).splitlines()[0][:200]})") from None
+            if isinstance(z, torch.Tensor):
+                z = z.float()  # bf16 logits under autocast: the checks below read float32
             if not isinstance(z, torch.Tensor) or z.ndim != 2 or z.shape[0] != len(x):
                 shape = tuple(z.shape) if isinstance(z, torch.Tensor) else type(z).__name__
                 raise QuestbenchError(f"model {name} returns {shape} for {len(x)} images, not (images, classes) "
