@@ -122,8 +122,9 @@ def markdown(df: pd.DataFrame, preset: str, image_prefix: str = "") -> str:
               "## Differences between kinds", "",
               f"Paired per grid point, averaged per lr x wd cell, 95% Student t interval over the {n_cells} cells "
               "where some kind learns. 'tie' when the interval includes zero.", "",
-              "| comparison | unbiased acc / Bayes (x100) | conflict-set acc (pp) | success at 0.9 x Bayes (pp) |",
-              "|---|---|---|---|"]
+              "| comparison | unbiased acc / Bayes (x100) | conflict-set acc (pp) | success at 0.9 x Bayes (pp) | "
+              f"conflict-set acc (pp), all {main.groupby(['lr', 'wd']).ngroups} cells |",
+              "|---|---|---|---|---|"]
     verdicts = {}
     for a, b in COMPARISONS:
         if a not in kinds or b not in kinds:
@@ -134,6 +135,9 @@ def markdown(df: pd.DataFrame, preset: str, image_prefix: str = "") -> str:
             verdict = "tie" if not (lo > 0 or hi < 0) else (f"{a} higher" if lo > 0 else f"{b} higher")
             verdicts[(a, b, col)] = verdict
             cells.append(f"{100 * m:+.1f} ({100 * lo:+.1f} to {100 * hi:+.1f}): {verdict}")
+        m, lo, hi, n = kind_difference(main, a, b, "acc_conflict")
+        cells.append(f"{100 * m:+.1f} ({100 * lo:+.1f} to {100 * hi:+.1f}): "
+                     + ("tie" if not (lo > 0 or hi < 0) else (f"{a} higher" if lo > 0 else f"{b} higher")))
         lines.append(f"| {a} - {b} | " + " | ".join(cells) + " |")
     order = [(a, b) for a, b in (("qnorm", "standard"), ("quest", "qnorm")) if (a, b, "success_0.90") in verdicts]
     if len(order) == 2:
@@ -142,6 +146,13 @@ def markdown(df: pd.DataFrame, preset: str, image_prefix: str = "") -> str:
                   + ("established here (both steps exclude zero)." if all(held) else
                      "not established here: " + "; ".join(
                          f"{a} vs {b} is a {'difference' if h else 'tie'}" for (a, b), h in zip(order, held)) + ".")]
+    per_lr = main.groupby(["attention", "lr"]).acc_conflict.median().unstack()
+    lrs = list(per_lr.columns)
+    lines += ["", "## Conflict-set accuracy per learning rate", "",
+              "Median over every run at each learning rate (every weight decay and seed; no threshold), so each "
+              "kind's range is visible beyond the learning rates where some kind learns.", "",
+              "| attention | " + " | ".join(f"lr {x:g}" for x in lrs) + " |", "|---" * (len(lrs) + 1) + "|"]
+    lines += [f"| {k} | " + " | ".join(f"{per_lr.loc[k, x]:.3f}" for x in lrs) + " |" for k in kinds]
     lines += ["", "## Shortcut harm and instability", "",
               "Shortcut harm: unbiased accuracy trained without the shortcut (fraction 0) minus with it (0.5), "
               "paired per grid point, t interval over the lr x wd cells where some kind learns. Instability "
