@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from .errors import QuestbenchError
-from .results import job_done, write_job, write_json
+from .results import job_done, records_digest, write_job, write_json
 
 SHARDS_DIR = "shards"
 
@@ -39,7 +39,8 @@ def part_file(out: Path, job_id: str, start: int, stop: int) -> Path:
 
 def write_part(out: Path, job_id: str, part: Part) -> None:
     write_json(part_file(out, job_id, part.start, part.stop),
-               {"part": {"wall_s": part.wall_s, "flags": part.flags, "config": part.config},
+               {"part": {"wall_s": part.wall_s, "flags": part.flags, "config": part.config,
+                         "records_sha256": records_digest(part.records)},
                 "records": part.records})
 
 
@@ -55,8 +56,12 @@ def read_part(out: Path, job_id: str, start: int, stop: int) -> Optional[Part]:
     try:
         meta = doc["part"]
         part = Part(start, stop, doc["records"], meta["wall_s"], meta["flags"], meta["config"])
+        digest = meta["records_sha256"]
     except (KeyError, TypeError):
         raise QuestbenchError(f"shard part {f} is not a questbench part: delete it and run again") from None
+    if digest != records_digest(part.records):  # a part is merged into a job file and digested anew there
+        raise QuestbenchError(f"shard part {f}: its records were changed after they were written (digest "
+                              "mismatch): delete it and run again")
     if not isinstance(part.records, list) or len(part.records) != stop - start:
         raise QuestbenchError(f"shard part {f} holds {len(part.records) if isinstance(part.records, list) else 0} "
                               f"records for samples {start}-{stop}: delete it and run again")

@@ -164,11 +164,15 @@ def _read_state_dict(path: Path, trust_pickle: bool) -> dict[str, torch.Tensor]:
             return load_file(str(path))
         except (SafetensorError, OSError, ValueError) as exc:
             raise QuestbenchError(f"cannot read safetensors file {path}: {exc}") from None
+    import warnings
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=not trust_pickle)
+        with warnings.catch_warnings():  # torch warns about foreign pickle protocols before it fails: one line only
+            warnings.simplefilter("ignore")
+            obj = torch.load(path, map_location="cpu", weights_only=not trust_pickle)
     except Exception as exc:  # torch raises UnpicklingError, RuntimeError, EOFError... for bad files
         hint = "" if trust_pickle else " (pickles load with weights_only=True; pass trust_pickle only for files you trust)"
-        raise QuestbenchError(f"cannot load checkpoint {path}: {str(exc).splitlines()[0]}{hint}") from None
+        first = (str(exc).splitlines() or [type(exc).__name__])[0].split(". ")[0]
+        raise QuestbenchError(f"cannot load checkpoint {path}: {first}{hint}") from None
     if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
         obj = obj["state_dict"]
     if not isinstance(obj, dict):

@@ -150,15 +150,23 @@ def _planned_ids(job: "JobInfo", provenance: dict[str, Any]) -> Optional[list[st
 
 
 def _check_records(f: Path, job: "JobInfo", records: list[dict[str, Any]], provenance: dict[str, Any]) -> None:
-    """What the records must hold beyond their schema: the digest written with them (when the file has one), the
-    planned sample ids exactly once each, and outcomes that follow from the predictions."""
+    """What the records must hold beyond their schema: the planned sample ids exactly once each, outcomes that
+    follow from the predictions, and the digest written with them (so an edit that keeps them consistent is
+    refused too)."""
     redo = "delete it and re-run to redo that job"
     digest = (job.model_extra or {}).get("records_sha256")
-    if digest is not None and digest != records_digest(records):
+    if not isinstance(digest, str):
+        raise QuestbenchError(f"job file {f} has no digest of its records (written by an older questbench, or "
+                              f"edited): {redo}")
+    if job.evaluation != "diagnostics":
+        _check_outcomes(f, job, records, provenance, redo)
+    if digest != records_digest(records):
         raise QuestbenchError(f"job file {f}: its records were changed after they were written (digest "
                               f"mismatch): {redo}")
-    if job.evaluation == "diagnostics":
-        return
+
+
+def _check_outcomes(f: Path, job: "JobInfo", records: list[dict[str, Any]], provenance: dict[str, Any],
+                    redo: str) -> None:
     ids = [r["sample_id"] for r in records]
     planned = _planned_ids(job, provenance)
     if len(set(ids)) != len(ids):

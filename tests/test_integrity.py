@@ -55,6 +55,7 @@ def _edit(f, doc):
     ("correct without the label", "records correct"),
     ("duplicate a record", "twice"),
     ("consistent new prediction", "changed after they were written"),
+    ("digest removed", "no digest of its records"),
 ])
 def test_a_hand_edited_job_file_is_refused(done, edit, message):
     f, doc = _job(done, "clean")
@@ -66,11 +67,11 @@ def test_a_hand_edited_job_file_is_refused(done, edit, message):
         wrong["correct"] = True
     elif edit == "duplicate a record":
         r[1] = dict(r[0])
-    else:  # pred and correct changed together: only the digest can tell
+    elif edit == "consistent new prediction":  # pred and correct changed together: only the digest can tell
         x = next(x for x in r if not x["correct"])
         x["pred"], x["correct"] = x["label"], True
-    if edit != "consistent new prediction":
-        del doc["job"]["records_sha256"]  # the record checks hold without the digest too (files written before it)
+    else:  # records untouched: a file without a digest is never trusted
+        del doc["job"]["records_sha256"]
     _edit(f, doc)
     with pytest.raises(QuestbenchError, match=message) as exc:
         load_results(done)
@@ -81,7 +82,6 @@ def test_an_attack_record_must_follow_from_its_predictions(done):
     f, doc = _job(done, "attack", setting="eps=0.0313725")
     robust = next((x for x in doc["records"] if not x["correct"] and x["clean_correct"]), doc["records"][0])
     robust["correct"] = not robust["correct"]
-    del doc["job"]["records_sha256"]
     _edit(f, doc)
     with pytest.raises(QuestbenchError, match="records correct"):
         load_results(done)
@@ -105,6 +105,10 @@ def test_a_damaged_part_is_one_line(tmp_path):
     write_part(tmp_path, "job.abc", Part(0, 2, [{"a": 1}, {"a": 2}]))
     assert read_part(tmp_path, "job.abc", 0, 2).records == [{"a": 1}, {"a": 2}]
     f = tmp_path / "shards" / "job.abc.0-2.json"
+    f.write_text(f.read_text().replace('"a":2', '"a":3'))  # an edit that keeps the file valid JSON
+    with pytest.raises(QuestbenchError, match="changed after they were written"):
+        read_part(tmp_path, "job.abc", 0, 2)
+    write_part(tmp_path, "job.abc", Part(0, 2, [{"a": 1}, {"a": 2}]))
     f.write_text(f.read_text()[:20])
     with pytest.raises(QuestbenchError, match="damaged shard part"):
         read_part(tmp_path, "job.abc", 0, 2)
