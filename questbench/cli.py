@@ -48,7 +48,7 @@ def run(suite: Optional[str] = typer.Argument(None, help="built-in suite name or
         argv = ["run", *([suite] if suite else []), "--out", str(out), *(["--device", device] if device else []),
                 *(["--limit", str(limit)] if limit is not None else []), *(["--quiet"] if quiet else []),
                 *[a for r in registry for a in ("--registry", str(r))]]
-        _launch_ranks(nproc, argv)
+        _launch_ranks(nproc, argv, out)
         summary.wall_s = time.perf_counter() - t0
     else:
         if distributed.launched_by() is not None:
@@ -77,13 +77,13 @@ def run(suite: Optional[str] = typer.Argument(None, help="built-in suite name or
                f"{summary.wall_s:.1f} s; results in {out}, leaderboard {board}", err=True)
 
 
-def _launch_ranks(nproc: int, argv: list[str]) -> None:
+def _launch_ranks(nproc: int, argv: list[str], out: Path) -> None:
     from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
 
     from . import distributed
     try:
-        distributed.launch(nproc, [sys.executable, "-m", "questbench.cli", *argv])
+        distributed.launch(nproc, [sys.executable, "-m", "questbench.cli", *argv], out)
     except SignalException as exc:
         raise Terminated(int(exc.sigval)) from None
     except ChildFailedError as exc:

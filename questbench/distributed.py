@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from datetime import timedelta
 from typing import Any, Callable, Optional
 
@@ -85,18 +86,20 @@ def local_ranks(device: str, requested: Optional[int], threads: int) -> int:
 LAUNCHER_ENV = "QUESTBENCH_LAUNCHER_PID"
 
 
-def launch(nproc: int, command: list[str]) -> None:
+def launch(nproc: int, command: list[str], out: Path) -> None:
     """Run ``command`` as ``nproc`` local ranks, single-threaded, with torchrun's launcher (standalone
     rendezvous on a free port): each rank in a session of its own, so a terminal's Ctrl-C reaches this process
     only, which stops them all. A rank that fails ends the others; the launcher then raises
-    ``ChildFailedError`` with each failed rank's exit code."""
+    ``ChildFailedError`` with each failed rank's exit code. The launcher's per-rank files go to ``out/.ranks``
+    (one run holds a folder at a time, so a folder a killed launcher left is removed by the next)."""
     import logging
     import shutil
-    import tempfile
     import uuid
 
     from torch.distributed.elastic.multiprocessing import DefaultLogsSpecs
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
+
+    from .outdir import LAUNCHER_LOGS  # inside --out: nothing is written outside it, even if this is SIGKILLed
 
     # the launcher logs each rank's failure with a traceback of its own; the ranks report for themselves
     for name in list(logging.root.manager.loggerDict):  # elastic gives each of its modules a logger of its own
@@ -104,7 +107,9 @@ def launch(nproc: int, command: list[str]) -> None:
             logging.getLogger(name).setLevel(logging.CRITICAL)
     config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=nproc, run_id=str(uuid.uuid4()),
                           rdzv_backend="c10d", rdzv_endpoint="localhost:0", max_restarts=0, monitor_interval=0.1,
-                          logs_specs=DefaultLogsSpecs(log_dir=(logs := tempfile.mkdtemp(prefix="questbench-ranks-"))))
+                          logs_specs=DefaultLogsSpecs(log_dir=str(logs := Path(out) / LAUNCHER_LOGS)))
+    shutil.rmtree(logs, ignore_errors=True)
+    created = not Path(out).exists()
     saved = {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", LAUNCHER_ENV, "TORCHELASTIC_SIGNALS_TO_HANDLE")}
     # Ctrl-C stays this command's (it raises here, and the launcher then stops the ranks with SIGTERM)
     os.environ.update({"OMP_NUM_THREADS": "1", LAUNCHER_ENV: str(os.getpid()),
@@ -113,6 +118,8 @@ def launch(nproc: int, command: list[str]) -> None:
         elastic_launch(config, command[0])(*command[1:])
     finally:
         shutil.rmtree(logs, ignore_errors=True)  # the launcher's per-rank error files; the ranks print their own
+        if created and Path(out).is_dir() and not any(Path(out).iterdir()):  # the ranks refused to start: leave no folder behind
+            Path(out).rmdir()
         for k, v in saved.items():
             if v is None:
                 os.environ.pop(k, None)

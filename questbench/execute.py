@@ -5,10 +5,11 @@ back; it knows nothing of how any evaluation works.
 from __future__ import annotations
 
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Optional
 
-from .evaluators.common import autocast_for, run_with_batch_fallback, scoped, with_precision
+from .evaluators.common import NonFiniteLogits, autocast_for, run_with_batch_fallback, scoped, with_precision
 from .merge import Part
 from .plan import Job, PreparedData
 from .settings import PatchConfig
@@ -41,6 +42,15 @@ def split(spans: list[Span], records: list[dict], wall: float, flags=(), config=
     return parts
 
 
+@contextmanager
+def _naming(job: Job) -> Iterator[None]:
+    """Non-finite logits name the model and the setting that met them."""
+    try:
+        yield
+    except NonFiniteLogits as exc:
+        raise exc.named(f"model {job.model} ({job.setting})") from None
+
+
 def _per_sample(kind: str, evaluate: Callable[..., list[dict]]):
     """Executor for evaluations that are one model on one dataset, sample by sample (clean, shift)."""
     def execute(ctx: Context, work: Work, advance) -> Iterator[tuple[Job, list[Part]]]:
@@ -48,9 +58,10 @@ def _per_sample(kind: str, evaluate: Callable[..., list[dict]]):
             ctx.show(kind, job.model if kind == "clean" else f"{job.model} {job.setting}")
             ds = ctx.data.clean if kind == "clean" else ctx.data.shifts[job.setting]
             t0 = time.perf_counter()
-            records = run_with_batch_fallback(
-                lambda bs: evaluate(ctx.model(job.model), ds, bs, ctx.device, advance, spans, ctx.num_workers),
-                ctx.suite.batch_size)
+            with _naming(job):
+                records = run_with_batch_fallback(
+                    lambda bs: evaluate(ctx.model(job.model), ds, bs, ctx.device, advance, spans, ctx.num_workers),
+                    ctx.suite.batch_size)
             yield job, split(spans, records, time.perf_counter() - t0)
     return execute
 
@@ -128,10 +139,11 @@ def execute_attacks(ctx: Context, work: Work, advance) -> Iterator[tuple[Job, li
         ctx.show("attack", f"{job.model} {attack_label(job.setting)} {budget_label(job.fields['attack'], cfg.eps)}")
         evaluate = evaluate_patch if isinstance(cfg, PatchConfig) else evaluate_attack
         t0 = time.perf_counter()
-        result = run_with_batch_fallback(
-            lambda bs: evaluate(ctx.models[job.model], ds, cfg, seed=ctx.suite.seed, batch_size=bs,
-                                device=ctx.device, precision=ctx.suite.precision, on_batch=advance, spans=spans),
-            spec.batch_size or ctx.suite.batch_size)
+        with _naming(job):
+            result = run_with_batch_fallback(
+                lambda bs: evaluate(ctx.models[job.model], ds, cfg, seed=ctx.suite.seed, batch_size=bs,
+                                    device=ctx.device, precision=ctx.suite.precision, on_batch=advance, spans=spans),
+                spec.batch_size or ctx.suite.batch_size)
         yield job, split(spans, result.records, time.perf_counter() - t0, result.flags, result.config)
 
 

@@ -26,9 +26,16 @@ def check_writable(out: Path) -> None:
     if out.exists() and not out.is_dir():
         raise QuestbenchError(f"--out {out} exists and is not a folder")
     check_creatable(out, "--out")
-    if out.is_dir() and any(out.iterdir()) and not _is_results_folder(out):
+    if out.is_dir() and _holds_anything(out) and not _is_results_folder(out):
         raise QuestbenchError(f"--out {out} is a non-empty folder that holds no questbench results; "
                               "choose an empty or new folder")
+
+
+LAUNCHER_LOGS = ".ranks"  # the rank launcher's own files (`questbench run --ranks N`), made before any results
+
+
+def _holds_anything(out: Path) -> bool:
+    return any(p.name != LAUNCHER_LOGS for p in out.iterdir())
 
 
 def _is_results_folder(out: Path) -> bool:
@@ -79,7 +86,7 @@ def _move_aside(out: Path) -> Path:
 def claim(out: Path, run_config: dict[str, Any], planned_ids: set[str], overwrite: bool = False) -> str:
     """Check ``out`` against this run; returns a note ('' or where old results were moved)."""
     out = Path(out)
-    if not out.exists() or not any(out.iterdir()):
+    if not out.exists() or not _holds_anything(out):
         return ""
     if not _is_results_folder(out):
         raise QuestbenchError(f"--out {out} is a non-empty folder that holds no questbench results; "
@@ -128,7 +135,7 @@ def exclusive(out: Path) -> Iterator[None]:
                                       "another --out") from None
         yield
     except BaseException:
-        if created and out.is_dir() and not any(out.iterdir()):
+        if created and out.is_dir() and not _holds_anything(out):
             out.rmdir()
         raise
     finally:

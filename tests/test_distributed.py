@@ -144,6 +144,34 @@ def test_local_ranks_match_one_process_and_report_errors_once(tmp_path, tiny_pai
     assert r.stderr.startswith("error: unknown model 'no-such-model'") and "Traceback" not in r.stderr
 
 
+def test_a_killed_launcher_leaves_nothing_outside_out_and_resumes(tmp_path, tiny_pair):
+    """SIGKILL of `questbench run --ranks 2` itself: its ranks end, nothing is left in the system temp folder
+    (the launcher's files live in OUT/.ranks), and the same command resumes to the single-process csv."""
+    suite_path = write_suite(tmp_path, tiny_pair, SLOW)
+    ref = _single(suite_path, tmp_path / "one")
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    out = tmp_path / "two"
+    cmd = [QUESTBENCH, "run", str(suite_path), "--out", str(out), "--device", "cpu", "--quiet", "--ranks", "2"]
+    env = {**os.environ, "TMPDIR": str(tmp)}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None and not list((out / "shards").glob("*attack*.json")):
+        time.sleep(0.02)
+    assert proc.poll() is None, "the run ended before an attack part was written"
+    assert (out / ".ranks").is_dir()
+    proc.kill()
+    proc.communicate(timeout=60)
+    deadline = time.time() + 30
+    while time.time() < deadline and _processes_mentioning(str(out)):
+        time.sleep(0.2)
+    assert _processes_mentioning(str(out)) == []
+    assert not any(p.name.startswith("questbench-ranks") for p in tmp.iterdir())
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert render_csv(load_results(out)) == ref and not (out / ".ranks").exists()
+
+
 def test_python_models_refuse_torchrun(tmp_path, tiny_pair):
     from questbench.errors import QuestbenchError
     suite = load_suite(str(write_suite(tmp_path, tiny_pair, SHARDED)))

@@ -139,6 +139,46 @@ def test_a_model_with_nan_logits_is_refused_before_anything_is_written(tmp_path)
     assert not (out / "jobs").exists() and not (out / "provenance.json").exists()
 
 
+class _NaNAfter(torch.nn.Module):
+    """Finite logits for the first ``calls`` forward passes (the pre-run check sees one), NaN for one image after."""
+
+    def __init__(self, calls: int):
+        super().__init__()
+        self.net, self.calls = make_tiny("standard"), calls
+
+    def forward(self, x):
+        z = self.net(x)
+        self.calls -= 1
+        if self.calls < 0:
+            z = z.clone()
+            z[-1, 0] = float("nan")
+        return z
+
+
+@pytest.mark.parametrize("job", ["clean", "corruption", "attack"])
+def test_nan_logits_during_a_job_fail_it_naming_the_model(tmp_path, job):
+    suite = {"data": {"samples": 4}, "batch_size": 4, "num_workers": 0, "seed": 3}
+    if job == "corruption":
+        suite["corruptions"] = {"names": ["gaussian_noise"], "severities": [1], "samples": 4}
+    if job == "attack":
+        suite["attacks"] = [{"attack": "fgsm", "eps": ["2/255"], "samples": 4}]
+    out = tmp_path / "nan"
+    with pytest.raises(QuestbenchError, match=r"model nanny .*non-finite logits \(NaN or inf\) for 1 of 4 images"):
+        # forward passes in order: the pre-run check, clean, then the corruption's or the attack's (clean, gradient,
+        # adversarial); NaN starts at the job's own (the attack: at its adversarial predictions)
+        questbench.evaluate(_NaNAfter({"clean": 1, "corruption": 2, "attack": 4}[job]), suite, out=out,
+                            name="nanny", device="cpu")
+    written = [json.loads(f.read_text())["job"]["evaluation"] for f in (out / "jobs").glob("*.json")]
+    assert written == ([] if job == "clean" else ["clean"])
+
+
+def test_attack_api_refuses_nan_logits():
+    from questbench.evaluators.common import NonFiniteLogits
+    x, y = torch.rand(4, 1, 28, 28), torch.tensor([0, 1, 2, 3])
+    with pytest.raises(NonFiniteLogits, match="for 1 of 4 images"):
+        questbench.attack(_NaNAfter(1), x, y, "pgd", eps=2 / 255, steps=2)
+
+
 def test_a_model_with_the_wrong_logits_shape_is_refused_up_front(tmp_path):
     class Flat(torch.nn.Module):
         def forward(self, x):

@@ -19,7 +19,7 @@ import torch.nn as nn
 
 from ..metrics import sweep_flags  # noqa: F401  (re-exported: it checks attack results)
 from ..settings import AttackConfig
-from .common import Spans, batches, derive_seed, frozen, seeded
+from .common import Spans, batches, derive_seed, frozen, predictions, seeded
 
 BUDGET_TOL = 1e-5
 
@@ -108,17 +108,17 @@ def attack_batch(model: nn.Module, cfg: AttackConfig, x: torch.Tensor, y: torch.
     """Return (adversarial images, their predictions), worst case over restarts per sample."""
     if cfg.eps == 0:
         with torch.no_grad():
-            return x, model(x).argmax(1)
+            return x, predictions(model(x))
     if cfg.attack in ("autoattack", "apgd-ce"):
         x_adv = _reference_autoattack(model, cfg, x, y, seed, device, flags)
         with torch.no_grad():
-            return x_adv, model(x_adv).argmax(1)
+            return x_adv, predictions(model(x_adv))
     best_x, best_pred = x.clone(), None
     for restart in range(cfg.restarts):
         with seeded(derive_seed(seed, restart), device):
             x_adv = _torchattacks_attack(model, cfg, num_classes, seed)(x, y)
         with torch.no_grad():
-            pred = model(x_adv).argmax(1)
+            pred = predictions(model(x_adv))
         if best_pred is None:
             best_x, best_pred = x_adv, pred
         else:
@@ -147,7 +147,7 @@ def evaluate_attack(model: nn.Module, dataset, cfg: AttackConfig, seed: int = 0,
     for start, idx, x, y in batches(dataset, batch_size, device, spans):
         with torch.no_grad():
             logits = wrapped(x)
-        clean_pred = logits.argmax(1)
+        clean_pred = predictions(logits)
         num_classes = logits.shape[1]  # what the model outputs, not what the dataset says (AutoAttack's targets)
         x_adv, adv_pred = attack_batch(wrapped, cfg, x, y, derive_seed(seed, cfg.key, start), num_classes,
                                        device, flags)

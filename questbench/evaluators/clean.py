@@ -5,7 +5,7 @@ from typing import Any, Callable, Optional
 
 import torch
 
-from .common import Spans, loaded_batches
+from .common import Spans, loaded_batches, predictions
 
 
 @torch.inference_mode()
@@ -14,7 +14,7 @@ def evaluate_clean(model, ds, batch_size: int, device: str, advance: Optional[Ca
     records = []
     for start, stop, x in loaded_batches(ds, batch_size, device, spans, num_workers):
         idx = range(start, stop)
-        pred = model(x).argmax(1).cpu()
+        pred = predictions(model(x)).cpu()
         for j, i in enumerate(idx):
             label = int(ds.labels[i])
             records.append({"sample_id": ds.sample_ids[i], "label": label, "pred": int(pred[j]),

@@ -14,6 +14,26 @@ T = TypeVar("T")
 PRECISIONS = ("fp32", "bf16")
 
 
+class NonFiniteLogits(QuestbenchError):
+    """A model returned NaN or inf logits: argmax would read them as class 0, a prediction nobody made."""
+
+    def __init__(self, who: str, bad: int, total: int):
+        self.bad, self.total = bad, total
+        super().__init__(f"{who} returned non-finite logits (NaN or inf) for {bad} of {total} images in a batch: "
+                         "its predictions would be meaningless, so the job is not written")
+
+    def named(self, who: str) -> "NonFiniteLogits":
+        return NonFiniteLogits(who, self.bad, self.total)
+
+
+def predictions(logits: torch.Tensor, who: str = "the model") -> torch.Tensor:
+    """argmax over classes, refusing non-finite logits (the job fails with one line; nothing is written)."""
+    bad = ~torch.isfinite(logits.detach()).all(dim=1)
+    if bool(bad.any()):
+        raise NonFiniteLogits(who, int(bad.sum()), len(bad))
+    return logits.argmax(1)
+
+
 def derive_seed(*parts) -> int:
     return int.from_bytes(hashlib.sha256("|".join(map(str, parts)).encode()).digest()[:4], "little")
 

@@ -30,7 +30,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from ..errors import QuestbenchError
 from ..settings import CorruptionSetting, check_corruption  # noqa: F401  (re-exported)
-from .common import die_with_parent
+from .common import die_with_parent, predictions
 
 MIN_SIDE = 32
 MODES = ("native", "faithful")
@@ -301,7 +301,7 @@ def evaluate_grid(models: Mapping[str, torch.nn.Module], grid: CorruptionGrid, s
             if engine is not None:
                 x = engine(x, grid.settings[s], [sample_ids[int(i)] for i in i_idx])
             for name, model in models.items():
-                pred = model(x).argmax(1).cpu()
+                pred = predictions(model(x), who=f"model {name} ({grid.settings[s].key})").cpu()
                 slot[name].extend(
                     (int(i), {"sample_id": sample_ids[int(i)], "label": int(lbl), "pred": int(p),
                               "correct": bool(p == lbl)})

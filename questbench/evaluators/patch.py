@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from ..errors import QuestbenchError
 from ..settings import PatchConfig
 from .attacks import AttackResult
-from .common import PrecisionWrapper, batches, derive_seed, frozen, seeded
+from .common import PrecisionWrapper, batches, derive_seed, frozen, predictions, seeded
 
 
 def token_grid(model: nn.Module, image_hw: tuple[int, int]) -> tuple[int, int, int, int]:
@@ -110,7 +110,7 @@ def attack_patch_batch(model: nn.Module, cfg: PatchConfig, x: torch.Tensor, y: t
     gh, gw, px, prefix = token_grid(model.model if isinstance(model, PrecisionWrapper) else model, x.shape[-2:])
     with torch.no_grad():
         clean_logits = model(x)
-    clean_pred = clean_logits.argmax(1)
+    clean_pred = predictions(clean_logits)
     n_layers = sum(1 for m in model.modules() if hasattr(m, "qkv") and hasattr(m, "num_heads"))
     best = {"fooled": torch.zeros(len(x), dtype=torch.bool), "pred": clean_pred.cpu().clone(),
             **{k: torch.zeros(len(x), n_layers) for k in ("mass_clean", "mass_adv", "k_clean", "k_adv")}}
@@ -138,7 +138,7 @@ def attack_patch_batch(model: nn.Module, cfg: PatchConfig, x: torch.Tensor, y: t
             if images is not None:
                 images.append((x_adv.clone(), pix.clone()))
             logits, tap = _forward(model, x_adv, tokens, cfg.layers)
-            pred = logits.argmax(1).cpu()
+            pred = predictions(logits).cpu()
             mass_adv = torch.stack(tap.mass, 1).cpu()
             k_adv = torch.stack(tap.k_norm, 1).cpu()
         # the first restart that fools a sample decides its record; otherwise the last one does

@@ -8,7 +8,7 @@ from typing import Any, Callable, Optional
 import torch
 
 from ..errors import QuestbenchError
-from .common import Spans, loaded_batches
+from .common import Spans, loaded_batches, predictions
 
 
 @torch.inference_mode()
@@ -21,6 +21,7 @@ def evaluate_shift(model, ds, batch_size: int, device: str,
     for start, stop, x in loaded_batches(ds, batch_size, device, spans, num_workers):
         idx = range(start, stop)
         logits = model(x)
+        predictions(logits)  # refuses NaN / inf before the mask adds its own -inf
         if mask is not None:
             if logits.shape[1] != len(mask):
                 raise QuestbenchError(f"{ds.name} needs 1000-way ImageNet logits; the model gives {logits.shape[1]}")
