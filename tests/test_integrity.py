@@ -283,3 +283,20 @@ def test_a_class_count_mismatch_names_the_tensor(saved):
     expected = r"head\.(weight|bias) is \(10(, 32)?,?\) in the file, \(7(, 32)?,?\) in the model \(num_classes"
     with pytest.raises(QuestbenchError, match=expected):
         questbench.load_model(str(path))
+
+
+def test_a_raw_pickle_bin_is_one_line_without_torch_warnings(saved):
+    import pickle
+    import warnings
+    path = _variant(saved, "raw", weights={})
+    raw = path.with_suffix(".bin")
+    raw.write_bytes(pickle.dumps({"head.weight": [1.0, 2.0]}, protocol=4))  # not a torch file: protocol 4
+    card = json.loads(path.with_suffix(".json").read_text())
+    import hashlib
+    card.update(weights=raw.name, sha256=hashlib.sha256(raw.read_bytes()).hexdigest())
+    raw.with_suffix(".json").write_text(json.dumps(card))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(QuestbenchError, match=r"raw\.bin: Weights only load failed \(pickles load with"):
+            questbench.load_model(str(raw))
+    assert [str(w.message) for w in caught] == []
