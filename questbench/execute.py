@@ -138,11 +138,13 @@ def execute_attacks(ctx: Context, work: Work, advance) -> Iterator[tuple[Job, li
         ds = ctx.data.attacks[job.fields["a_idx"]]
         ctx.show("attack", f"{job.model} {attack_label(job.setting)} {budget_label(job.fields['attack'], cfg.eps)}")
         evaluate = evaluate_patch if isinstance(cfg, PatchConfig) else evaluate_attack
+        source = {"source": ctx.models[job.fields["source"]]} if "source" in job.fields else {}
         t0 = time.perf_counter()
         with _naming(job):
             result = run_with_batch_fallback(
                 lambda bs: evaluate(ctx.models[job.model], ds, cfg, seed=ctx.suite.seed, batch_size=bs,
-                                    device=ctx.device, precision=ctx.suite.precision, on_batch=advance, spans=spans),
+                                    device=ctx.device, precision=ctx.suite.precision, on_batch=advance, spans=spans,
+                                    **source),
                 spec.batch_size or ctx.suite.batch_size)
         yield job, split(spans, result.records, time.perf_counter() - t0, result.flags, result.config)
 
@@ -165,4 +167,5 @@ def run_executor(kind: str, ctx: Context, work: Work, advance) -> Iterator[tuple
 
 EXECUTORS: dict[str, Callable[[Context, Work, Callable[[int], None]], Iterator[tuple[Job, list[Part]]]]] = {
     "clean": _per_sample("clean", _clean), "shift": _per_sample("shift", _shift),
-    "corruption": execute_corruptions, "attack": execute_attacks, "diagnostics": execute_diagnostics}
+    "corruption": execute_corruptions, "attack": execute_attacks, "check": execute_attacks,
+    "diagnostics": execute_diagnostics}

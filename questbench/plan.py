@@ -11,11 +11,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
 from .results import STORE_FORMAT, config_hash, slug
 
-KINDS = ("clean", "shift", "corruption", "attack", "diagnostics")  # the order a rank runs its units in
+KINDS = ("clean", "shift", "corruption", "attack", "check", "diagnostics")  # the order a rank runs its units in
+ATTACK_KINDS = ("attack", "check")  # jobs an attack evaluator computes (a check is an attack run to check others)
 
 
 @dataclass
@@ -56,9 +57,10 @@ class PreparedData:
 
 
 def plan_jobs(suite, data: PreparedData, model_fp: dict[str, str], device_kind: str,
-              versions: dict[str, str]) -> list[Job]:
+              versions: dict[str, str], partners: Optional[dict[str, str]] = None) -> list[Job]:
     """Every job of ``suite`` (models in suite order; corruptions setting-major so that one corrupted batch
-    serves every model)."""
+    serves every model). ``partners``: model -> the model of its trained pair a transfer check attacks from
+    (models without one get no transfer check)."""
     s = suite
 
     def key(model: str, evaluation: str, ds) -> dict[str, Any]:
@@ -87,12 +89,22 @@ def plan_jobs(suite, data: PreparedData, model_fp: dict[str, str], device_kind: 
                                 {"corruption": st.corruption, "severity": st.severity}, k, chunk=s.batch_size))
     for a_idx, spec in enumerate(s.attacks):
         bs = spec.batch_size or s.batch_size
+        kind = "check" if spec.check else "attack"
         for cfg in spec.configs:
             for m in models:
-                k = key(m, "attack", data.attacks[a_idx]) | {"attack": cfg.resolved(), "batch_size": bs}
-                jobs.append(Job(m, "attack", cfg.key, len(data.attacks[a_idx]),
-                                {"attack": cfg.attack, "norm": cfg.norm, "eps": cfg.eps, "a_idx": a_idx,
-                                 "config": cfg}, k, chunk=bs))
+                k = key(m, kind, data.attacks[a_idx]) | {"attack": cfg.resolved(), "batch_size": bs}
+                fields = {"attack": cfg.attack, "norm": cfg.norm, "eps": cfg.eps, "a_idx": a_idx, "config": cfg}
+                setting = cfg.key if not spec.check else f"check:{spec.check}/{cfg.key}"
+                if spec.check:
+                    k["check"] = spec.check
+                if spec.check == "transfer":
+                    source = (partners or {}).get(m)
+                    if source is None:
+                        continue
+                    k["source"] = {"model": source, "model_sha256": model_fp[source]}
+                    fields["source"] = source
+                    setting += f"/from={source}"
+                jobs.append(Job(m, kind, setting, len(data.attacks[a_idx]), fields, k, chunk=bs))
     for name, sds in data.shifts.items():
         for m in models:
             k = key(m, "shift", sds) | {"shift": name, "protocol": "questbench.data.shifts/1"}
@@ -115,7 +127,7 @@ class Unit:
 
 def _cost(job: Job, n: int) -> float:
     """A rough relative cost, comparable within one kind of job only (shares are balanced kind by kind)."""
-    if job.evaluation != "attack":
+    if job.evaluation not in ATTACK_KINDS:
         return float(n)
     cfg = job.fields["config"]
     if cfg.eps == 0:

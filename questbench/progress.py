@@ -26,8 +26,10 @@ def progress_bar(quiet: bool = False) -> Iterator[Progress]:
 
 # what one unit of progress is, per kind of job (shown beside the counts)
 UNITS = {"clean": "images", "corruption": "images x settings", "attack": "images x attack settings",
+         "check": "images x check attacks",
          "diagnostics": "images", "shift": "images"}
-LABELS = {"clean": "clean", "corruption": "corruptions", "attack": "attacks", "diagnostics": "diagnostics",
+LABELS = {"clean": "clean", "corruption": "corruptions", "attack": "attacks", "check": "attack checks",
+          "diagnostics": "diagnostics",
           "shift": "shifts"}
 
 

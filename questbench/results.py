@@ -74,7 +74,7 @@ class JobInfo(_Strict):
     model: StrictStr
     attention: StrictStr
     pair: StrictStr
-    evaluation: Literal["clean", "corruption", "attack", "diagnostics", "shift"]
+    evaluation: Literal["clean", "corruption", "attack", "check", "diagnostics", "shift"]
     setting: StrictStr
     samples: StrictInt
     key_sha256: StrictStr
@@ -106,7 +106,7 @@ class DiagnosticsRecord(_Strict):
 
 _RECORDS = {"clean": TypeAdapter(list[SampleRecord]), "corruption": TypeAdapter(list[SampleRecord]),
             "shift": TypeAdapter(list[SampleRecord]),
-            "attack": TypeAdapter(list[AttackRecord]), "diagnostics": TypeAdapter(list[DiagnosticsRecord])}
+            "attack": TypeAdapter(list[AttackRecord]), "check": TypeAdapter(list[AttackRecord]), "diagnostics": TypeAdapter(list[DiagnosticsRecord])}
 
 
 def _first_error(exc: ValidationError) -> str:
@@ -145,6 +145,7 @@ def read_job_file(f: Path, provenance: dict[str, Any]) -> dict[str, Any]:
 def _planned_ids(job: "JobInfo", provenance: dict[str, Any]) -> Optional[list[str]]:
     ids = provenance.get("sample_ids", {})
     name = {"clean": "clean", "corruption": "corruption", "attack": f"attack[{job.sweep}]",
+            "check": f"attack[{job.sweep}]",
             "shift": f"shift[{job.setting}]"}.get(job.evaluation)
     return ids.get(name) if name is not None else None
 
@@ -177,7 +178,7 @@ def _check_outcomes(f: Path, job: "JobInfo", records: list[dict[str, Any]], prov
                               + (f" ({stray!r} was never planned)" if stray else "") + f": {redo}")
     if job.evaluation in ("clean", "corruption"):
         bad = next((r for r in records if r["correct"] != (r["pred"] == r["label"])), None)
-    elif job.evaluation == "attack":
+    elif job.evaluation in ("attack", "check"):
         bad = next((r for r in records if r["clean_correct"] != (r["clean_pred"] == r["label"])
                     or r["correct"] != (r["pred"] == r["label"] and r["clean_correct"])), None)
     else:

@@ -230,7 +230,19 @@ class Runner:
         return lambda ds: CifarCSource(c.root, [int(sid.split("/")[-1]) for sid in ds.sample_ids])
 
     def jobs(self) -> list[Job]:
-        return plan_jobs(self.suite, self.data, self._model_fp, self._device_kind, self._versions)
+        return plan_jobs(self.suite, self.data, self._model_fp, self._device_kind, self._versions,
+                         self.partners())
+
+    def partners(self) -> dict[str, str]:
+        """Each model's partner in its trained pair (a transfer check attacks from it): the model its card's
+        ``pair`` names when the suite has it, else the first model whose ``pair`` names this one."""
+        pair = {m: (getattr(model, "card", None) or {}).get("pair", "") for m, model in self.models.items()}
+        out = {}
+        for m, p in pair.items():
+            mates = [p] if p in pair and p != m else [o for o, q in pair.items() if q == m and o != m]
+            if mates:
+                out[m] = mates[0]
+        return out
 
     def run_config(self) -> dict[str, Any]:
         """What makes two runs the same run: a folder holds results of one such configuration only."""
@@ -286,6 +298,8 @@ class Runner:
         for k in ("corruption", "severity", "attack", "norm", "eps"):
             doc[k] = job.fields.get(k)
         doc["sweep"] = job.fields.get("a_idx")  # which [[attacks]] entry: the eps values of one sweep belong together
+        if "source" in job.fields:
+            doc["source"] = job.fields["source"]  # a transfer check: the model the attack was crafted on
         if config is not None:
             doc["config"] = config
         return doc
@@ -342,7 +356,7 @@ class Runner:
         A job this rank computes whole is written as its job file, a part of one as a part file."""
         by_id = {j.job_id: j for j in jobs}
         todo = lambda u: not job_done(self.out, u.job_id) and not part_done(self.out, u.job_id, u.start, u.stop)  # noqa: E731
-        drawn = {"attack"} if self.ranks.world > 1 else set()
+        drawn = {"attack", "check"} if self.ranks.world > 1 else set()
         mine: dict[str, list[tuple[int, int]]] = {}
         for u in share(jobs, self.ranks.world)[self.ranks.rank]:
             if u.kind not in drawn and todo(u):
@@ -409,7 +423,7 @@ class Runner:
         flags = []
         for job in jobs:
             f = job_file(self.out, job.job_id)
-            if job.evaluation == "attack" and f.is_file():
+            if job.evaluation in ("attack", "check") and f.is_file():
                 flags += [f"{job.model} {job.setting}: {x}" for x in json.loads(f.read_bytes())["job"]["flags"]]
         return flags
 

@@ -137,6 +137,16 @@ class PatchConfig:
         return d
 
     @property
+    def trajectory_key(self) -> str:
+        """What a restart's start depends on besides seed, sample and restart index: not steps or restarts, so
+        more of either repeats the same trajectories (a sample fooled within k steps stays fooled)."""
+        parts = ["patch", self.loss, f"patches={self.patches}", f"size={self.size}", f"step={self.step_size:.6g}",
+                 f"pos={self.position}"]
+        if self.layers is not None:
+            parts.append("layers=" + ",".join(map(str, self.layers)))
+        return "/".join(parts)
+
+    @property
     def key(self) -> str:
         parts = ["patch", self.loss, f"patches={self.patches}", f"size={self.size}", f"steps={self.steps}",
                  f"step={self.step_size:.6g}", f"pos={self.position}", f"restarts={self.restarts}"]

@@ -96,6 +96,18 @@ class ShiftSchema(_Schema):
     samples: Optional[PositiveInt] = None
 
 
+class ChecksSchema(_Schema):
+    """Extra attacks that say whether the suite's attack results can be trusted (Carlini et al. 2019): PGD with
+    more steps and restarts, a large budget, and a transfer attack from each model's pair partner."""
+    samples: PositiveInt = 100
+    eps: Fractionish = "8/255"
+    steps: PositiveInt = 10
+    long_steps: PositiveInt = 50
+    long_restarts: PositiveInt = 3
+    large_eps: Fractionish = "64/255"
+    transfer: bool = True
+
+
 class DiagnosticsSchema(_Schema):
     samples: PositiveInt = 64
 
@@ -118,6 +130,7 @@ class SuiteSchema(_Schema):
     corruptions: Optional[CorruptionSchema] = None
     attacks: list[AttackSchema] = []
     diagnostics: Optional[DiagnosticsSchema] = None
+    checks: Optional[ChecksSchema] = None
     shifts: dict[str, Union[str, ShiftSchema]] = {}
     registry: list[str] = []
 
@@ -183,6 +196,27 @@ class AttackSpec:
     configs: list[AttackConfig]
     samples: Optional[int] = None
     batch_size: Optional[int] = None
+    check: Optional[str] = None  # one of CHECKS: an attack run to check the others, reported apart
+
+
+CHECKS = ("pgd-short", "pgd-long", "large-eps", "transfer")
+
+
+def _check_specs(c: ChecksSchema, path: str) -> list[AttackSpec]:
+    """[checks] -> attack sweeps on one seeded subset: PGD-<steps> at eps (the reference the others are read
+    against), PGD-<long_steps> x <long_restarts> at eps, PGD-<long_steps> at large_eps, and PGD-<steps> at eps
+    crafted on the model's pair partner (planned per model; see plan_jobs)."""
+    eps, large = parse_eps(c.eps, f"{path}: checks.eps"), parse_eps(c.large_eps, f"{path}: checks.large_eps")
+    if not 0 < eps < large:
+        raise QuestbenchError(f"suite {path}: checks: need 0 < eps < large_eps (got {c.eps!r} and {c.large_eps!r})")
+    short = AttackConfig("pgd", eps, steps=c.steps)
+    specs = [AttackSpec([short], c.samples, check="pgd-short"),
+             AttackSpec([AttackConfig("pgd", eps, steps=c.long_steps, restarts=c.long_restarts)], c.samples,
+                        check="pgd-long"),
+             AttackSpec([AttackConfig("pgd", large, steps=c.long_steps)], c.samples, check="large-eps")]
+    if c.transfer:
+        specs.append(AttackSpec([short], c.samples, check="transfer"))
+    return specs
 
 
 @dataclass
@@ -208,7 +242,8 @@ class Suite:
     def as_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["attacks"] = [{"samples": a.samples, "batch_size": a.batch_size,
-                         "configs": [c.resolved() for c in a.configs]} for a in self.attacks]
+                         "configs": [c.resolved() for c in a.configs], **({"check": a.check} if a.check else {})}
+                        for a in self.attacks]
         return d
 
 
@@ -341,7 +376,8 @@ def _from_mapping(raw: dict, text: str, path: str) -> Suite:
         shifts.append(ShiftSpec(shift_name, spec.root, spec.labels, spec.samples))
     if sch.data.samples is not None:  # a larger count would be cut to data.samples without a word
         wanted = [("corruptions.samples", sch.corruptions.samples if sch.corruptions else None),
-                  ("diagnostics.samples", sch.diagnostics.samples if sch.diagnostics else None)] + \
+                  ("diagnostics.samples", sch.diagnostics.samples if sch.diagnostics else None),
+                  ("checks.samples", sch.checks.samples if sch.checks else None)] + \
             [(f"attacks.{n}.samples", a.samples) for n, a in enumerate(sch.attacks)]
         for key, k in wanted:
             if k is not None and k > sch.data.samples:
@@ -357,7 +393,8 @@ def _from_mapping(raw: dict, text: str, path: str) -> Suite:
         name=name, description=sch.description, models=list(sch.models), data=DataSpec(**sch.data.model_dump()),
         seed=sch.seed, device=sch.device, batch_size=sch.batch_size, num_workers=sch.num_workers,
         precision=sch.precision, clean=clean, corruptions=corruptions,
-        attacks=[_attack_spec(a, f"{path}: attacks.{n}") for n, a in enumerate(sch.attacks)],
+        attacks=[_attack_spec(a, f"{path}: attacks.{n}") for n, a in enumerate(sch.attacks)]
+        + (_check_specs(sch.checks, path) if sch.checks is not None else []),
         diagnostics_samples=sch.diagnostics.samples if sch.diagnostics is not None else None, shifts=shifts,
         path=path, sha256=hashlib.sha256(text.encode()).hexdigest(), registry=list(sch.registry))
 

@@ -84,29 +84,6 @@ def test_seed_rows_use_each_pairs_own_settings_and_the_seed_level_method(results
         assert row.per_pair_delta_pp == ", ".join(f"{v:+.2f}" for v in ref["per_pair"])
 
 
-def _attack_rows(model, attack, robust, eps=8 / 255):
-    return [dict(model=model, attention="standard", pair="", evaluation="attack", setting=f"{attack}/{eps}",
-                 attack=attack, norm="Linf", eps=eps, sample_id=f"test/{i}", label=0, pred=0, correct=bool(r))
-            for i, r in enumerate(robust)]
-
-
-def test_attack_consistency_flags_fire_on_masked_gradients_only():
-    from questbench.report.tables import attack_consistency_flags
-    rng = np.random.default_rng(0)
-    pgd = rng.random(400) < 0.4
-    consistent = pd.DataFrame(_attack_rows("m", "pgd", pgd) + _attack_rows("m", "fgsm", pgd | (rng.random(400) < 0.3))
-                              + _attack_rows("m", "autoattack", pgd & (rng.random(400) < 0.9)))
-    assert attack_consistency_flags(consistent) == []
-    # FGSM far stronger than PGD on the same samples, AutoAttack far weaker: both flagged, named
-    masked = pd.DataFrame(_attack_rows("m", "pgd", pgd) + _attack_rows("m", "fgsm", pgd & (rng.random(400) < 0.5))
-                          + _attack_rows("m", "autoattack", pgd | (rng.random(400) < 0.5)))
-    flags = attack_consistency_flags(masked)
-    assert len(flags) == 2 and "one-step" in flags[0] + flags[1] and "AutoAttack is weaker" in flags[0] + flags[1]
-    # a difference of a few samples is noise, not a flag
-    noisy = pd.DataFrame(_attack_rows("m", "pgd", pgd) + _attack_rows("m", "fgsm", np.where(np.arange(400) < 3, False, pgd)))
-    assert attack_consistency_flags(noisy) == []
-
-
 def test_the_relative_row_is_adjusted_with_the_headline_family(results):
     from questbench.metrics import holm
     df = compare(results, "std-s0", "quest-s0")

@@ -86,3 +86,49 @@ def test_patch_suite_keys_validate():
             parse_suite(f'models = ["m"]\n[[attacks]]\nattack = "patch"\n{bad}\n', "t.toml")
     with pytest.raises(QuestbenchError, match="belong to attack"):
         parse_suite('models = ["m"]\n[[attacks]]\nattack = "pgd"\neps = 0.1\npatches = 1\n', "t.toml")
+
+
+def test_reached_tokens_are_the_conv_stems_receptive_field():
+    """Closed form for the built-in conv stem (3x3 s1 p1, 3x3 s2 p1, 2x2 s2): token row r sees input rows
+    4r-2 .. 4r+4, so a one-token patch at (R, C) (rows 4R .. 4R+3) reaches tokens R-1..R+1 x C-1..C+1."""
+    import questbench
+    from questbench.evaluators.patch import reached_tokens
+    model = questbench.load_model("fmnist-vit-quest-s0")
+    x = questbench.load_dataset("fashion-mnist").subset(range(2))
+    x = torch.stack([x[i][0] for i in range(2)])
+    cfg = PatchConfig(patches=1)
+    for tile, (R, C) in ((0, (0, 0)), (24, (3, 3)), (13, (1, 6))):
+        pix, tok = _masks(cfg, [[tile], [tile]], 7, 7, 4, 1, tuple(x.shape))
+        got = reached_tokens(model, x, pix, tok, seed=0)
+        expect = torch.zeros(2, 50, dtype=torch.bool)
+        for r in range(7):
+            for c in range(7):
+                rows, cols = range(4 * r - 2, 4 * r + 5), range(4 * c - 2, 4 * c + 5)
+                overlaps = any(4 * R <= i < 4 * R + 4 for i in rows) and any(4 * C <= j < 4 * C + 4 for j in cols)
+                expect[:, 1 + 7 * r + c] = overlaps and (r, c) != (R, C)
+        assert torch.equal(got, expect), tile
+        assert int(expect[0].sum()) == {0: 3, 24: 8, 13: 5}[tile]
+
+
+def _fooled(records):
+    return {r["sample_id"] for r in records if r["clean_correct"] and not r["correct"]}
+
+
+@pytest.mark.parametrize("loss", ["ce", "attention"])
+def test_more_steps_or_restarts_only_fool_more_and_the_curve_matches_shorter_runs(loss):
+    """Best iterate with trajectories that do not depend on the step or restart count: fooled within k steps
+    stays fooled at any larger count; robust accuracy at s steps read off the first-success steps of one long
+    run equals a run with s steps. A final-iterate attack fails this (a sample fooled mid-way can recover)."""
+    import questbench
+    model = questbench.load_model("fmnist-vit-standard-s1")
+    ds = questbench.load_dataset("fashion-mnist").subset(range(48))
+    run = {(k, r): evaluate_patch(model, ds, PatchConfig(patches=1, loss=loss, steps=k, restarts=r),
+                                  batch_size=48).records for k, r in ((3, 1), (6, 1), (6, 2))}
+    assert _fooled(run[3, 1]) <= _fooled(run[6, 1]) <= _fooled(run[6, 2])
+    assert len(_fooled(run[6, 2])) > len(_fooled(run[3, 1]))  # the comparison is not vacuous
+    from_curve = {r["sample_id"] for r in run[6, 1] if r["clean_correct"]
+                  and r["first_success_step"] is not None and r["first_success_step"] <= 3}
+    assert from_curve == _fooled(run[3, 1])
+    steps = [r["first_success_step"] for r in run[6, 1] if r["clean_correct"] and not r["correct"]]
+    assert all(0 <= t <= 6 for t in steps)
+    assert all(r["first_success_step"] is None for r in run[6, 1] if r["clean_correct"] and r["correct"])

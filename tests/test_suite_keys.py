@@ -42,6 +42,8 @@ SECTIONS = {
     "attacks": {"clean": False, "attacks": [{"attack": "pgd", "eps": ["2/255"], "steps": 2}]},
     "patch": {"clean": False, "attacks": [{"attack": "patch", "patches": [1], "steps": 2, "loss": "attention"}]},
     "diagnostics": {"clean": False, "diagnostics": {"samples": 3}},
+    "checks": {"clean": False, "models": ["tiny-std", "tiny-quest"],  # a pair: the transfer check needs one
+               "checks": {"samples": 4, "steps": 2, "long_steps": 3, "long_restarts": 2}},
 }
 # key -> (section of the base suite it applies to, non-default value)
 VARIANTS: dict[str, tuple[str, Any]] = {
@@ -73,6 +75,13 @@ VARIANTS: dict[str, tuple[str, Any]] = {
     "attacks.position": ("patch", "fixed"),
     "attacks.layers": ("patch", [0]),
     "diagnostics.samples": ("diagnostics", 2),
+    "checks.samples": ("checks", 3),
+    "checks.eps": ("checks", "4/255"),
+    "checks.steps": ("checks", 3),
+    "checks.long_steps": ("checks", 4),
+    "checks.long_restarts": ("checks", 1),
+    "checks.large_eps": ("checks", "32/255"),
+    "checks.transfer": ("checks", False),
 }
 
 
@@ -90,7 +99,7 @@ def schema_keys(model: type[BaseModel] = SuiteSchema, prefix: str = "") -> set[s
 
 def test_every_schema_key_is_walked():
     # containers are walked through their keys; "clean" is both a bool and a table
-    walked = set(VARIANTS) | set(NOT_COMPUTING) | {"data", "corruptions", "attacks", "diagnostics"}
+    walked = set(VARIANTS) | set(NOT_COMPUTING) | {"data", "corruptions", "attacks", "diagnostics", "checks"}
     assert schema_keys() == walked
 
 
@@ -134,7 +143,7 @@ def captured(monkeypatch):
 
 def _run(doc: dict, out, tiny_pair, calls: list) -> tuple[set[str], list]:
     calls.clear()
-    s = suite_from({**doc, "models": ["tiny-std"], "registry": [str(tiny_pair)]})
+    s = suite_from({"models": ["tiny-std"], **doc, "registry": [str(tiny_pair)]})
     r = Runner(s, out, device="cpu", quiet=True)
     r.prepare()
     ids = {j.job_id for j in r.jobs()}

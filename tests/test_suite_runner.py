@@ -70,7 +70,8 @@ def test_end_to_end_run_results_and_leaderboards(tmp_path, tiny_pair):
     assert again.jobs_run == 0 and again.jobs_skipped == n_jobs
     md = leaderboard(out, "md", str(tmp_path / "lb.md"))
     sections = [line for line in md.splitlines() if line.startswith("## ")]
-    assert sections[:5] == ["## Headline", "## Clean accuracy", "## Corruptions in detail", "## Attack sweeps",
+    assert sections[:6] == ["## Headline", "## Clean accuracy", "## Corruptions in detail", "## Attack sweeps",
+                            "## Attack checks",
                             "## Attention mechanism"] and "## Paired: tiny-quest minus tiny-std" in sections
     for name in ("corruptions", "attacks", "attention"):
         assert (tmp_path / f"lb_{name}.png").is_file()

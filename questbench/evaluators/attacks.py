@@ -138,9 +138,13 @@ class AttackResult:
 
 def evaluate_attack(model: nn.Module, dataset, cfg: AttackConfig, seed: int = 0, batch_size: int = 128,
                     device: str = "cpu", precision: str = "fp32",
-                    on_batch: Optional[Callable[[int], None]] = None, spans: Spans = None) -> AttackResult:
-    """Attack every sample of ``dataset`` once; one record per sample with clean and robust outcomes."""
+                    on_batch: Optional[Callable[[int], None]] = None, spans: Spans = None,
+                    source: Optional[nn.Module] = None) -> AttackResult:
+    """Attack every sample of ``dataset`` once; one record per sample with clean and robust outcomes. With
+    ``source`` the attack is a transfer attack: crafted on ``source`` (same seeds as the white-box run, so the
+    same random starts), then evaluated on ``model``."""
     wrapped = frozen(model, precision, device)
+    crafter = frozen(source, precision, device) if source is not None else wrapped
     num_classes = None
     records: list[dict[str, Any]] = []
     flags: list[str] = []
@@ -149,8 +153,11 @@ def evaluate_attack(model: nn.Module, dataset, cfg: AttackConfig, seed: int = 0,
             logits = wrapped(x)
         clean_pred = predictions(logits)
         num_classes = logits.shape[1]  # what the model outputs, not what the dataset says (AutoAttack's targets)
-        x_adv, adv_pred = attack_batch(wrapped, cfg, x, y, derive_seed(seed, cfg.key, start), num_classes,
+        x_adv, adv_pred = attack_batch(crafter, cfg, x, y, derive_seed(seed, cfg.key, start), num_classes,
                                        device, flags)
+        if source is not None:
+            with torch.no_grad():
+                adv_pred = predictions(wrapped(x_adv))
         delta = (x_adv - x).flatten(1).float()
         linf = delta.abs().amax(1)
         l2 = delta.norm(dim=1)

@@ -73,98 +73,166 @@ def _masks(cfg: PatchConfig, tiles: list[list[int]], gh: int, gw: int, px: int, 
     return pix, tokens
 
 
-class _AttentionOnPatch:
-    """Collects, per layer, the attention mass on the patch tokens and their key norms (gradients intact)."""
+class _AttentionOnTokens:
+    """Collects, per layer, the attention mass all queries give each token set and that set's mean key norm
+    (gradients intact): the patch tokens, and the tokens the patch reaches only through the stem."""
 
-    def __init__(self, tokens: torch.Tensor, layers: Optional[tuple[int, ...]], names: dict):
-        self.tokens = tokens.float()  # (B, N)
-        self.layers, self.names = layers, names
-        self.mass: list[torch.Tensor] = []
-        self.k_norm: list[torch.Tensor] = []
+    def __init__(self, sets: dict[str, torch.Tensor], layers: Optional[tuple[int, ...]]):
+        self.sets = {k: v.float() for k, v in sets.items()}  # name -> (B, N) token mask
+        self.layers = layers
+        self.mass: dict[str, list[torch.Tensor]] = {k: [] for k in sets}
+        self.k_norm: dict[str, list[torch.Tensor]] = {k: [] for k in sets}
 
     def __call__(self, module, q, k, attn):
-        m = (attn * self.tokens[:, None, None, :].to(attn.device)).sum(-1).mean((1, 2))  # (B,)
-        kn = (k.norm(dim=-1).mean(1) * self.tokens.to(k.device)).sum(1) / self.tokens.sum(1).clamp_min(1)
-        self.mass.append(m)
-        self.k_norm.append(kn.detach())
+        for name, tokens in self.sets.items():
+            t = tokens.to(attn.device)
+            self.mass[name].append((attn * t[:, None, None, :]).sum(-1).mean((1, 2)))  # (B,)
+            self.k_norm[name].append(((k.norm(dim=-1).mean(1) * t).sum(1) / t.sum(1).clamp_min(1)).detach())
 
     def loss_terms(self) -> torch.Tensor:
-        chosen = [m for i, m in enumerate(self.mass) if self.layers is None or i in self.layers]
+        chosen = [m for i, m in enumerate(self.mass["patch"]) if self.layers is None or i in self.layers]
         if not chosen:
-            raise QuestbenchError(f"patch attack: layers {self.layers} select none of {len(self.mass)}")
+            raise QuestbenchError(f"patch attack: layers {self.layers} select none of {len(self.mass['patch'])}")
         return torch.stack(chosen).mean(0)
 
+    def per_layer(self) -> dict[str, torch.Tensor]:
+        """{mass_<set>, k_<set>: (B, layers)} on the CPU."""
+        out = {}
+        for name in self.sets:
+            out[f"mass_{name}"] = torch.stack(self.mass[name], 1).detach().cpu()
+            out[f"k_{name}"] = torch.stack(self.k_norm[name], 1).cpu()
+        return out
 
-def _forward(model, x, tokens, layers):
+
+def _forward(model, x, sets, layers):
     from ..attention import tap_attention
-    tap = _AttentionOnPatch(tokens, layers, {})
+    tap = _AttentionOnTokens(sets, layers)
     with tap_attention(model, tap):
         logits = model(x)
     return logits, tap
 
 
+def reached_tokens(model: nn.Module, x: torch.Tensor, pix: torch.Tensor, tokens: torch.Tensor, seed: int
+                   ) -> torch.Tensor:
+    """Token mask (B, N incl. prefix) of the tokens outside the patch whose embedding changes when the patch
+    pixels change: the stem's receptive field (a conv stem's 7 px field at stride 4 reaches up to 3 x 3 tokens
+    from a 4 px patch). Found by perturbation, the union over two seeded random fills, so it holds for any
+    stem."""
+    net = getattr(model, "model", model)
+    net = getattr(net, "net", net)
+    embed = getattr(net, "patch_embed", None)
+    if embed is None:
+        return torch.zeros_like(tokens)
+    seen: list[torch.Tensor] = []
+    handle = embed.register_forward_hook(lambda m, i, o: seen.append(o.detach()))
+    try:
+        with torch.no_grad():
+            model(x)
+            for k in range(2):
+                with seeded(derive_seed(seed, "reach", k), str(x.device)):
+                    model(torch.where(pix, torch.rand_like(x), x))
+    finally:
+        handle.remove()
+    base = seen[0].flatten(1, -2) if seen[0].ndim > 3 else seen[0]
+    changed = torch.zeros(base.shape[:2], dtype=torch.bool, device=base.device)
+    for other in seen[1:]:
+        o = other.flatten(1, -2) if other.ndim > 3 else other
+        changed |= (o - base).abs().amax(-1) > 0
+    prefix = tokens.shape[1] - changed.shape[1]
+    changed = torch.cat([torch.zeros(len(changed), prefix, dtype=torch.bool), changed.cpu()], 1)
+    return changed & ~tokens
+
+
+STATS = ("mass_patch", "k_patch", "mass_reached", "k_reached")
+
+
 def attack_patch_batch(model: nn.Module, cfg: PatchConfig, x: torch.Tensor, y: torch.Tensor, sample_ids,
                        seed: int, images: Optional[list] = None) -> list[dict[str, Any]]:
-    """One record per sample: robust outcome and the attention on the patch, clean and attacked. ``images``,
-    if given, receives each restart's attacked batch (for inspection and tests)."""
+    """One record per sample: robust outcome, the step of first success, and the attention on the patch tokens
+    and on the tokens the patch reaches through the stem, clean and attacked.
+
+    Every iterate is checked (the random start is step 0, the iterate after t signed steps is step t): a
+    sample fooled at any step of any restart stays fooled; its attacked attention statistics are those of the
+    final iterate of the restart that decided it (the first that fooled it, else the last).
+    ``first_success_step`` is the fewest steps that fooled it over all restarts, so robust accuracy at fewer
+    steps can be read off the records. Each
+    restart's start and positions depend on the seed, the sample and the restart index only - not on the step
+    or restart count - so a run with more steps or restarts repeats this one's trajectories and can only fool
+    more samples. ``images``, if given, receives each restart's final iterate (for inspection and tests)."""
     gh, gw, px, prefix = token_grid(model.model if isinstance(model, PrecisionWrapper) else model, x.shape[-2:])
     with torch.no_grad():
         clean_logits = model(x)
     clean_pred = predictions(clean_logits)
+    y_cpu = y.cpu()
     n_layers = sum(1 for m in model.modules() if hasattr(m, "qkv") and hasattr(m, "num_heads"))
+    zeros = torch.zeros(len(x), n_layers)
     best = {"fooled": torch.zeros(len(x), dtype=torch.bool), "pred": clean_pred.cpu().clone(),
-            **{k: torch.zeros(len(x), n_layers) for k in ("mass_clean", "mass_adv", "k_clean", "k_adv")}}
+            "first_step": torch.full((len(x),), -1, dtype=torch.long),
+            **{f"{k}_{w}": zeros.clone() for k in STATS for w in ("clean", "adv")}}
     if cfg.patches == 0:  # the sweep's clean anchor: nothing to optimize
-        return _records(best, x, y, clean_pred, sample_ids)
+        return _records(best, y_cpu, clean_pred, sample_ids)
     for trial in range(cfg.restarts):
         tiles = [patch_tiles(cfg, gh, gw, sid, seed, trial) for sid in sample_ids]
         pix, tokens = _masks(cfg, tiles, gh, gw, px, prefix, tuple(x.shape))
         pix = pix.to(x.device)
+        sets = {"patch": tokens, "reached": reached_tokens(model, x, pix, tokens, derive_seed(seed, trial))}
         with torch.no_grad():
-            _, tap = _forward(model, x, tokens, cfg.layers)
-            mass_clean = torch.stack(tap.mass, 1).cpu()  # (B, layers)
-            k_clean = torch.stack(tap.k_norm, 1).cpu()
-        with seeded(derive_seed(seed, cfg.key, "init", trial, sample_ids[0]), str(x.device)):
+            clean_stats = _forward(model, x, sets, cfg.layers)[1].per_layer()
+        with seeded(derive_seed(seed, cfg.trajectory_key, "init", trial, sample_ids[0]), str(x.device)):
             content = torch.rand_like(x)
-        for _ in range(cfg.steps):
-            content.requires_grad_(True)
+        fooled_here = torch.zeros(len(x), dtype=torch.bool)
+        pred_first = pred_final = clean_pred.cpu()
+        for step in range(cfg.steps + 1):
+            last = step == cfg.steps
+            content.requires_grad_(not last)
             x_adv = torch.where(pix, content, x)
-            logits, tap = _forward(model, x_adv, tokens, cfg.layers)
+            with torch.set_grad_enabled(not last):
+                logits, tap = _forward(model, x_adv, sets, cfg.layers)
+            pred = predictions(logits.detach()).cpu()
+            first_here = (pred != y_cpu) & ~fooled_here
+            fooled_here |= first_here
+            pred_first = torch.where(first_here, pred, pred_first)
+            better = first_here & ((best["first_step"] < 0) | (best["first_step"] > step))
+            best["first_step"] = torch.where(better, torch.tensor(step), best["first_step"])
+            if last:
+                pred_final = pred
+                break
             objective = F.cross_entropy(logits, y, reduction="sum") if cfg.loss == "ce" else tap.loss_terms().sum()
             grad, = torch.autograd.grad(objective, content)
             content = (content.detach() + cfg.step_size * grad.sign()).clamp_(0, 1)
-        with torch.no_grad():
-            x_adv = torch.where(pix, content, x)
-            if images is not None:
-                images.append((x_adv.clone(), pix.clone()))
-            logits, tap = _forward(model, x_adv, tokens, cfg.layers)
-            pred = predictions(logits).cpu()
-            mass_adv = torch.stack(tap.mass, 1).cpu()
-            k_adv = torch.stack(tap.k_norm, 1).cpu()
-        # the first restart that fools a sample decides its record; otherwise the last one does
-        take = ~best["fooled"] & ((pred != y.cpu()) | torch.tensor(trial == cfg.restarts - 1))
-        best["pred"] = torch.where(take, pred, best["pred"])
-        for key, value in (("mass_clean", mass_clean), ("mass_adv", mass_adv), ("k_clean", k_clean),
-                           ("k_adv", k_adv)):
-            best[key] = torch.where(take[:, None], value, best[key])
-        best["fooled"] |= pred != y.cpu()
-    return _records(best, x, y, clean_pred, sample_ids)
+        # the record: the first restart that fools a sample (its prediction at the iterate that first fooled
+        # it), else the last restart; attention statistics of that restart's final iterate, what the attack's
+        # objective reached
+        decide = ~best["fooled"] & (fooled_here | torch.tensor(trial == cfg.restarts - 1))
+        adv_stats = tap.per_layer()
+        best["pred"] = torch.where(decide, torch.where(fooled_here, pred_first, pred_final), best["pred"])
+        for k in STATS:
+            best[f"{k}_clean"] = torch.where(decide[:, None], clean_stats[k], best[f"{k}_clean"])
+            best[f"{k}_adv"] = torch.where(decide[:, None], adv_stats[k], best[f"{k}_adv"])
+        best["fooled"] |= fooled_here
+        if images is not None:
+            images.append((torch.where(pix, content.detach(), x), pix.clone()))
+    return _records(best, y_cpu, clean_pred, sample_ids)
 
 
-def _records(best, x, y, clean_pred, sample_ids) -> list[dict[str, Any]]:
+def _records(best, y, clean_pred, sample_ids) -> list[dict[str, Any]]:
     out = []
-    y, clean_pred = y.cpu(), clean_pred.cpu()
-    layers = {k: best[k] for k in ("mass_clean", "mass_adv", "k_clean", "k_adv")}
-    names = {"mass_clean": "patch_mass_clean", "mass_adv": "patch_mass_adv", "k_clean": "patch_k_norm_clean",
-             "k_adv": "patch_k_norm_adv"}
+    clean_pred = clean_pred.cpu()
+    names = {"mass_patch": "patch_mass", "k_patch": "patch_k_norm", "mass_reached": "reached_mass",
+             "k_reached": "reached_k_norm"}
     for j, sid in enumerate(sample_ids):
         clean_ok = bool(clean_pred[j] == y[j])
         pred = int(best["pred"][j])
+        first = int(best["first_step"][j])
         rec = {"sample_id": sid, "label": int(y[j]), "clean_pred": int(clean_pred[j]), "clean_correct": clean_ok,
-               "pred": pred, "correct": bool(clean_ok and pred == int(y[j]))}
-        for key, name in names.items():  # mean over layers, and each layer
-            rec[name] = round(float(layers[key][j].mean()), 6)
-            rec[f"{name}_layers"] = [round(float(v), 6) for v in layers[key][j]]
+               "pred": pred, "correct": bool(clean_ok and pred == int(y[j])),
+               "first_success_step": first if first >= 0 else None}
+        for key, name in names.items():  # mean over layers; the patch tokens' per layer too
+            for when in ("clean", "adv"):
+                values = best[f"{key}_{when}"][j]
+                rec[f"{name}_{when}"] = round(float(values.mean()), 6)
+                if key.endswith("patch"):
+                    rec[f"{name}_{when}_layers"] = [round(float(v), 6) for v in values]
         out.append(rec)
     return out
 
@@ -177,7 +245,7 @@ def evaluate_patch(model: nn.Module, dataset, cfg: PatchConfig, seed: int = 0, b
     records: list[dict[str, Any]] = []
     for start, idx, x, y in batches(dataset, batch_size, device, spans):
         records += attack_patch_batch(wrapped, cfg, x, y, [dataset.sample_ids[i] for i in idx],
-                                      derive_seed(seed, cfg.key, start))
+                                      seed)  # positions and starts derive per sample from it
         if on_batch:
             on_batch(len(idx))
     return AttackResult(config=cfg.resolved(), records=records, flags=[])

@@ -15,6 +15,7 @@ from ..results import Results, load_results
 from ..metrics import MIN_N_5PP, min_sign_flip_p, resolves_5pp
 from .compare import AGGREGATE, RELATIVE
 from .labels import budget_label, eps_label
+from .checks import CHECK_NOTES, checks_table
 from .tables import Tables, compute_tables
 
 FORMATS = ("md", "rich", "csv")
@@ -102,8 +103,7 @@ def headline(t: Tables) -> tuple[str, pd.DataFrame, list[str]]:
                 "" if resolves_5pp(n) else "*")
             table[col] = table.model.map(dict(zip(g.model, g.robust))).astype(object).where(
                 table.model.isin(g.model), "missing")
-            if resolves_5pp(n):
-                ranking.insert(0, (col, True))
+            ranking.insert(0 if resolves_5pp(n) else len(ranking), (col, True))
     usable = [(c, up) for c, up in ranking if not c.endswith("*")] or ranking
     rank_col, up = usable[0]
     table = table.sort_values([rank_col, "model"], ascending=[not up, True], na_position="last",
@@ -190,31 +190,76 @@ def shift_table(results: Results) -> Optional[tuple[str, pd.DataFrame, list[str]
     return "Distribution shift", df, notes
 
 
-def patch_table(results: Results) -> Optional[tuple[str, pd.DataFrame, list[str]]]:
-    """Patch attacks: robust accuracy and what happened to attention, per model, loss and patch count."""
+def _patch_samples(results: Results) -> pd.DataFrame:
     s = results.samples
     p = s[(s.evaluation == "attack") & (s.attack == "patch")] if "attack" in s else s.iloc[0:0]
+    return p.assign(loss=[x.split("/")[1] for x in p.setting],
+                    steps=[int(re.search(r"steps=(\d+)", x).group(1)) if "steps=" in x else 0 for x in p.setting])
+
+
+def _arrow(a: float, b: float, fmt: str) -> str:
+    return f"{a:{fmt}} -> {b:{fmt}}"
+
+
+def patch_table(results: Results) -> Optional[tuple[str, pd.DataFrame, list[str]]]:
+    """Patch attacks: robust accuracy and what happened to attention, per model, loss and patch count."""
+    p = _patch_samples(results)
     if p.empty:
         return None
-    p = p.assign(loss=[x.split("/")[1] for x in p.setting])
+    reached = "reached_mass_clean" in p
     rows = []
     for (model, loss, k), g in p.groupby(["model", "loss", "eps"], sort=True):
         n = len(g)
-        rows.append({"model": model, "loss": loss, "patches": int(k), "robust %": _mark(100 * g.correct.mean(), n),
-                     "mass clean %": f"{100 * g.patch_mass_clean.mean():.1f}",
-                     "mass attacked %": f"{100 * g.patch_mass_adv.mean():.1f}",
-                     "|k| clean": f"{g.patch_k_norm_clean.mean():.2f}", "|k| attacked": f"{g.patch_k_norm_adv.mean():.2f}",
-                     "n": n})
+        row = {"model": model, "loss": loss, "patches": int(k), "robust %": _mark(100 * g.correct.mean(), n),
+               "patch mass %": _arrow(100 * g.patch_mass_clean.mean(), 100 * g.patch_mass_adv.mean(), ".1f"),
+               "patch |k|": _arrow(g.patch_k_norm_clean.mean(), g.patch_k_norm_adv.mean(), ".2f")}
+        if reached:
+            row.update({"reached mass %": _arrow(100 * g.reached_mass_clean.mean(), 100 * g.reached_mass_adv.mean(),
+                                                 ".1f"),
+                        "reached |k|": _arrow(g.reached_k_norm_clean.mean(), g.reached_k_norm_adv.mean(), ".2f")})
+        rows.append({**row, "n": n})
     df = pd.DataFrame(rows)
     df = df[df.patches > 0].reset_index(drop=True) if (df.patches > 0).any() else df
-    notes = ["Adversarial patches aligned to the token grid; 'mass': the attention all queries give the patch "
-             "tokens (mean over layers, heads and queries), before and after the attack; '|k|': the patch tokens' "
-             "key norms before the kind's normalization (QUEST's logits ignore them). With the attention loss the "
-             "attack maximizes that mass; with ce it maximizes the cross-entropy. Robust accuracy counts a sample "
-             "only if it was correct before the attack."]
+    notes = ["Adversarial patches aligned to the token grid; clean -> attacked. 'patch mass': the attention all "
+             "queries give the patch tokens (mean over layers, heads and queries); '|k|': those tokens' mean key norm "
+             "before the kind's normalization (QUEST's logits ignore it)." + (
+                 " 'reached': the same for the tokens outside the patch whose embedding the patch changes through "
+                 "the stem (its receptive field; found by perturbing the patch pixels)." if reached else ""),
+             "With the attention loss the attack maximizes the patch mass; with ce the cross-entropy. Robust "
+             "accuracy counts a sample only if it was correct before the attack and no iterate of any restart "
+             "fooled it; the attacked attention is that of the final iterate of the restart that decided it."]
     if not all(resolves_5pp(int(n)) for n in df.n):
         notes.append(SMALL_N_NOTE)
     return "Attention attacks (adversarial patches)", df, notes
+
+
+CONVERGED_PP = 1.0  # robust accuracy may still fall by less than this from half the steps to all of them
+
+
+def patch_convergence(results: Results) -> Optional[tuple[str, pd.DataFrame, list[str]]]:
+    """Robust accuracy against the number of steps, read off each sample's first-success step (over all
+    restarts), so one run shows whether the attack had converged."""
+    p = _patch_samples(results)
+    p = p[p.eps > 0] if not p.empty else p
+    if p.empty or "first_success_step" not in p:
+        return None
+    total = int(p.steps.max())
+    grid = sorted(x for x in {0, 1, 2, 5, 10, 20, 50, 100, total // 2, total} if x <= total)
+    rows = []
+    for (model, loss, k, steps), g in p.groupby(["model", "loss", "eps", "steps"], sort=True):
+        first = pd.to_numeric(g.first_success_step, errors="coerce")
+        ok = g.clean_correct.astype(bool)
+        row = {"model": model, "loss": loss, "patches": int(k)}
+        for t in grid:
+            row[f"{t} steps"] = "" if t > steps else f"{100 * (ok & ~(first <= t)).mean():.1f}"
+        drop = 100 * ((ok & ~(first <= steps // 2)).mean() - (ok & ~(first <= steps)).mean())
+        row["last half (pp)"] = f"{-drop:+.1f}"
+        row["converged"] = "yes" if drop < CONVERGED_PP else "no"
+        rows.append(row)
+    notes = [f"Robust accuracy (%) had the attack stopped after that many steps (step 0: the random start), from "
+             f"each sample's first-success step over all restarts. 'last half': the change from half the steps to "
+             f"all of them; 'converged' when robust accuracy fell by less than {CONVERGED_PP:g} pp over that half."]
+    return "Patch attack convergence", pd.DataFrame(rows), notes
 
 
 def mechanism_table(results: Results) -> Optional[tuple[str, pd.DataFrame, list[str]]]:
@@ -253,9 +298,15 @@ def sections(t: Tables, results: Results) -> list[tuple[str, pd.DataFrame, list[
         out.append(corruption_detail(t))
     if not t.attacks.empty and (t.attacks.norm != "patch").any():
         out.append(sweep_table(t))
-    patch = patch_table(results)
-    if patch is not None:
-        out.append(patch)
+    for table in (patch_table(results), patch_convergence(results)):
+        if table is not None:
+            out.append(table)
+    checks = checks_table(results.samples)
+    if checks is not None:
+        flagged = checks[0][checks[0]["flags"] > 0].model.tolist()
+        verdict = (f"Flagged: {', '.join(flagged)} (the sentences under Flags say which check and by how much)."
+                   if flagged else "Every check passed for every model.")
+        out.append(("Attack checks", checks[0], CHECK_NOTES + [verdict]))
     mech = mechanism_table(results)
     if mech is not None:
         out.append(mech)
@@ -368,7 +419,7 @@ def render_markdown(results: Results, output: Optional[Path] = None) -> str:
 CSV_COLUMNS = ["table", "model", "attention", "baseline", "evaluation", "setting", "eps", "n", "n_pairs",
                "accuracy_pct", "accuracy_ci_low_pct", "accuracy_ci_high_pct", "baseline_accuracy_pct", "error_pct",
                "delta_pp", "delta_ci_low_pp", "delta_ci_high_pp", "p_value", "p_holm", "resolves_5pp",
-               "entropy_nats", "entropy_ratio", "max_attention", "q_norm_mean", "k_norm_mean", "k_norm_max"]
+               "entropy_nats", "entropy_ratio", "max_attention", "q_norm_mean", "k_norm_mean", "k_norm_max", "flag"]
 
 
 def csv_rows(results: Results, t: Optional[Tables] = None) -> pd.DataFrame:
@@ -412,6 +463,12 @@ def csv_rows(results: Results, t: Optional[Tables] = None) -> pd.DataFrame:
                      "delta_ci_low_pp": r.ci_low, "delta_ci_high_pp": r.ci_high, "p_value": r.p_value,
                      "model": r.pairs})
     s = results.samples
+    checks = checks_table(s)
+    for r in (checks[1] if checks is not None else []):
+        rows.append({"table": "check", "model": r["model"], "attention": r["attention"], "evaluation": r["check"],
+                     "setting": r["setting"], "n": r["n"], "accuracy_pct": r["accuracy_pct"],
+                     "baseline_accuracy_pct": r["baseline_accuracy_pct"], "p_value": r["p_value"],
+                     "flag": r["flag"]})
     for (model, name), g in s[s.evaluation == "shift"].groupby(["model", "setting"]):
         rows.append({"table": "shift", "model": model, "attention": g.attention.iloc[0], "evaluation": "shift",
                      "setting": name, "n": len(g), "accuracy_pct": 100 * g.correct.mean()})

@@ -9,6 +9,7 @@ import pandas as pd
 from ..metrics import (COMMON_CORRUPTIONS, CORRUPTION_GROUP, mce, mean_corruption_error, relative_mce, sweep_flags,
                        wilson_interval)
 from ..results import Results
+from .checks import check_flags
 from .compare import compare_pairs, compare_seeds, sweep_keys
 from .labels import attack_label
 
@@ -132,35 +133,6 @@ def attack_table(samples: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     return df.sort_values(["attack", "norm", "eps", "model"]).reset_index(drop=True), flags
 
 
-# attacks whose order is known when both work, at the same norm and eps: (expected stronger, expected weaker, what
-# it means when the weaker one leaves fewer samples robust)
-ATTACK_ORDER = (("pgd", "fgsm", "a one-step attack (FGSM) is stronger than the iterative one (PGD)"),
-                ("autoattack", "pgd", "AutoAttack is weaker than PGD"))
-
-
-def attack_consistency_flags(samples: pd.DataFrame, alpha: float = 0.01) -> list[str]:
-    """Signs that an attack result cannot be trusted (Carlini et al. 2019; AutoAttack's own checks): on the same
-    samples at the same norm and eps, a one-step attack leaving fewer samples robust than PGD, or AutoAttack
-    leaving more than PGD, beyond noise (exact McNemar p < ``alpha``). Either points to masked gradients or an
-    attack that did not converge."""
-    from ..metrics import mcnemar
-    att = samples[(samples.evaluation == "attack") & (samples.eps > 0)] if "attack" in samples else samples.iloc[0:0]
-    flags = []
-    for (model, norm, eps), g in att.groupby(["model", "norm", "eps"], sort=True):
-        by = {a: x.drop_duplicates("sample_id").set_index("sample_id").correct for a, x in g.groupby("attack")}
-        for strong, weak, what in ATTACK_ORDER:
-            if strong not in by or weak not in by:
-                continue
-            shared = by[strong].index.intersection(by[weak].index)
-            s_ok, w_ok = by[strong].loc[shared].to_numpy(bool), by[weak].loc[shared].to_numpy(bool)
-            test = mcnemar(s_ok, w_ok)
-            if w_ok.sum() < s_ok.sum() and test["p_value"] < alpha:
-                flags.append(f"{model} {norm} eps={eps:.6g}: {what} on the same {len(shared)} samples "
-                             f"({100 * w_ok.mean():.1f}% vs {100 * s_ok.mean():.1f}% robust, McNemar p = "
-                             f"{test['p_value']:.2g}): gradient masking or an attack that did not converge")
-    return flags
-
-
 def compute_tables(results: Results) -> Tables:
     samples = results.samples
     dataset = results.provenance.get("dataset", {}).get("name", "")
@@ -170,7 +142,7 @@ def compute_tables(results: Results) -> Tables:
         metric += {"cifar-c": ", CIFAR-10-C constants", "imagenet-c": ", ImageNet-C constants",
                    "auto": ", CIFAR-10-C constants at <= 64 px"}.get(spec.get("params"), "")
     att, flags = attack_table(samples)
-    flags = flags + attack_consistency_flags(samples)
+    flags = flags + check_flags(samples)
     job_flags = []
     if not results.jobs.empty and "flags" in results.jobs:
         for _, j in results.jobs.iterrows():

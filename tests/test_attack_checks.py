@@ -1,0 +1,140 @@
+"""Checks that flag an untrustworthy attack result: each fails on a model built to fail it (real attacks on
+real models, not synthetic outcomes) and passes on the built-in models; the consistency rules also on
+synthetic outcomes with a known answer."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import torch.nn as nn
+
+import questbench
+from questbench.evaluators.attacks import evaluate_attack
+from questbench.report.checks import check_flags, checks_table
+from questbench.settings import AttackConfig
+
+EPS = 8 / 255
+
+
+def _rows(model, evaluation, setting, attack, eps, records):
+    return [dict(model=model, attention="standard", pair="", evaluation=evaluation, setting=setting, attack=attack,
+                 norm="Linf", eps=eps, **r) for r in records]
+
+
+def _synthetic(model, attack, robust, eps=EPS):
+    return _rows(model, "attack", f"{attack}/{eps}", attack, eps,
+                 [dict(sample_id=f"test/{i}", label=0, pred=0, correct=bool(r)) for i, r in enumerate(robust)])
+
+
+def test_one_step_and_autoattack_order_flags_fire_beyond_noise_only():
+    rng = np.random.default_rng(0)
+    pgd = rng.random(400) < 0.4
+    consistent = pd.DataFrame(_synthetic("m", "pgd", pgd) + _synthetic("m", "fgsm", pgd | (rng.random(400) < 0.3))
+                              + _synthetic("m", "autoattack", pgd & (rng.random(400) < 0.9)))
+    assert check_flags(consistent) == []
+    masked = pd.DataFrame(_synthetic("m", "pgd", pgd) + _synthetic("m", "fgsm", pgd & (rng.random(400) < 0.5))
+                          + _synthetic("m", "autoattack", pgd | (rng.random(400) < 0.5)))
+    flags = check_flags(masked)
+    assert len(flags) == 2 and "one-step" in " ".join(flags) and "AutoAttack is weaker" in " ".join(flags)
+    noisy = pd.DataFrame(_synthetic("m", "pgd", pgd) + _synthetic("m", "fgsm", np.where(np.arange(400) < 3, False, pgd)))
+    assert check_flags(noisy) == []  # three samples are noise, not a flag
+
+
+class _MaskedGradients(nn.Module):
+    """The same logits as ``net``, but no gradient reaches the input for the first ``masked`` backward-capable
+    forwards (``masked=None``: never): a non-differentiable step (x + (x.detach() - x)) in front of the net."""
+
+    def __init__(self, net: nn.Module, masked: int | None = None):
+        super().__init__()
+        self.net, self.masked = net, masked
+
+    def forward(self, x):
+        if torch.is_grad_enabled() and x.requires_grad and (self.masked is None or self.masked > 0):
+            if self.masked is not None:
+                self.masked -= 1
+            x = x + (x.detach() - x)
+        return self.net(x)
+
+
+def _check_rows(model_name, name, cfg, records):
+    return _rows(model_name, "check", f"check:{name}/{cfg.key}", cfg.attack, cfg.eps, records)
+
+
+@pytest.fixture(scope="module")
+def data():
+    return questbench.load_dataset("fashion-mnist").subset(range(60))
+
+
+def _run(model, cfg, ds, source=None):
+    return evaluate_attack(model, ds, cfg, seed=1, batch_size=100, source=source).records
+
+
+def test_masked_gradients_fail_the_transfer_and_large_budget_checks(data):
+    """Zero input gradients: white-box PGD moves only by its random start, so PGD crafted on the pair's other
+    model is far stronger, and even 64/255 leaves most samples robust."""
+    std, quest = questbench.load_model("fmnist-vit-standard-s0"), questbench.load_model("fmnist-vit-quest-s0")
+    masked = _MaskedGradients(quest)
+    short, large = AttackConfig("pgd", EPS, steps=10), AttackConfig("pgd", 64 / 255, steps=10)
+    rows = (_check_rows("masked", "pgd-short", short, _run(masked, short, data))
+            + _check_rows("masked", "transfer", short, _run(masked, short, data, source=std))
+            + _check_rows("masked", "large-eps", large, _run(masked, large, data)))
+    table, long = checks_table(pd.DataFrame(rows))
+    row = table.iloc[0]
+    assert row["transfer"].endswith("FLAG") and row["large budget"].endswith("FLAG") and row["flags"] == 2
+    flags = check_flags(pd.DataFrame(rows))
+    assert any("gradient masking" in f for f in flags) and any("does not reach ~0" in f for f in flags)
+    assert {r["check"]: r["flag"] for r in long} == {"transfer": True, "large budget": True}
+
+
+def test_an_attack_that_needs_more_steps_fails_the_steps_check(data):
+    """Gradients masked for the first 12 gradient evaluations: PGD-10 never gets past them, PGD-30 x 2 does."""
+    quest = questbench.load_model("fmnist-vit-quest-s0")
+    short, long = AttackConfig("pgd", EPS, steps=10), AttackConfig("pgd", EPS, steps=30, restarts=2)
+    rows = (_check_rows("slow", "pgd-short", short, _run(_MaskedGradients(quest, masked=12), short, data))
+            + _check_rows("slow", "pgd-long", long, _run(_MaskedGradients(quest, masked=12), long, data)))
+    table, _ = checks_table(pd.DataFrame(rows))
+    assert table.iloc[0]["steps"].endswith("FLAG")
+    assert any("had not converged" in f for f in check_flags(pd.DataFrame(rows)))
+
+
+def test_the_built_in_models_pass_every_check(tmp_path):
+    """A suite with FGSM and PGD sweeps and [checks] on the seed-0 standard/QUEST pair: planned per model
+    (transfer from the pair's other model), run, and every check passes."""
+    from questbench.report.leaderboard import render_csv, render_markdown
+    from questbench.results import load_results
+    from questbench.runner import run_suite
+    from questbench.suite import parse_suite
+    suite = parse_suite("""
+models = ["fmnist-vit-standard-s0", "fmnist-vit-quest-s0"]
+num_workers = 0
+batch_size = 100
+clean = false
+[data]
+samples = 100
+[[attacks]]
+attack = "fgsm"
+eps = ["8/255"]
+[[attacks]]
+attack = "pgd"
+eps = ["8/255"]
+[checks]
+samples = 100
+long_steps = 30
+""", "checks.toml")
+    out = tmp_path / "out"
+    run_suite(suite, out, device="cpu", quiet=True)
+    res = load_results(out)
+    chk = res.samples[res.samples.evaluation == "check"]
+    transfer = res.jobs[res.jobs.setting.str.startswith("check:transfer")]
+    assert sorted(zip(transfer.model, transfer.source)) == [("fmnist-vit-quest-s0", "fmnist-vit-standard-s0"),
+                                                             ("fmnist-vit-standard-s0", "fmnist-vit-quest-s0")]
+    assert chk.groupby("model").setting.nunique().tolist() == [4, 4]
+    table, _ = checks_table(res.samples)
+    assert table["flags"].tolist() == [0, 0], table.to_dict("records")
+    assert set(table.columns) >= {"one-step", "steps", "large budget", "transfer"}
+    md = render_markdown(res)
+    assert "## Attack checks" in md and "Every check passed for every model." in md
+    assert "## Attack sweeps" in md and "check:" not in md.split("## Attack sweeps")[1].split("## ")[0]
+    csv = render_csv(res)
+    assert csv.count("\ncheck,") == 8  # one-step, steps, large budget, transfer for each model
