@@ -64,7 +64,8 @@ def _checks(samples: pd.DataFrame) -> Iterator[tuple[str, str, str, dict]]:
         by = {a: _outcomes(x) for a, x in g.groupby("attack")}
         for reported, challenger, name, what in ATTACK_ORDER:
             if reported in by and challenger in by:
-                yield model, name, f"{norm} eps={eps:.6g}", {**_compare(by[reported], by[challenger]), "what": what}
+                yield model, name, f"{norm} eps={eps:.6g}", {**_compare(by[reported], by[challenger]), "what": what,
+                                                              "eps": eps}
     chk = samples[samples.evaluation == "check"]
     for model, g in chk.groupby("model", sort=True):
         by = {check_name(s): _outcomes(x) for s, x in g.groupby("setting")}
@@ -72,12 +73,12 @@ def _checks(samples: pd.DataFrame) -> Iterator[tuple[str, str, str, dict]]:
         for reported, challenger, name, what in CHECK_ORDER:
             if reported in by and challenger in by:
                 yield model, name, f"Linf eps={eps[reported]:.6g}", {**_compare(by[reported], by[challenger]),
-                                                                      "what": what}
+                                                                      "what": what, "eps": eps[reported]}
         if "large-eps" in by:
             ok = by["large-eps"].to_numpy(bool)
             robust = 100 * ok.mean()
             yield model, "large budget", f"Linf eps={eps['large-eps']:.6g}", {
-                "n": len(ok), "robust": robust, "flag": bool(ok.mean() > LARGE_EPS_MAX),
+                "n": len(ok), "robust": robust, "flag": bool(ok.mean() > LARGE_EPS_MAX), "eps": eps["large-eps"],
                 "what": f"robust accuracy does not reach ~0 at a large budget (> {100 * LARGE_EPS_MAX:g}% left)"}
 
 
@@ -96,6 +97,11 @@ def check_flags(samples: pd.DataFrame) -> list[str]:
 
 
 def _cell(name: str, r: dict) -> str:
+    from .labels import eps_label
+    return f"{eps_label(r['eps'])}: " + _outcome(name, r)
+
+
+def _outcome(name: str, r: dict) -> str:
     if name == "large budget":
         text = f"{r['robust']:.1f}%"
     else:
