@@ -155,10 +155,9 @@ def attack_patch_batch(model: nn.Module, cfg: PatchConfig, x: torch.Tensor, y: t
     sample fooled at any step of any restart stays fooled; its attacked attention statistics are those of the
     final iterate of the restart that decided it (the first that fooled it, else the last).
     ``first_success_step`` is the fewest steps that fooled it over all restarts, so robust accuracy at fewer
-    steps can be read off the records. Each
-    restart's start and positions depend on the seed, the sample and the restart index only - not on the step
-    or restart count - so a run with more steps or restarts repeats this one's trajectories and can only fool
-    more samples. ``images``, if given, receives each restart's final iterate (for inspection and tests)."""
+    steps can be read off the records. Each restart's start and positions depend on the seed, the sample and
+    the restart index only - not on the step or restart count - so a run with more steps or restarts repeats
+    this one's trajectories and can only fool more samples. ``images``, if given, receives each restart's final iterate (for inspection and tests)."""
     gh, gw, px, prefix = token_grid(model.model if isinstance(model, PrecisionWrapper) else model, x.shape[-2:])
     with torch.no_grad():
         clean_logits = model(x)
@@ -181,7 +180,7 @@ def attack_patch_batch(model: nn.Module, cfg: PatchConfig, x: torch.Tensor, y: t
         with seeded(derive_seed(seed, cfg.trajectory_key, "init", trial, sample_ids[0]), str(x.device)):
             content = torch.rand_like(x)
         fooled_here = torch.zeros(len(x), dtype=torch.bool)
-        pred_first = pred_final = clean_pred.cpu()
+        pred_first = clean_pred.cpu()
         for step in range(cfg.steps + 1):
             last = step == cfg.steps
             content.requires_grad_(not last)
@@ -194,8 +193,7 @@ def attack_patch_batch(model: nn.Module, cfg: PatchConfig, x: torch.Tensor, y: t
             pred_first = torch.where(first_here, pred, pred_first)
             better = first_here & ((best["first_step"] < 0) | (best["first_step"] > step))
             best["first_step"] = torch.where(better, torch.tensor(step), best["first_step"])
-            if last:
-                pred_final = pred
+            if last:  # ``pred`` stays the final iterate's prediction
                 break
             objective = F.cross_entropy(logits, y, reduction="sum") if cfg.loss == "ce" else tap.loss_terms().sum()
             grad, = torch.autograd.grad(objective, content)
@@ -205,7 +203,7 @@ def attack_patch_batch(model: nn.Module, cfg: PatchConfig, x: torch.Tensor, y: t
         # objective reached
         decide = ~best["fooled"] & (fooled_here | torch.tensor(trial == cfg.restarts - 1))
         adv_stats = tap.per_layer()
-        best["pred"] = torch.where(decide, torch.where(fooled_here, pred_first, pred_final), best["pred"])
+        best["pred"] = torch.where(decide, torch.where(fooled_here, pred_first, pred), best["pred"])
         for k in STATS:
             best[f"{k}_clean"] = torch.where(decide[:, None], clean_stats[k], best[f"{k}_clean"])
             best[f"{k}_adv"] = torch.where(decide[:, None], adv_stats[k], best[f"{k}_adv"])

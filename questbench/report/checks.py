@@ -82,18 +82,22 @@ def _checks(samples: pd.DataFrame) -> Iterator[tuple[str, str, str, dict]]:
                 "what": f"robust accuracy does not reach ~0 at a large budget (> {100 * LARGE_EPS_MAX:g}% left)"}
 
 
+def _sentence(model: str, name: str, context: str, r: dict) -> str:
+    if name == "large budget":
+        return f"{model} {context}: {r['what']}: {r['robust']:.1f}% of {r['n']} samples stay robust"
+    return (f"{model} {context}: {r['what']} on the same {r['n']} samples ({r['challenger']:.1f}% vs "
+            f"{r['reported']:.1f}% robust, McNemar p = {r['p']:.2g})")
+
+
 def check_flags(samples: pd.DataFrame) -> list[str]:
     """One sentence per failed check."""
-    out = []
-    for model, name, context, r in _checks(samples):
-        if not r["flag"]:
-            continue
-        if name == "large budget":
-            out.append(f"{model} {context}: {r['what']}: {r['robust']:.1f}% of {r['n']} samples stay robust")
-        else:
-            out.append(f"{model} {context}: {r['what']} on the same {r['n']} samples ({r['challenger']:.1f}% vs "
-                       f"{r['reported']:.1f}% robust, McNemar p = {r['p']:.2g})")
-    return out
+    checks = checks_table(samples)
+    return flag_sentences(checks)
+
+
+def flag_sentences(checks: Optional[tuple[pd.DataFrame, list[dict]]]) -> list[str]:
+    """The sentences of the failed checks in ``checks_table``'s result."""
+    return [r["sentence"] for r in (checks[1] if checks is not None else []) if r["flag"]]
 
 
 def _cell(name: str, r: dict) -> str:
@@ -125,7 +129,8 @@ def checks_table(samples: pd.DataFrame) -> Optional[tuple[pd.DataFrame, list[dic
         row["flags"] += int(r["flag"])
         long.append({"model": model, "attention": attention.get(model, ""), "check": name, "setting": context,
                      "n": r["n"], "accuracy_pct": r.get("robust", r.get("challenger")),
-                     "baseline_accuracy_pct": r.get("reported"), "p_value": r.get("p"), "flag": r["flag"]})
+                     "baseline_accuracy_pct": r.get("reported"), "p_value": r.get("p"), "flag": r["flag"],
+                     "sentence": _sentence(model, name, context, r)})
     df = pd.DataFrame(list(rows.values()))
     df = df[["model", "attention"] + [c for c in COLUMNS if (df[c] != "-").any()] + ["flags"]]
     return df, long

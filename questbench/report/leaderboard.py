@@ -15,7 +15,7 @@ from ..results import Results, load_results
 from ..metrics import MIN_N_5PP, min_sign_flip_p, resolves_5pp
 from .compare import AGGREGATE, RELATIVE
 from .labels import budget_label, eps_label
-from .checks import CHECK_NOTES, checks_table
+from .checks import CHECK_NOTES
 from .tables import Tables, compute_tables
 
 FORMATS = ("md", "rich", "csv")
@@ -301,7 +301,7 @@ def sections(t: Tables, results: Results) -> list[tuple[str, pd.DataFrame, list[
     for table in (patch_table(results), patch_convergence(results)):
         if table is not None:
             out.append(table)
-    checks = checks_table(results.samples)
+    checks = t.checks
     if checks is not None:
         flagged = checks[0][checks[0]["flags"] > 0].model.tolist()
         verdict = (f"Flagged: {', '.join(flagged)} (the sentences under Flags say which check and by how much)."
@@ -463,7 +463,7 @@ def csv_rows(results: Results, t: Optional[Tables] = None) -> pd.DataFrame:
                      "delta_ci_low_pp": r.ci_low, "delta_ci_high_pp": r.ci_high, "p_value": r.p_value,
                      "model": r.pairs})
     s = results.samples
-    checks = checks_table(s)
+    checks = t.checks
     for r in (checks[1] if checks is not None else []):
         rows.append({"table": "check", "model": r["model"], "attention": r["attention"], "evaluation": r["check"],
                      "setting": r["setting"], "n": r["n"], "accuracy_pct": r["accuracy_pct"],

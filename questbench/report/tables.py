@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Optional
 
 import numpy as np
 import pandas as pd
@@ -9,7 +10,7 @@ import pandas as pd
 from ..metrics import (COMMON_CORRUPTIONS, CORRUPTION_GROUP, mce, mean_corruption_error, relative_mce, sweep_flags,
                        wilson_interval)
 from ..results import Results
-from .checks import check_flags
+from .checks import checks_table, flag_sentences
 from .compare import compare_pairs, compare_seeds, sweep_keys
 from .labels import attack_label
 
@@ -27,6 +28,7 @@ class Tables:
     flags: list[str] = field(default_factory=list)
     corruption_metric: str = ""
     notes: list[str] = field(default_factory=list)
+    checks: Optional[tuple[pd.DataFrame, list[dict]]] = None  # checks.checks_table(): table and csv rows
 
 
 def _model_meta(samples: pd.DataFrame) -> pd.DataFrame:
@@ -142,7 +144,8 @@ def compute_tables(results: Results) -> Tables:
         metric += {"cifar-c": ", CIFAR-10-C constants", "imagenet-c": ", ImageNet-C constants",
                    "auto": ", CIFAR-10-C constants at <= 64 px"}.get(spec.get("params"), "")
     att, flags = attack_table(samples)
-    flags = flags + check_flags(samples)
+    checks = checks_table(samples)  # computed once: the Flags sentences, the checks table and the csv rows
+    flags = flags + flag_sentences(checks)
     job_flags = []
     if not results.jobs.empty and "flags" in results.jobs:
         for _, j in results.jobs.iterrows():
@@ -150,4 +153,4 @@ def compute_tables(results: Results) -> Tables:
                 job_flags.append(f"{j['model']} {j['setting']}: {j['flags']}")
     return Tables(clean=clean_table(samples), corruptions=corr, severity=sev, attacks=att,
                   pairs=compare_pairs(results), seeds=compare_seeds(results), flags=sorted(set(flags + job_flags)), corruption_metric=metric,
-                  notes=notes)
+                  notes=notes, checks=checks)
