@@ -111,6 +111,9 @@ class PatchConfig:
     step_size: float = 0.1
     restarts: int = 1
     position: str = "random"
+    # halve the step every ``halve_every`` steps (0: a fixed step). The schedule depends on the step index
+    # only, not on the step count, so a longer run repeats a shorter one's iterates.
+    halve_every: int = 0
     layers: Optional[tuple[int, ...]] = None  # attention loss: these block indices (None: all)
     attack: str = "patch"
     norm: str = "patch"
@@ -118,6 +121,8 @@ class PatchConfig:
     def __post_init__(self):
         if self.patches < 0 or self.size < 1 or self.steps < 1 or self.restarts < 1 or not self.step_size > 0:
             raise QuestbenchError("patch attack: patches >= 0, size, steps, restarts >= 1 and step_size > 0")
+        if self.halve_every < 0:
+            raise QuestbenchError("patch attack: halve_every >= 0 (0: a fixed step size)")
         if self.loss not in PATCH_LOSSES:
             raise QuestbenchError(f"patch loss must be one of {PATCH_LOSSES}, not {self.loss!r}")
         if self.position not in PATCH_POSITIONS:
@@ -136,12 +141,20 @@ class PatchConfig:
         d["implementation"] = "questbench"
         return d
 
+    def step_at(self, step: int) -> float:
+        """The signed-gradient step taken from iterate ``step`` to ``step + 1``."""
+        return self.step_size * 0.5 ** (step // self.halve_every) if self.halve_every else self.step_size
+
+    @property
+    def _schedule(self) -> list[str]:
+        return [f"halve={self.halve_every}"] if self.halve_every else []  # absent: keys of fixed-step runs stay
+
     @property
     def trajectory_key(self) -> str:
         """What a restart's start depends on besides seed, sample and restart index: not steps or restarts, so
         more of either repeats the same trajectories (a sample fooled within k steps stays fooled)."""
         parts = ["patch", self.loss, f"patches={self.patches}", f"size={self.size}", f"step={self.step_size:.6g}",
-                 f"pos={self.position}"]
+                 *self._schedule, f"pos={self.position}"]
         if self.layers is not None:
             parts.append("layers=" + ",".join(map(str, self.layers)))
         return "/".join(parts)
@@ -149,7 +162,7 @@ class PatchConfig:
     @property
     def key(self) -> str:
         parts = ["patch", self.loss, f"patches={self.patches}", f"size={self.size}", f"steps={self.steps}",
-                 f"step={self.step_size:.6g}", f"pos={self.position}", f"restarts={self.restarts}"]
+                 f"step={self.step_size:.6g}", *self._schedule, f"pos={self.position}", f"restarts={self.restarts}"]
         if self.layers is not None:
             parts.append("layers=" + ",".join(map(str, self.layers)))
         return "/".join(parts)

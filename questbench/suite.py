@@ -79,6 +79,7 @@ class AttackSchema(_Schema):
     patch_size: Optional[PositiveInt] = None
     position: Optional[Literal["random", "fixed", "worst"]] = None
     layers: Optional[Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1)]] = None
+    halve_every: Optional[Annotated[int, Field(ge=0)]] = None  # patch: halve the step every n steps (0: fixed)
     norm: Literal["Linf", "L2"] = "Linf"
     steps: Optional[PositiveInt] = None
     step_size: Optional[Fractionish] = None
@@ -269,7 +270,7 @@ def _patch_spec(a: AttackSchema, where: str) -> AttackSpec:
         raise QuestbenchError(f"suite {where}: a patch count is listed twice")
     step = float(parse_eps(a.step_size, f"{where}.step_size")) if a.step_size is not None else 0.1
     configs = [PatchConfig(patches=k, loss=a.loss, size=a.patch_size or 1, steps=a.steps or 20, step_size=step,
-                           restarts=a.restarts, position=a.position or "random",
+                           restarts=a.restarts, position=a.position or "random", halve_every=a.halve_every or 0,
                            layers=tuple(a.layers) if a.layers is not None else None) for k in counts]
     return AttackSpec(configs, a.samples, a.batch_size)
 
@@ -277,8 +278,10 @@ def _patch_spec(a: AttackSchema, where: str) -> AttackSpec:
 def _attack_spec(a: AttackSchema, where: str) -> AttackSpec:
     if a.attack == "patch":
         return _patch_spec(a, where)
-    if a.patches is not None or a.patch_size is not None or a.position is not None or a.layers is not None:
-        raise QuestbenchError(f"suite {where}: patches, patch_size, position and layers belong to attack = \"patch\"")
+    if (a.patches is not None or a.patch_size is not None or a.position is not None or a.layers is not None
+            or a.halve_every is not None):
+        raise QuestbenchError(f"suite {where}: patches, patch_size, position, layers and halve_every belong to "
+                              "attack = \"patch\"")
     if a.eps is None:
         raise QuestbenchError(f"suite {where}: give eps (a number or a list for a sweep)")
     if a.loss == "attention":

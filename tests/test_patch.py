@@ -52,6 +52,24 @@ def test_zero_patches_is_clean_accuracy_and_pixels_outside_stay_bit_identical():
     assert (x_adv[mask] >= 0).all() and (x_adv[mask] <= 1).all() and not torch.equal(x_adv[mask], x[mask])
 
 
+def test_the_halving_schedule_sets_each_steps_size():
+    """Runs of 1 and 2 steps share their start (the schedule depends on the step index, not the count), so the
+    second step's move is their difference: step_at(1) = step_size / 2 wherever the clamp did not bite."""
+    model = make_tiny("standard", seed=1)
+    ds = _data(8)
+    x, y = torch.stack([ds[i][0] for i in range(8)]), torch.tensor(ds.labels[:8])
+    final = {}
+    for steps in (1, 2):
+        images = []
+        attack_patch_batch(model, PatchConfig(patches=2, steps=steps, step_size=0.4, halve_every=1), x, y,
+                           ds.sample_ids[:8], 0, images=images)
+        final[steps], pix = images[0]
+    inside = pix.expand_as(x)
+    move = (final[2] - final[1])[inside].abs()
+    free = (final[2][inside] > 0) & (final[2][inside] < 1) & (final[1][inside] > 0) & (final[1][inside] < 1)
+    assert free.sum() > 100 and torch.allclose(move[free], torch.full_like(move[free], 0.2), atol=1e-6)
+
+
 @pytest.mark.parametrize("kind", ["standard", "quest"])
 def test_attention_loss_raises_attention_on_the_patch(kind):
     """On the built-in 0.48M-parameter ViTs (a random tiny ViT attends almost uniformly whatever its input):
@@ -84,8 +102,17 @@ def test_patch_suite_keys_validate():
                          ('patches = 1\nposition = "corner"', "position")):
         with pytest.raises(QuestbenchError, match=message):
             parse_suite(f'models = ["m"]\n[[attacks]]\nattack = "patch"\n{bad}\n', "t.toml")
-    with pytest.raises(QuestbenchError, match="belong to attack"):
-        parse_suite('models = ["m"]\n[[attacks]]\nattack = "pgd"\neps = 0.1\npatches = 1\n', "t.toml")
+    for extra in ("patches = 1", "halve_every = 4"):
+        with pytest.raises(QuestbenchError, match="belong to attack"):
+            parse_suite(f'models = ["m"]\n[[attacks]]\nattack = "pgd"\neps = 0.1\n{extra}\n', "t.toml")
+    halved = parse_suite('models = ["m"]\n[[attacks]]\nattack = "patch"\npatches = 1\nstep_size = 0.4\n'
+                         'halve_every = 3\n', "t.toml").attacks[0].configs[0]
+    assert [halved.step_at(t) for t in range(7)] == [0.4, 0.4, 0.4, 0.2, 0.2, 0.2, 0.1]
+    assert "halve=3" in halved.key and "halve=3" in halved.trajectory_key
+    assert "halve" not in cfgs[1].key  # keys of fixed-step runs are the ones stored before the schedule existed
+    assert PatchConfig(patches=1).step_at(100) == 0.1
+    with pytest.raises(QuestbenchError, match="halve_every"):
+        PatchConfig(patches=1, halve_every=-1)
 
 
 def test_reached_tokens_are_the_conv_stems_receptive_field():
@@ -114,16 +141,17 @@ def _fooled(records):
     return {r["sample_id"] for r in records if r["clean_correct"] and not r["correct"]}
 
 
-@pytest.mark.parametrize("loss", ["ce", "attention"])
-def test_more_steps_or_restarts_only_fool_more_and_the_curve_matches_shorter_runs(loss):
+@pytest.mark.parametrize("loss,halve", [("ce", 0), ("attention", 0), ("ce", 2)])
+def test_more_steps_or_restarts_only_fool_more_and_the_curve_matches_shorter_runs(loss, halve):
     """Best iterate with trajectories that do not depend on the step or restart count: fooled within k steps
     stays fooled at any larger count; robust accuracy at s steps read off the first-success steps of one long
-    run equals a run with s steps. A final-iterate attack fails this (a sample fooled mid-way can recover)."""
+    run equals a run with s steps. A final-iterate attack fails this (a sample fooled mid-way can recover), and
+    so would a step schedule that depends on the step count."""
     import questbench
     model = questbench.load_model("fmnist-vit-standard-s1")
     ds = questbench.load_dataset("fashion-mnist").subset(range(48))
-    run = {(k, r): evaluate_patch(model, ds, PatchConfig(patches=1, loss=loss, steps=k, restarts=r),
-                                  batch_size=48).records for k, r in ((3, 1), (6, 1), (6, 2))}
+    run = {(k, r): evaluate_patch(model, ds, PatchConfig(patches=1, loss=loss, steps=k, restarts=r,
+                                                         halve_every=halve), batch_size=48).records for k, r in ((3, 1), (6, 1), (6, 2))}
     assert _fooled(run[3, 1]) <= _fooled(run[6, 1]) <= _fooled(run[6, 2])
     assert len(_fooled(run[6, 2])) > len(_fooled(run[3, 1]))  # the comparison is not vacuous
     from_curve = {r["sample_id"] for r in run[6, 1] if r["clean_correct"]

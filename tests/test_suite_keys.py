@@ -74,6 +74,7 @@ VARIANTS: dict[str, tuple[str, Any]] = {
     "attacks.patch_size": ("patch", 2),
     "attacks.position": ("patch", "fixed"),
     "attacks.layers": ("patch", [0]),
+    "attacks.halve_every": ("patch", 1),
     "diagnostics.samples": ("diagnostics", 2),
     "checks.samples": ("checks", 3),
     "checks.eps": ("checks", "4/255"),

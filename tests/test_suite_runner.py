@@ -53,6 +53,8 @@ def test_end_to_end_run_results_and_leaderboards(tmp_path, tiny_pair):
     summary = run_suite(suite, out, device="cpu", quiet=True)
     n_jobs = 2 * (1 + 6 + 6 + 1)
     assert summary.jobs_run == n_jobs and summary.jobs_total == n_jobs
+    assert [n for n in summary.notes if n.startswith("warning: corruptions use ImageNet-C's constants")
+            and "on 28 px images" in n and 'engine = "torch"' in n]  # the suite's default engine at 28 px
     res = questbench.load_results(out)
     s = res.samples
     assert len(s[(s.evaluation == "clean")]) == 2 * 24
@@ -93,6 +95,22 @@ def test_end_to_end_run_results_and_leaderboards(tmp_path, tiny_pair):
     assert all(name in r.stdout for name in ("tiny-quest", "fmnist-vit-standard-s2", "deit_tiny_patch16_224.fb_in1k"))
     r = _run_cli(["leaderboard", str(out), "--format", "html"])
     assert r.returncode == 2 and r.stderr.startswith("error: format must be one of")
+
+
+@pytest.mark.parametrize("corruptions,side,warns", [
+    ('engine = "imagecorruptions"', 28, True), ('engine = "torch"\nparams = "imagenet-c"', 64, True),
+    ('engine = "torch"\nparams = "cifar-c"', 28, False), ('engine = "torch"\nparams = "auto"', 28, False),
+    ('engine = "imagecorruptions"', 65, False), ('mode = "cifar-c"\nroot = "x"', 32, False)])
+def test_small_images_with_imagenet_c_constants_warn(corruptions, side, warns):
+    import numpy as np
+
+    from questbench.data.arrays import ArrayDataset
+    from questbench.runner import small_image_warning
+    suite = parse_suite(f'models = ["m"]\n[corruptions]\n{corruptions}\n', "t.toml")
+    images = ArrayDataset(np.zeros((2, side, side), np.uint8), np.zeros(2, int), "t", "t")
+    warning = small_image_warning(suite, images)
+    assert bool(warning) == warns and (not warns or f"{side} px" in warning)
+    assert small_image_warning(parse_suite('models = ["m"]\n', "t.toml"), images) is None
 
 
 def _run_cli(args, **kw):

@@ -197,7 +197,7 @@ def attack_patch_batch(model: nn.Module, cfg: PatchConfig, x: torch.Tensor, y: t
                 break
             objective = F.cross_entropy(logits, y, reduction="sum") if cfg.loss == "ce" else tap.loss_terms().sum()
             grad, = torch.autograd.grad(objective, content)
-            content = (content.detach() + cfg.step_size * grad.sign()).clamp_(0, 1)
+            content = (content.detach() + cfg.step_at(step) * grad.sign()).clamp_(0, 1)
         # the record: the first restart that fools a sample (its prediction at the iterate that first fooled
         # it), else the last restart; attention statistics of that restart's final iterate, what the attack's
         # objective reached
