@@ -6,7 +6,7 @@ shorter run agrees). Restarts: a second run with 2 x restarts (and 2 x steps) be
 Prints, per model, loss and patch count: robust accuracy (%) at steps and 2 x steps, with restarts R and 2R,
 and the changes in pp. The zoo models and the Fashion-MNIST test subset of the `attention-attacks` suite.
 
-    python bench/patch_convergence.py [--steps 20] [--restarts 1] [--step-size 0.1] [--samples 400]
+    python bench/patch_convergence.py [--steps 20] [--restarts 1] [--step-size 0.1] [--halve-every 0] [--samples 400]
                                       [--models fmnist-vit-standard-s0,fmnist-vit-quest-s0] [--patches 1,2,4]
 """
 from __future__ import annotations
@@ -33,6 +33,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--restarts", type=int, default=1)
     ap.add_argument("--step-size", type=float, default=0.1)
+    ap.add_argument("--halve-every", type=int, default=0, help="halve the step every n steps (0: fixed)")
     ap.add_argument("--samples", type=int, default=400)
     ap.add_argument("--models", default="fmnist-vit-standard-s0,fmnist-vit-quest-s0")
     ap.add_argument("--patches", default="1,2,4")
@@ -43,14 +44,14 @@ def main() -> None:
     ids = np.random.default_rng(0).choice(len(ds), a.samples, replace=False)
     ds = ds.subset(sorted(int(i) for i in ids))
     print(f"# {platform.processor() or platform.machine()}, torch {torch.__version__}, {a.samples} images, "
-          f"step size {a.step_size}")
+          f"step size {a.step_size}" + (f", halved every {a.halve_every} steps" if a.halve_every else ""))
     print("model | loss | patches | robust@S,R | robust@2S,R | robust@2S,2R | 2S-S (pp) | 2R-R (pp) | s")
     for name in a.models.split(","):
         model = questbench.load_model(name)
         for loss in a.losses.split(","):
             for k in (int(x) for x in a.patches.split(",")):
                 t0 = time.perf_counter()
-                base = dict(patches=k, loss=loss, step_size=a.step_size)
+                base = dict(patches=k, loss=loss, step_size=a.step_size, halve_every=a.halve_every)
                 long = evaluate_patch(model, ds, PatchConfig(steps=2 * a.steps, restarts=a.restarts, **base),
                                       batch_size=200).records
                 more = evaluate_patch(model, ds, PatchConfig(steps=2 * a.steps, restarts=2 * a.restarts, **base),

@@ -142,14 +142,23 @@ def compare(results: Path = typer.Argument(..., help="results folder"),
 @app.command()
 def export(results: Path = typer.Argument(..., help="a results folder written by `questbench run`"),
            format: str = typer.Option("robustbench", "--format", help="robustbench"),
-           out: Path = typer.Option(..., "--out", help="folder to write into")):
+           out: Path = typer.Option(..., "--out", help="folder to write into"),
+           dataset: Optional[str] = typer.Option(None, "--dataset", help="RobustBench's name for the run's "
+                                                 "dataset (cifar10, cifar100, imagenet) when questbench's differs"),
+           eps: Optional[str] = typer.Option(None, "--eps", help="the AutoAttack eps to export, e.g. 8/255 "
+                                             "(default: RobustBench's for the dataset if run, else the largest)")):
     """Export results in another tool's format (RobustBench model_info JSON + unaggregated_results.csv)."""
     from .report.export import export_robustbench
     from .results import load_results
+    from .suite import parse_eps
 
     if format != "robustbench":
         raise QuestbenchError(f"export format must be robustbench, not {format!r}")
-    for path in export_robustbench(load_results(results), out):
+    chosen = parse_eps(eps, "--eps") if eps is not None else None
+    written, notes = export_robustbench(load_results(results), out, dataset, chosen)
+    for note in notes:
+        typer.echo(note, err=True)
+    for path in written:
         typer.echo(str(path))
 
 
@@ -218,7 +227,7 @@ def toy(out: Path = typer.Option(Path("runs/toy"), "--out"),
         quiet: bool = typer.Option(False, "--quiet", "-q")):
     """Reproduce the QUEST paper's toy example (spurious shortcut) over a learning-rate x weight-decay grid;
     a killed grid resumes from the runs already written to OUT."""
-    from .models import check_creatable
+    from ._io import check_creatable
     if out.exists() and not out.is_dir():
         raise QuestbenchError(f"--out {out} exists and is not a folder")
     check_creatable(out, "--out")  # a folder holding runs.jsonl is resumed

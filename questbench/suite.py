@@ -41,10 +41,11 @@ def parse_eps(value: Any, where: str) -> float:
         pass
     if eps is not None and not math.isfinite(eps):
         eps = None
+    where = where if where.startswith("--") else f"suite {where}"  # a command-line option, else a suite key
     if eps is None:
-        raise QuestbenchError(f"suite {where}: eps {value!r} is not a number or a fraction like \"1/255\"")
+        raise QuestbenchError(f"{where}: eps {value!r} is not a number or a fraction like \"1/255\"")
     if not 0 <= eps <= 1:
-        raise QuestbenchError(f"suite {where}: eps {value!r} is outside [0, 1] (images are in [0, 1]; "
+        raise QuestbenchError(f"{where}: eps {value!r} is outside [0, 1] (images are in [0, 1]; "
                               "write 8/255 as \"8/255\")")
     return eps
 

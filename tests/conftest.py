@@ -22,19 +22,19 @@ def make_tiny(attention="standard", seed=0, **over):
     return build_model(tiny_spec(attention, **over)).eval()
 
 
-@pytest.fixture
-def tiny_pair(tmp_path):
-    """Two random tiny ViTs (standard and QUEST, same weights) saved with cards, plus a registry naming them."""
+def write_tiny_pair(folder):
+    """Two random tiny ViTs (standard and QUEST, same weights) saved with cards in ``folder``, plus a registry
+    naming them; returns the registry's path."""
     from questbench.attention import set_attention
     from questbench.models import save_checkpoint
 
     std = make_tiny("standard", seed=0)
-    save_checkpoint(std, tmp_path / "tiny-std.safetensors")
+    save_checkpoint(std, folder / "tiny-std.safetensors")
     quest = make_tiny("standard", seed=0)
     set_attention(quest.net, "quest")
     quest.spec.attention = "quest"
-    save_checkpoint(quest, tmp_path / "tiny-quest.safetensors")
-    reg = tmp_path / "registry.toml"
+    save_checkpoint(quest, folder / "tiny-quest.safetensors")
+    reg = folder / "registry.toml"
     lines = []
     for name, kind, pair in (("tiny-std", "standard", "tiny-quest"), ("tiny-quest", "quest", "tiny-std")):
         lines += ["[[model]]", f'name = "{name}"', f'arch = "{TINY["arch"]}"', f'attention = "{kind}"',
@@ -43,6 +43,12 @@ def tiny_pair(tmp_path):
                   'arch_kwargs = { patch_size = 7, embed_dim = 32, depth = 2, num_heads = 2 }', ""]
     reg.write_text("\n".join(lines))
     return reg
+
+
+@pytest.fixture
+def tiny_pair(tmp_path):
+    """The registry of a tiny standard/QUEST pair written into the test's folder (``write_tiny_pair``)."""
+    return write_tiny_pair(tmp_path)
 
 
 @pytest.fixture

@@ -80,7 +80,7 @@ def test_reports_read_results_without_torch(tmp_path, tiny_pair):
     from questbench.runner import run_suite
     from questbench.suite import parse_suite
     text = (f'registry = ["{tiny_pair}"]\nmodels = ["tiny-std", "tiny-quest"]\nnum_workers = 0\nbatch_size = 8\n'
-            '[data]\nsamples = 8\n[corruptions]\nnames = ["fog"]\nseverities = [1]\n[[attacks]]\nattack = "fgsm"\n'
+            '[data]\nsamples = 8\n[corruptions]\nengine = "torch"\nparams = "cifar-c"\n[[attacks]]\nattack = "fgsm"\n'
             'eps = [0, "2/255"]\n')
     run_suite(parse_suite(text, "t.toml"), tmp_path / "out", device="cpu", quiet=True)
     code = ("import sys\nfrom questbench.results import load_results\n"
@@ -88,6 +88,7 @@ def test_reports_read_results_without_torch(tmp_path, tiny_pair):
             "from questbench.report.compare import compare_pairs, compare_seeds\n"
             "from questbench.report.export import export_robustbench\n"
             f"r = load_results({str(tmp_path / 'out')!r}); render_markdown(r); render_csv(r); compare_pairs(r)\n"
+            f"export_robustbench(r, {str(tmp_path / 'rb')!r}, 'cifar10')\n"
             "print(sorted(m for m in ('torch', 'timm') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
