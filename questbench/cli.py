@@ -73,8 +73,10 @@ def run(suite: Optional[str] = typer.Argument(None, help="built-in suite name or
     from .models import atomic_write_bytes
     board = out / "leaderboard.md"
     atomic_write_bytes(board, render_markdown(results, board).encode())
+    from .report.html import render_html
+    atomic_write_bytes(board.with_suffix(".html"), render_html(results).encode())
     typer.echo(f"{summary.jobs_run} job(s) run, {summary.jobs_skipped} already done, "
-               f"{summary.wall_s:.1f} s; results in {out}, leaderboard {board}", err=True)
+               f"{summary.wall_s:.1f} s; results in {out}, leaderboard {board} (and .html)", err=True)
 
 
 def _launch_ranks(nproc: int, argv: list[str], out: Path) -> None:
@@ -98,12 +100,14 @@ def _launch_ranks(nproc: int, argv: list[str], out: Path) -> None:
 
 @app.command()
 def leaderboard(results: Path = typer.Argument(..., help="a results folder written by `questbench run`"),
-                format: str = typer.Option("md", "--format", "-f", help="md, rich or csv"),
-                output: Optional[Path] = typer.Option(None, "--output", "-o", help="write to FILE (md: plots beside it)")):
+                format: str = typer.Option("md", "--format", "-f", help="md, rich, csv or html"),
+                output: Optional[Path] = typer.Option(None, "--output", "-o", help="write to FILE (md: plots beside it)"),
+                images_per_cell: int = typer.Option(6, "--images-per-cell", min=0, help="html: discordant images "
+                                                    "shown per side of each setting (0: none)")):
     """Render the leaderboard of a results folder."""
     from .report.leaderboard import leaderboard as lb
 
-    text = lb(results, format, str(output) if output else None)
+    text = lb(results, format, str(output) if output else None, images_per_cell)
     if text is not None and output is None:
         typer.echo(text, nl=False)
 

@@ -75,7 +75,7 @@ def test_end_to_end_run_results_and_leaderboards(tmp_path, tiny_pair):
     assert sections[:6] == ["## Headline", "## Clean accuracy", "## Corruptions in detail", "## Attack sweeps",
                             "## Attack checks",
                             "## Attention mechanism"] and "## Paired: tiny-quest minus tiny-std" in sections
-    for name in ("corruptions", "attacks", "attention"):
+    for name in ("corruptions", "attacks", "attention", "deltas"):
         assert (tmp_path / f"lb_{name}.png").is_file()
     csv1 = render_csv(load_results(out))
     assert csv1 == render_csv(load_results(out))
@@ -93,7 +93,7 @@ def test_end_to_end_run_results_and_leaderboards(tmp_path, tiny_pair):
     r = _run_cli(["models", "--registry", str(tiny_pair)], env={**os.environ, "COLUMNS": "80"})
     assert r.returncode == 0 and "…" not in r.stdout
     assert all(name in r.stdout for name in ("tiny-quest", "fmnist-vit-standard-s2", "deit_tiny_patch16_224.fb_in1k"))
-    r = _run_cli(["leaderboard", str(out), "--format", "html"])
+    r = _run_cli(["leaderboard", str(out), "--format", "pdf"])
     assert r.returncode == 2 and r.stderr.startswith("error: format must be one of")
 
 

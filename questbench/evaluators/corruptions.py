@@ -183,6 +183,20 @@ class TorchEngine:
         return corrupt_batch(x.contiguous(), setting.corruption, setting.severity, generators(seeds, x.device), params)
 
 
+def seen_images(dataset, indices: Sequence[int], setting: CorruptionSetting, suite_seed: int, mode: str = "native",
+                engine: str = "imagecorruptions", params: str = "imagenet-c") -> list[np.ndarray]:
+    """The corrupted images (uint8 HxWx3) the models were shown for these samples of an on-the-fly sweep: each
+    image is a pure function of the seed, the sample and the setting, made by the same code as in the sweep."""
+    if engine == "torch":
+        prepared = np.stack([OnTheFly(dataset, suite_seed, mode, corrupt=False)(setting, i) for i in indices])
+        x = torch.from_numpy(prepared).permute(0, 3, 1, 2).float().div_(255.0)
+        y = TorchEngine(suite_seed, params)(x, setting, [dataset.sample_ids[i] for i in indices])
+        # the model saw y as floats; shown as the nearest uint8 image
+        return list((y.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy())
+    source = OnTheFly(dataset, suite_seed, mode)
+    return [source(setting, i) for i in indices]
+
+
 def _warm_up(settings: Sequence[CorruptionSetting]) -> None:
     """Compile glass_blur's numba kernel in this process first: forked workers inherit it instead of each
     spending seconds compiling their own copy."""

@@ -18,7 +18,7 @@ from .labels import budget_label, eps_label
 from .checks import CHECK_NOTES
 from .tables import Tables, compute_tables
 
-FORMATS = ("md", "rich", "csv")
+FORMATS = ("md", "rich", "csv", "html")
 
 
 def _fmt(v) -> str:
@@ -545,7 +545,8 @@ def render_rich(results: Results, console=None) -> None:
         console.print(f"[yellow]flag:[/yellow] {f}")
 
 
-def leaderboard(results_dir, fmt: str = "md", output: Optional[str] = None) -> Optional[str]:
+def leaderboard(results_dir, fmt: str = "md", output: Optional[str] = None, images_per_cell: int = 6
+                ) -> Optional[str]:
     if fmt not in FORMATS:
         raise QuestbenchError(f"format must be one of {', '.join(FORMATS)}, not {fmt!r}")
     if output is not None:
@@ -558,7 +559,11 @@ def leaderboard(results_dir, fmt: str = "md", output: Optional[str] = None) -> O
         render_rich(results)
         return None
     out_path = Path(output) if output else None
-    text = render_markdown(results, out_path) if fmt == "md" else render_csv(results)
+    if fmt == "html":
+        from .html import render_html
+        text = render_html(results, images_per_cell)
+    else:
+        text = render_markdown(results, out_path) if fmt == "md" else render_csv(results)
     if out_path is not None:
         from .._io import atomic_write_bytes
         atomic_write_bytes(out_path, text.encode())

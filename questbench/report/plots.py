@@ -3,6 +3,7 @@ vs eps per attack sweep, attention entropy and key norm per layer."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
 import pandas as pd
 
@@ -91,7 +92,72 @@ def write_plots(t: Tables, md_path: Path, diagnostics=None) -> list[tuple[str, s
             ax.set_xticks(sorted(d.depth.unique()))
         written.append(_finish(fig, axes, "", md_path.with_name(f"{stem}_attention.png"),
                                "attention entropy and key norm per layer (clean inputs)"))
+    deltas = _write_deltas(t, kinds, md_path.with_name(f"{stem}_deltas.png"), plt)
+    if deltas is not None:
+        written.append(deltas)
     return written
+
+
+def _delta_panels(t: Tables) -> list[tuple[str, list[str]]]:
+    """(evaluation, its settings in reading order) of the paired table, aggregates first in one summary panel."""
+    from .compare import AGGREGATE, RELATIVE
+    p = t.pairs
+    single = {e: [s for s in dict.fromkeys(p[p.evaluation == e].setting) if s not in (AGGREGATE, RELATIVE)]
+              for e in dict.fromkeys(p.evaluation)}
+    summary = [(e, s) for e, s in dict.fromkeys(zip(p.evaluation, p.setting))
+               if s in (AGGREGATE, RELATIVE) or len(single[e]) == 1]  # clean, the aggregates, one-setting evaluations
+    panels = [("clean, each evaluation over all its settings, and one-setting evaluations",
+               [f"{e}|{s}" for e, s in summary])]
+    panels += [(e, [f"{e}|{s}" for s in settings]) for e, settings in single.items() if len(settings) > 1]
+    return panels
+
+
+def _write_deltas(t: Tables, kinds: dict[str, str], path: Path, plt) -> Optional[tuple[str, str]]:
+    """Model minus its standard pair per setting, with the paired table's 95% interval; a kind with several
+    pairs: its across-seed mean and t interval bold, each pair's point thin."""
+    if t.pairs.empty:
+        return None
+    p = t.pairs.assign(key=t.pairs.evaluation + "|" + t.pairs.setting)
+    seeds = t.seeds.assign(key=t.seeds.evaluation + "|" + t.seeds.setting) if not t.seeds.empty else t.seeds
+    panels = _delta_panels(t)
+    fig, axes = plt.subplots(len(panels), 1, figsize=(10, 2.5 * len(panels)), squeeze=False)
+    for ax, (title, keys) in zip(axes[:, 0], panels):
+        pos = {k: i for i, k in enumerate(keys)}
+        rows = p[p.key.isin(pos)]
+        models = sorted(rows.model.unique())
+        by_kind: dict[str, list[str]] = {}
+        for m in models:
+            by_kind.setdefault(kinds.get(m, m), []).append(m)
+        offsets = {kind: (j - (len(by_kind) - 1) / 2) * 0.18 for j, kind in enumerate(sorted(by_kind))}
+        for kind, members in sorted(by_kind.items()):
+            colour = KIND_COLOURS.get(kind)
+            s_rows = seeds[(seeds.attention == kind) & seeds.key.isin(pos)] if not seeds.empty else seeds
+            several = len(members) > 1 and not s_rows.empty
+            for m in members:
+                d = rows[rows.model == m]
+                x = d.key.map(pos).to_numpy() + offsets[kind]
+                if several:
+                    ax.plot(x, d.delta_pp, "o", color=colour, alpha=0.3, ms=3)
+                else:
+                    ax.errorbar(x, d.delta_pp, yerr=[d.delta_pp - d.ci_low, d.ci_high - d.delta_pp], fmt="o",
+                                color=colour, ms=4, capsize=2, lw=1, label=f"{m} minus {d.baseline.iloc[0]}")
+            if several:
+                x = s_rows.key.map(pos).to_numpy() + offsets[kind]
+                ax.errorbar(x, s_rows.delta_pp, yerr=[s_rows.delta_pp - s_rows.ci_low, s_rows.ci_high - s_rows.delta_pp],
+                            fmt="s", color=colour, ms=5, capsize=3, lw=2,
+                            label=f"{kind} minus standard, mean of {int(s_rows.n_pairs.max())} pairs")
+        ax.axhline(0, color="#888", lw=0.8)
+        labels = [k.split("|", 1)[1] if title != panels[0][0] else k.replace("|", ": ") for k in keys]
+        step = max(1, len(keys) // 15)  # at most ~15 tick labels (75 corruption settings: one per corruption)
+        ax.set_xticks(range(0, len(keys), step))
+        ax.set_xticklabels([labels[i] for i in range(0, len(keys), step)], fontsize=7, rotation=20, ha="right")
+        ax.set_title(title, fontsize=9)
+        ax.set_ylabel("delta (pp)")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return "model minus its standard pair per setting, with the paired table's 95% interval", path.name
 
 
 def _finish(fig, axes, ylabel: str, path: Path, title: str) -> tuple[str, str]:
