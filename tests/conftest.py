@@ -45,6 +45,41 @@ def write_tiny_pair(folder):
     return reg
 
 
+def write_suite(folder, registry, text):
+    """A suite file in ``folder`` naming ``registry`` (top-level keys precede TOML tables)."""
+    p = folder / "suite.toml"
+    p.write_text(f'registry = ["{registry}"]\n' + text)
+    return p
+
+
+def processes_mentioning(text: str) -> list[str]:
+    """Pids of the processes whose command line contains ``text``."""
+    found = []
+    for p in os.listdir("/proc"):
+        if p.isdigit():
+            try:
+                cmd = open(f"/proc/{p}/cmdline", "rb").read().decode(errors="replace")
+            except OSError:
+                continue
+            if text in cmd:
+                found.append(p)
+    return found
+
+
+def children(pid: int) -> list[str]:
+    """Pids of the direct children of ``pid``."""
+    kids = []
+    for p in os.listdir("/proc"):
+        if p.isdigit():
+            try:
+                stat = open(f"/proc/{p}/stat").read()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                kids.append(p)
+    return kids
+
+
 @pytest.fixture
 def tiny_pair(tmp_path):
     """The registry of a tiny standard/QUEST pair written into the test's folder (``write_tiny_pair``)."""

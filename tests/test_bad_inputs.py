@@ -227,6 +227,7 @@ def test_api_raises_questbench_errors():
             call()
 
 
+@pytest.mark.slow
 def test_the_installed_script_prints_one_line(tmp_path):
     (tmp_path / "s.toml").write_bytes(b"\xff\xfe")
     r = subprocess.run([sys.executable, "-m", "questbench.cli", "run", str(tmp_path / "s.toml")],

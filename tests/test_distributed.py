@@ -15,7 +15,7 @@ from questbench.report.leaderboard import render_csv
 from questbench.results import load_results
 from questbench.runner import Runner
 from questbench.suite import load_suite
-from test_suite_runner import _children, _processes_mentioning, write_suite
+from conftest import children, processes_mentioning, write_suite, write_tiny_pair
 
 TORCHRUN = shutil.which("torchrun") or os.path.join(os.path.dirname(sys.executable), "torchrun")
 QUESTBENCH = os.path.join(os.path.dirname(sys.executable), "questbench")
@@ -57,6 +57,23 @@ def _single(suite_path, out):
     return render_csv(load_results(out))
 
 
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """The single-process run of a suite text, (its csv, its folder), made once per module for all the tests
+    that compare against it (the same tiny models: they are made from a seed)."""
+    folder = tmp_path_factory.mktemp("reference")
+    registry = write_tiny_pair(folder)
+    done: dict[str, tuple] = {}
+
+    def run(text: str) -> tuple:
+        if text not in done:
+            sub = folder / f"suite{len(done)}"
+            sub.mkdir()
+            done[text] = _single(write_suite(sub, registry, text), sub / "out"), sub / "out"
+        return done[text]
+    return run
+
+
 def _torchrun(suite_path, out, nproc=2, **kw):
     return subprocess.Popen([TORCHRUN, f"--nproc_per_node={nproc}", "--no-python", QUESTBENCH, "run",
                              str(suite_path), "--out", str(out), "--device", "cpu", "--quiet"],
@@ -85,9 +102,10 @@ def test_plan_is_pure_and_shares_cover_every_unit_once(tmp_path, tiny_pair):
     assert sorted(clean.values()) == [16, 24]
 
 
-def test_torchrun_two_gloo_ranks_give_the_single_process_csv(tmp_path, tiny_pair):
+@pytest.mark.slow
+def test_torchrun_two_gloo_ranks_give_the_single_process_csv(tmp_path, tiny_pair, reference):
     suite_path = write_suite(tmp_path, tiny_pair, SHARDED)
-    ref = _single(suite_path, tmp_path / "one")
+    ref, one = reference(SHARDED)
     proc = _torchrun(suite_path, tmp_path / "two")
     _, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err
@@ -96,14 +114,15 @@ def test_torchrun_two_gloo_ranks_give_the_single_process_csv(tmp_path, tiny_pair
     assert prov["ranks"] == 2
     assert not (tmp_path / "two" / "shards").exists()  # every part merged, the folder removed
     # the per-sample table too, row for row
-    a, b = (load_results(tmp_path / d).samples for d in ("one", "two"))
+    a, b = (load_results(d).samples for d in (one, tmp_path / "two"))
     key = ["evaluation", "setting", "sample_id"]
     assert a.sort_values(key).reset_index(drop=True).equals(b.sort_values(key).reset_index(drop=True))
 
 
-def test_a_rank_killed_mid_run_resumes_from_finished_shards(tmp_path, tiny_pair):
+@pytest.mark.slow
+def test_a_rank_killed_mid_run_resumes_from_finished_shards(tmp_path, tiny_pair, reference):
     suite_path = write_suite(tmp_path, tiny_pair, SLOW)
-    ref = _single(suite_path, tmp_path / "one")
+    ref, _ = reference(SLOW)
     out = tmp_path / "two"
     proc = _torchrun(suite_path, out, start_new_session=True)
     deadline = time.time() + 240
@@ -111,7 +130,7 @@ def test_a_rank_killed_mid_run_resumes_from_finished_shards(tmp_path, tiny_pair)
         if list((out / "shards").glob("*attack*.json")):
             break
         time.sleep(0.02)
-    ranks = _children(proc.pid)
+    ranks = children(proc.pid)
     assert len(ranks) == 2 and proc.poll() is None, "no attack part was written before the run ended"
     os.kill(int(ranks[1]), signal.SIGKILL)
     proc.communicate(timeout=120)
@@ -120,18 +139,19 @@ def test_a_rank_killed_mid_run_resumes_from_finished_shards(tmp_path, tiny_pair)
     jobs_before = {p.name for p in (out / "jobs").glob("*.json")}
     assert parts and len(jobs_before) < 1 + 4 + 4 + 1
     time.sleep(0.5)
-    assert _processes_mentioning(str(out)) == []
+    assert processes_mentioning(str(out)) == []
     proc = _torchrun(suite_path, out)
     _, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err
     assert render_csv(load_results(out)) == ref
 
 
-def test_local_ranks_match_one_process_and_report_errors_once(tmp_path, tiny_pair):
+@pytest.mark.slow
+def test_local_ranks_match_one_process_and_report_errors_once(tmp_path, tiny_pair, reference):
     """`questbench run --ranks 2` starts two ranks itself (torchrun's launcher API): same csv; a user error in
     preparation is one line, printed once."""
     suite_path = write_suite(tmp_path, tiny_pair, SHARDED)
-    ref = _single(suite_path, tmp_path / "one")
+    ref, _ = reference(SHARDED)
     r = subprocess.run([QUESTBENCH, "run", str(suite_path), "--out", str(tmp_path / "two"), "--device", "cpu",
                         "--quiet", "--ranks", "2"], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
@@ -144,11 +164,12 @@ def test_local_ranks_match_one_process_and_report_errors_once(tmp_path, tiny_pai
     assert r.stderr.startswith("error: unknown model 'no-such-model'") and "Traceback" not in r.stderr
 
 
-def test_a_killed_launcher_leaves_nothing_outside_out_and_resumes(tmp_path, tiny_pair):
+@pytest.mark.slow
+def test_a_killed_launcher_leaves_nothing_outside_out_and_resumes(tmp_path, tiny_pair, reference):
     """SIGKILL of `questbench run --ranks 2` itself: its ranks end, nothing is left in the system temp folder
     (the launcher's files live in OUT/.ranks), and the same command resumes to the single-process csv."""
     suite_path = write_suite(tmp_path, tiny_pair, SLOW)
-    ref = _single(suite_path, tmp_path / "one")
+    ref, _ = reference(SLOW)
     tmp = tmp_path / "tmp"
     tmp.mkdir()
     out = tmp_path / "two"
@@ -163,15 +184,16 @@ def test_a_killed_launcher_leaves_nothing_outside_out_and_resumes(tmp_path, tiny
     proc.kill()
     proc.communicate(timeout=60)
     deadline = time.time() + 30
-    while time.time() < deadline and _processes_mentioning(str(out)):
+    while time.time() < deadline and processes_mentioning(str(out)):
         time.sleep(0.2)
-    assert _processes_mentioning(str(out)) == []
+    assert processes_mentioning(str(out)) == []
     assert not any(p.name.startswith("questbench-ranks") for p in tmp.iterdir())
     r = subprocess.run(cmd, env=env, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert render_csv(load_results(out)) == ref and not (out / ".ranks").exists()
 
 
+@pytest.mark.slow
 def test_python_models_refuse_torchrun(tmp_path, tiny_pair):
     from questbench.errors import QuestbenchError
     suite = load_suite(str(write_suite(tmp_path, tiny_pair, SHARDED)))

@@ -111,6 +111,7 @@ def test_discordant_cells_are_the_samples_one_model_gets_right():
     assert (cell.model_right[0].pred_model, cell.model_right[0].pred_baseline) == (3, 7)
 
 
+@pytest.mark.slow
 def test_bad_results_folders_give_the_markdowns_one_line_errors(tmp_path):
     import subprocess
     import sys
@@ -154,6 +155,7 @@ def _rows(table):
             for tr in table.find_elements(By.CSS_SELECTOR, "tbody tr")]
 
 
+@pytest.mark.slow
 def test_page_in_a_real_browser(page, browser, tmp_path):
     from PIL import Image
     from selenium.webdriver.common.by import By

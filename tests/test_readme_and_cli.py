@@ -62,6 +62,7 @@ def test_csv_is_tidy_and_typed(tmp_path, tiny_pair):
     assert {r["resolves_5pp"] for r in rows} == {"false"}  # 12 samples resolve nothing
 
 
+@pytest.mark.slow
 def test_command_line_starts_without_torch():
     code = "import sys, questbench, questbench.cli, questbench.registry, questbench.suite; " \
            "print(sorted(m for m in ('torch', 'timm', 'pandas', 'matplotlib') if m in sys.modules))"
@@ -74,6 +75,7 @@ def test_command_line_starts_without_torch():
                               check=True).stdout.strip() == "True"
 
 
+@pytest.mark.slow
 def test_reports_read_results_without_torch(tmp_path, tiny_pair):
     """The store, the statistics and every report format load and render a results folder with torch and timm
     never imported (they sit below the models in the layers)."""
@@ -92,6 +94,22 @@ def test_reports_read_results_without_torch(tmp_path, tiny_pair):
             "print(sorted(m for m in ('torch', 'timm') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+    # the commands too: leaderboard (md with plots, csv), compare and export start and finish without torch
+    for args in (["leaderboard", "out", "--output", "lb.md"], ["leaderboard", "out", "--format", "csv"],
+                 ["compare", "out", "tiny-std", "tiny-quest"], ["export", "out", "--out", "rb2", "--dataset", "cifar10"]):
+        code = ("import sys\nfrom questbench.cli import main\n"
+                f"try:\n    main({args!r})\nexcept SystemExit as e:\n    assert not e.code, e.code\n"
+                "print(sorted(m for m in ('torch', 'timm') if m in sys.modules), file=sys.stderr)")
+        r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
+        assert r.returncode == 0 and r.stderr.strip().splitlines()[-1] == "[]", (args, r.stderr[-500:])
+    # the commands too: leaderboard (md with plots, csv), compare and export start and finish without torch
+    for args in (["leaderboard", "out", "--output", "lb.md"], ["leaderboard", "out", "--format", "csv"],
+                 ["compare", "out", "tiny-std", "tiny-quest"], ["export", "out", "--out", "rb2", "--dataset", "cifar10"]):
+        code = ("import sys\nfrom questbench.cli import main\n"
+                f"try:\n    main({args!r})\nexcept SystemExit as e:\n    assert not e.code, e.code\n"
+                "print(sorted(m for m in ('torch', 'timm') if m in sys.modules), file=sys.stderr)")
+        r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
+        assert r.returncode == 0 and r.stderr.strip().splitlines()[-1] == "[]", (args, r.stderr[-500:])
 
 
 def test_train_without_the_training_split_says_how_to_get_it(tmp_path, monkeypatch, capsys):

@@ -13,6 +13,8 @@ from questbench.results import load_results
 from questbench.runner import run_suite
 from questbench.suite import list_suites, load_suite, parse_suite
 
+from conftest import children, processes_mentioning, write_suite
+
 SUITE = """
 name = "e2e"
 description = "end to end on tiny random models"
@@ -41,14 +43,9 @@ samples = 8
 """
 
 
-def write_suite(tmp_path, registry, text=SUITE):
-    p = tmp_path / "suite.toml"
-    p.write_text(f'registry = ["{registry}"]\n' + text)  # top-level keys precede TOML tables
-    return p
-
-
+@pytest.mark.slow
 def test_end_to_end_run_results_and_leaderboards(tmp_path, tiny_pair):
-    suite = load_suite(str(write_suite(tmp_path, tiny_pair)))
+    suite = load_suite(str(write_suite(tmp_path, tiny_pair, SUITE)))
     out = tmp_path / "out"
     summary = run_suite(suite, out, device="cpu", quiet=True)
     n_jobs = 2 * (1 + 6 + 6 + 1)
@@ -132,8 +129,9 @@ def _run_then_kill(suite_path, out, threads: int, pattern: str, at_least: int) -
     proc.wait()
 
 
+@pytest.mark.slow
 def test_kill_and_resume_gives_identical_table(tmp_path, tiny_pair):
-    suite_path = write_suite(tmp_path, tiny_pair)
+    suite_path = write_suite(tmp_path, tiny_pair, SUITE)
     ref = tmp_path / "ref"
     run_suite(load_suite(str(suite_path)), ref, device="cpu", quiet=True)
     out = tmp_path / "killed"
@@ -149,6 +147,7 @@ def test_kill_and_resume_gives_identical_table(tmp_path, tiny_pair):
         b.sort_values(key).reset_index(drop=True)[key + ["pred", "correct"]])
 
 
+@pytest.mark.slow
 def test_unknown_model_fails_before_running(tmp_path, tiny_pair):
     p = write_suite(tmp_path, tiny_pair, SUITE.replace('"tiny-quest"', '"no-such-model"'))
     r = _run_cli(["run", str(p), "--out", str(tmp_path / "o"), "--quiet"])
@@ -165,11 +164,13 @@ def test_builtin_suites_validate():
         assert s.models and s.description
 
 
+@pytest.mark.slow
 def test_paper_suite_fails_clearly_without_data(tmp_path):
     r = _run_cli(["run", "paper-imagenet", "--out", str(tmp_path / "o"), "--quiet"], cwd=tmp_path)
     assert r.returncode != 0 and "image folder not found" in r.stderr and "Traceback" not in r.stderr
 
 
+@pytest.mark.slow
 def test_cli_lists_and_leaderboard_errors(tmp_path):
     r = _run_cli(["--help"])
     assert r.returncode == 0
@@ -194,32 +195,7 @@ severities = [5]
 """
 
 
-def _processes_mentioning(text: str) -> list[str]:
-    found = []
-    for p in os.listdir("/proc"):
-        if p.isdigit():
-            try:
-                cmd = open(f"/proc/{p}/cmdline", "rb").read().decode(errors="replace")
-            except OSError:
-                continue
-            if text in cmd:
-                found.append(p)
-    return found
-
-
-def _children(pid: int) -> list[str]:
-    kids = []
-    for p in os.listdir("/proc"):
-        if p.isdigit():
-            try:
-                stat = open(f"/proc/{p}/stat").read()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                kids.append(p)
-    return kids
-
-
+@pytest.mark.slow
 @pytest.mark.parametrize("sig, code, message", [(signal.SIGKILL, -9, None),
                                                 (signal.SIGTERM, 143, "terminated; finished jobs are kept"),
                                                 (signal.SIGINT, 130, "interrupted; finished jobs are kept")])
@@ -232,9 +208,9 @@ def test_no_process_outlives_the_run_during_corruptions(tmp_path, tiny_pair, sig
                              "--device", "cpu", "--quiet"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             text=True, start_new_session=True)
     deadline = time.time() + 120
-    while time.time() < deadline and len(_children(proc.pid)) < 2 and proc.poll() is None:
+    while time.time() < deadline and len(children(proc.pid)) < 2 and proc.poll() is None:
         time.sleep(0.05)
-    assert len(_children(proc.pid)) >= 2, "the corruption workers never started"
+    assert len(children(proc.pid)) >= 2, "the corruption workers never started"
     time.sleep(0.5)
     if sig == signal.SIGINT:
         os.killpg(proc.pid, sig)
@@ -246,4 +222,4 @@ def test_no_process_outlives_the_run_during_corruptions(tmp_path, tiny_pair, sig
         assert err.strip().splitlines() == [err.strip().splitlines()[-1]] and message in err
         assert "Traceback" not in err
     time.sleep(1.0)
-    assert _processes_mentioning(str(out)) == []
+    assert processes_mentioning(str(out)) == []

@@ -129,7 +129,7 @@ def test_engine_version_is_part_of_the_job_identity(tmp_path, tiny_pair, monkeyp
     import questbench.evaluators.torch_corruptions as tc
     from questbench.runner import Runner
     from questbench.suite import load_suite
-    from test_suite_runner import write_suite
+    from conftest import write_suite
 
     suite = load_suite(str(write_suite(tmp_path, tiny_pair, TORCH_SUITE.format(params="cifar-c"))))
     r = Runner(suite, tmp_path / "o", device="cpu", quiet=True)
@@ -147,7 +147,7 @@ def test_runner_uses_the_torch_engine_and_records_it(tmp_path, tiny_pair):
     from questbench.evaluators.corruptions import prepare_image
     from questbench.runner import run_suite
     from questbench.suite import load_suite
-    from test_suite_runner import write_suite
+    from conftest import write_suite
 
     outs = {}
     for params in ("cifar-c", "imagenet-c"):

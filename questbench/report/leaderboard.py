@@ -550,7 +550,7 @@ def leaderboard(results_dir, fmt: str = "md", output: Optional[str] = None, imag
     if fmt not in FORMATS:
         raise QuestbenchError(f"format must be one of {', '.join(FORMATS)}, not {fmt!r}")
     if output is not None:
-        from ..models import check_output_file
+        from .._io import check_output_file
         check_output_file(output)
     results = load_results(results_dir)
     if results.samples.empty and results.diagnostics.empty:
