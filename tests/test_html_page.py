@@ -91,6 +91,18 @@ def test_page_has_the_markdowns_tables_and_fetches_nothing(page):
     assert html_text.count('<img alt="') >= 2  # the plots, inlined
 
 
+def test_many_cells_get_fewer_images_each_and_the_page_says_so(page):
+    from questbench.report.discordant import discordant_cells
+    from questbench.report.html import render_html
+    _, _, _, results = page
+    cells = discordant_cells(results, "tiny-quest", "tiny-std")
+    budgeted = render_html(results, per_cell=3, max_images=2 * len(cells))
+    assert "(1 per side of each setting at most, fewer than the 3 asked so that the page holds at most about" \
+        in budgeted
+    shown = {(s.sample_id, c.view) for c in cells for s in c.model_right[:1] + c.baseline_right[:1]}  # each once
+    assert re.search(rf"plots and {len(shown)} discordant images inlined", budgeted)
+
+
 def test_discordant_cells_are_the_samples_one_model_gets_right():
     """Closed form on a hand-made results table: per setting, right-for-one samples and their counts."""
     import pandas as pd

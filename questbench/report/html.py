@@ -18,6 +18,7 @@ from .compare import AGGREGATE, RELATIVE
 from .tables import compute_tables
 
 DEFAULT_PER_CELL = 6  # discordant images shown per side of a cell; the page gives the count of the rest
+MAX_IMAGES = 2000  # a page's image budget (~2 KB each): many pairs get fewer images per cell, not a huge page
 
 STYLE = """
 body{font:14px/1.45 system-ui,-apple-system,Segoe UI,sans-serif;margin:24px auto;max-width:1200px;padding:0 16px;
@@ -102,9 +103,10 @@ class _Panels:
     """The discordant-image panels of the paired tables, built once per pair: a JSON spec per panel and one
     shared image table, so an image shown under several rows is inlined once."""
 
-    def __init__(self, results: Results, per_cell: int):
+    def __init__(self, results: Results, per_cell: int, max_images: int = MAX_IMAGES):
         from .discordant import discordant_cells, pairs_of
         self.specs: dict[str, dict] = {}
+        self.per_cell = per_cell
         self.note = ""
         self.thumbs = None
         self.cells: dict = {}
@@ -121,6 +123,13 @@ class _Panels:
             return
         for model, baseline in pairs:
             self.cells[model, baseline] = discordant_cells(results, model, baseline, per_cell)
+        sides = 2 * sum(len(c) for c in self.cells.values())
+        self.per_cell = per_cell
+        if sides * per_cell > max_images:  # keep the page's size bounded: fewer per cell, at least one
+            self.per_cell = max(1, max_images // sides)
+            for cells in self.cells.values():
+                for c in cells:
+                    c.model_right, c.baseline_right = c.model_right[:self.per_cell], c.baseline_right[:self.per_cell]
 
     def button(self, model: str, baseline: str, evaluation: str, setting: str) -> str:
         cells = [c for c in self.cells.get((model, baseline), []) if c.evaluation == evaluation
@@ -169,12 +178,13 @@ class _Panels:
         return {"setting": c.setting, "caption": caption, "sides": sides}
 
 
-def render_html(results: Results, per_cell: int = DEFAULT_PER_CELL) -> str:
-    """The page; ``per_cell`` images per side of each discordant cell (0: no images)."""
+def render_html(results: Results, per_cell: int = DEFAULT_PER_CELL, max_images: int = MAX_IMAGES) -> str:
+    """The page; ``per_cell`` images per side of each discordant cell (0: no images), fewer where the page
+    would need more than ``max_images`` slots."""
     from .leaderboard import provenance_lines, sections
     t = compute_tables(results)
     name = results.provenance.get("suite", {}).get("name", "results")
-    panels = _Panels(results, per_cell)
+    panels = _Panels(results, per_cell, max_images)
     body = [f"<h1>questbench leaderboard: {html.escape(name)}</h1>", "<p class=meta>{SIZE}</p>"]
     for title, df, notes in sections(t, results):
         body.append(f'<h2 id="{_slug(title)}">{html.escape(title)}</h2>')
@@ -206,7 +216,9 @@ def render_html(results: Results, per_cell: int = DEFAULT_PER_CELL) -> str:
             f"(styles, script, plots and {n_images} discordant images inlined; nothing is fetched)."
             + (f" {html.escape(panels.note)}" if panels.note else "")
             + (" The 'images' buttons of the paired tables open the images right for one model and wrong for "
-               f"the other ({per_cell} per side of each setting at most)." if panels.specs else ""))
+               f"the other ({panels.per_cell} per side of each setting at most"
+               + (f", fewer than the {per_cell} asked so that the page holds at most about {max_images:,} images"
+                  if panels.per_cell < per_cell else "") + ")." if panels.specs else ""))
     page = page.replace("{SIZE}", size)
     kb = round(len(page.encode()) / 1024)
     return page.replace("{KB}", f"{kb:,}")
