@@ -58,7 +58,7 @@ def main():
     dev = args.device
     configure_matmul(dev)
     if args.vit_s:
-        from questbench.models import ModelSpec, build_model
+        from questbench.models.build import ModelSpec, build_model
         model = build_model(ModelSpec(arch="vit_small_patch16_224", attention="quest", num_classes=1000)).to(dev).eval()
         rng = np.random.default_rng(0)
         images = (rng.random((args.images, 224, 224, 3)) * 255).astype(np.uint8)

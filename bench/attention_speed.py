@@ -6,7 +6,7 @@ training step. Rounds alternate the kinds so machine noise hits all of them alik
 step time of standard divided by the median step time of the kind (> 1 means faster than standard).
 
 ``--compiled-norm`` adds QUEST with its key normalization compiled into one kernel
-(``questbench.attention.compile_normalization``) as a kind of its own, ``quest+compiled``.
+(``questbench.models.attention.compile_normalization``) as a kind of its own, ``quest+compiled``.
 
     python bench/attention_speed.py [--device cpu|cuda] [--rounds 7] [--steps 5] [--threads 2] [--compiled-norm]
 """
@@ -22,12 +22,12 @@ import torch
 import torch.nn.functional as F
 
 import questbench  # noqa: F401
-from questbench.attention import ATTENTION_KINDS, set_attention
+from questbench.models.attention import ATTENTION_KINDS, set_attention
 
 
 def build(kind: str, device: str):
     if kind.endswith("+compiled"):
-        from questbench.attention import compile_normalization
+        from questbench.models.attention import compile_normalization
         m, shape = build(kind.removesuffix("+compiled"), device)
         compile_normalization(m)
         return m, shape

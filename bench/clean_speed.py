@@ -47,7 +47,7 @@ def main() -> None:
     dev = args.device
     configure_matmul(dev)
     if args.vit_s:
-        from questbench.models import ModelSpec, build_model
+        from questbench.models.build import ModelSpec, build_model
         n = args.images or 2048
         model = build_model(ModelSpec(arch="vit_small_patch16_224", attention="quest", num_classes=1000))
         rng = np.random.default_rng(0)

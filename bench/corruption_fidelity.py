@@ -19,9 +19,10 @@ import numpy as np
 import torch
 
 from questbench.data.photos import colour_crops
-from questbench.evaluators.corruptions import corrupt_image, corruption_seed, evaluate_corruptions
+from questbench.evaluators.corruption_reference import corrupt_image, corruption_seed
+from questbench.evaluators.corruptions import evaluate_corruptions
 from questbench.evaluators.torch_corruptions import CORRUPTIONS, corrupt_batch, generators
-from questbench.settings import CorruptionSetting
+from questbench.config.settings import CorruptionSetting
 
 DETERMINISTIC = ("brightness", "contrast", "defocus_blur", "zoom_blur", "pixelate", "jpeg_compression",
                  "gaussian_blur", "saturate")

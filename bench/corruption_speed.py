@@ -22,9 +22,10 @@ import numpy as np
 import torch
 
 from questbench.data.arrays import ArrayDataset
-from questbench.evaluators.corruptions import (CorruptionGrid, CorruptionSetting, OnTheFly, _grid_loader,
-                                               corrupt_image, corruption_seed, prepare_image)
-from questbench.metrics import COMMON_CORRUPTIONS
+from questbench.evaluators.corruption_grid import CorruptionGrid, OnTheFly, _grid_loader
+from questbench.config.settings import CorruptionSetting
+from questbench.evaluators.corruption_reference import corrupt_image, corruption_seed, prepare_image
+from questbench.stats.metrics import COMMON_CORRUPTIONS
 
 
 def plain_loop(images, settings):

@@ -1,5 +1,5 @@
 """Coverage of the 95% seed-level interval and size of its test, against the crossed (pairs x images) bootstrap,
-in simulated studies with a known answer (questbench.simulate.pair_study): k pairs on 1,000 shared images,
+in simulated studies with a known answer (questbench.stats.simulate.pair_study): k pairs on 1,000 shared images,
 pair effects N(2 pp, 1.5 pp), image-specific effects uniform within +-image_effect.
 
     python bench/seed_inference_coverage.py [--studies 1000] [--boot-studies 300]
@@ -10,8 +10,8 @@ import argparse
 
 import numpy as np
 
-from questbench.metrics import seed_level_inference, two_way_bootstrap
-from questbench.simulate import pair_study
+from questbench.stats.metrics import seed_level_inference, two_way_bootstrap
+from questbench.stats.simulate import pair_study
 
 
 def main() -> None:

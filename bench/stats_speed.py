@@ -18,8 +18,8 @@ import pandas as pd
 
 
 def synthetic_results(n_img: int, n_corr: int, eps=(0, 1 / 255, 2 / 255, 4 / 255, 8 / 255)):
-    from questbench.metrics import ALL_CORRUPTIONS
-    from questbench.results import Results
+    from questbench.stats.metrics import ALL_CORRUPTIONS
+    from questbench.store.results import Results
 
     rng = np.random.default_rng(0)
     ids = np.array([f"test/{i}" for i in range(n_img)])
@@ -60,7 +60,7 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=10_000)
     ap.add_argument("--settings", type=int, default=95)
     args = ap.parse_args()
-    from questbench.metrics import cluster_bootstrap, per_image_sums
+    from questbench.stats.metrics import cluster_bootstrap, per_image_sums
     from questbench.report.compare import compare
 
     # head to head at 100,000 rows (1,000 images x 100 settings), 1,000 resamples each

@@ -12,13 +12,13 @@ import importlib.util
 import sys
 from collections.abc import Mapping
 
-from . import metrics  # noqa: F401  (light: numpy)
+from .stats import metrics  # noqa: F401  (light: numpy)
 from .errors import QuestbenchError
 
 __version__ = "0.1.0"
 
-_LAZY = {"ATTENTION_KINDS": "attention", "attention_kind": "attention", "record_attention": "attention",
-         "set_attention": "attention"}
+_LAZY = {"ATTENTION_KINDS": "models.attention", "attention_kind": "models.attention",
+         "record_attention": "models.attention", "set_attention": "models.attention"}
 
 
 def __getattr__(name: str):
@@ -45,26 +45,23 @@ class _RegisterWithTimm(importlib.abc.MetaPathFinder, importlib.abc.Loader):
 
     def exec_module(self, module):
         self._loader.exec_module(module)
-        attention = sys.modules.get(f"{__name__}.attention")
-        if attention is not None and not hasattr(attention, "ATTENTION_KINDS"):
-            return  # questbench.attention is importing timm; it registers the names once it is complete
-        importlib.import_module(".timm_models", __name__)
+        importlib.import_module(".models.timm_models", __name__)  # imports timm and the catalogue only
 
 
 if "timm" in sys.modules:
-    from . import timm_models  # noqa: F401
+    from .models import timm_models  # noqa: F401
 elif not any(isinstance(f, _RegisterWithTimm) for f in sys.meta_path):
     sys.meta_path.insert(0, _RegisterWithTimm())
 
 
 def load_model(name_or_path: str, **kwargs):
     """An eval-mode model taking [0, 1] NCHW images, from a registry name or a checkpoint path."""
-    from .registry import load_model as _load
+    from .models.registry import load_model as _load
     return _load(name_or_path, **kwargs)
 
 
 def list_models(**kwargs):
-    from .registry import list_models as _list
+    from .models.registry import list_models as _list
     return _list(**kwargs)
 
 
@@ -80,7 +77,7 @@ def corruption_sweep(models, dataset, corruptions="common", severities=(1, 2, 3,
     (the 15 of mCE), "all" (with the 4 extras) or a list of names. Keyword arguments: batch_size, num_workers,
     device, quiet."""
     from .evaluators.corruptions import corruption_errors
-    from .metrics import ALL_CORRUPTIONS, COMMON_CORRUPTIONS
+    from .stats.metrics import ALL_CORRUPTIONS, COMMON_CORRUPTIONS
 
     if isinstance(models, str):
         models = [models]
@@ -135,9 +132,9 @@ def evaluate(model, suite="default", out=None, preprocessing=None, name: str = "
     ``models`` list is replaced by this model (named ``name``); results go to ``out`` (default runs/<name>)."""
     import torch.nn as nn
 
-    from .models import ExternalModel, QuestbenchModel
-    from .runner import run_suite
-    from .suite import suite_from
+    from .models.build import ExternalModel, QuestbenchModel
+    from .run.runner import run_suite
+    from .config.suite import suite_from
 
     if not isinstance(model, nn.Module):
         raise QuestbenchError(f"evaluate takes a torch nn.Module, not {type(model).__name__}")
@@ -165,7 +162,7 @@ def attack(model, x, y, attack: str = "pgd", eps: float = 8 / 255, seed: int = 0
     import torch
 
     from .evaluators.common import frozen, precision_scope
-    from .settings import AttackConfig, PatchConfig
+    from .config.settings import AttackConfig, PatchConfig
 
     if not isinstance(x, torch.Tensor) or x.ndim != 4 or not isinstance(y, torch.Tensor) or y.shape != x.shape[:1]:
         raise QuestbenchError("attack takes x as an NCHW tensor in [0, 1] and y as N integer labels")
@@ -204,7 +201,7 @@ def corrupt(x, corruption: str, severity: int = 3, seed: int = 0, mode: str = "n
     import numpy as np
     import torch
 
-    from .evaluators.corruptions import corrupted_sample
+    from .evaluators.corruption_reference import corrupted_sample
 
     if not isinstance(x, torch.Tensor) or x.ndim not in (3, 4):
         raise QuestbenchError("corrupt takes a CHW or NCHW float tensor in [0, 1]")
@@ -219,7 +216,7 @@ def corrupt(x, corruption: str, severity: int = 3, seed: int = 0, mode: str = "n
 
 
 def load_results(path):
-    from .results import load_results as _load
+    from .store.results import load_results as _load
     return _load(path)
 
 

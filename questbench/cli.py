@@ -1,4 +1,5 @@
-"""The questbench command line. User errors print one line and exit non-zero; tracebacks are for bugs."""
+"""The questbench command line (typer): run, leaderboard, compare, export, models, suites, train, toy, doctor.
+User errors print one line and exit non-zero; tracebacks are for bugs."""
 from __future__ import annotations
 
 import os
@@ -26,9 +27,9 @@ def run(suite: Optional[str] = typer.Argument(None, help="built-in suite name or
         ranks: Optional[int] = typer.Option(None, "--ranks", min=1, help="local ranks to start when not under "
                                             "torchrun (default: on a CPU one single-threaded rank per core)")):
     """Run a suite (the built-in default when none is given), then print its leaderboard."""
-    from . import distributed
-    from .runner import resolve_device
-    from .suite import load_suite
+    from .run import distributed
+    from .run.runner import resolve_device
+    from .config.suite import load_suite
 
     s = load_suite(suite)
     cores = os.cpu_count() or 1
@@ -39,7 +40,7 @@ def run(suite: Optional[str] = typer.Argument(None, help="built-in suite name or
         out = Path("runs") / s.name
     import torch
     nproc = distributed.local_ranks(resolve_device(device or s.device), ranks, torch.get_num_threads())
-    from .runner import Runner
+    from .run.runner import Runner
     if nproc > 1:  # the ranks are this command again, as under torchrun; this process reports
         import time
         t0 = time.perf_counter()
@@ -66,11 +67,11 @@ def run(suite: Optional[str] = typer.Argument(None, help="built-in suite name or
     for note in summary.notes:
         typer.echo(note, err=True)
     from .report.leaderboard import render_markdown, render_rich
-    from .results import load_results
+    from .store.results import load_results
     results = load_results(out)
     if not quiet:
         render_rich(results)
-    from .models import atomic_write_bytes
+    from .models.build import atomic_write_bytes
     board = out / "leaderboard.md"
     atomic_write_bytes(board, render_markdown(results, board).encode())
     from .report.html import render_html
@@ -83,7 +84,7 @@ def _launch_ranks(nproc: int, argv: list[str], out: Path) -> None:
     from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
 
-    from . import distributed
+    from .run import distributed
     try:
         distributed.launch(nproc, [sys.executable, "-m", "questbench.cli", *argv], out)
     except SignalException as exc:
@@ -122,7 +123,7 @@ def compare(results: Path = typer.Argument(..., help="results folder"),
     from rich.table import Table
 
     from .report.compare import compare as compare_models
-    from .results import load_results, slug
+    from .store.results import load_results, slug
 
     res = load_results(results)
     df = compare_models(res, baseline, model)
@@ -153,8 +154,8 @@ def export(results: Path = typer.Argument(..., help="a results folder written by
                                              "(default: RobustBench's for the dataset if run, else the largest)")):
     """Export results in another tool's format (RobustBench model_info JSON + unaggregated_results.csv)."""
     from .report.export import export_robustbench
-    from .results import load_results
-    from .suite import parse_eps
+    from .store.results import load_results
+    from .config.suite import parse_eps
 
     if format != "robustbench":
         raise QuestbenchError(f"export format must be robustbench, not {format!r}")
@@ -173,7 +174,7 @@ def models(registry: List[Path] = typer.Option([], help="extra registry TOML fil
     from rich.console import Console
     from rich.table import Table
 
-    from .registry import list_models
+    from .models.registry import list_models
 
     console = Console()
     wide = console.width >= 120  # arch, classes and input size only where they fit beside the rest
@@ -192,7 +193,7 @@ def models(registry: List[Path] = typer.Option([], help="extra registry TOML fil
 @app.command()
 def suites():
     """List the built-in suites with a one-line description."""
-    from .suite import list_suites
+    from .config.suite import list_suites
 
     for name, desc in list_suites():
         typer.echo(f"{name:20s} {desc}")
@@ -212,8 +213,8 @@ def train(attention: str = typer.Option("quest", help="attention kind"),
                                       "after every epoch) to the weights an uninterrupted run gives"),
           precision: str = typer.Option("float32", help="float32 (TF32 off on a GPU too) or bf16 (GPU autocast)")):
     """Train a Fashion-MNIST ViT with the built-in recipe; writes safetensors + card."""
-    from .runner import resolve_device
-    from .train import train_fmnist
+    from .run.runner import resolve_device
+    from .models.train import train_fmnist
 
     card = train_fmnist(attention, seed, out, epochs=epochs, device=resolve_device(device), data_root=data_root,
                         train_limit=train_limit, quiet=quiet, name=name, download=download, resume=resume,
@@ -239,13 +240,13 @@ def toy(out: Path = typer.Option(Path("runs/toy"), "--out"),
     if design == "split":
         design, preset = "mean", "split-quick" if quick else "split"
     if design == "mean":
-        from .toy_mean import run_mean_grid, write_mean_outputs
+        from .toy.mean_design import run_mean_grid, write_mean_outputs
         runs = run_mean_grid(preset, out, quiet=quiet)
         write_mean_outputs(runs, preset, out)
         typer.echo(f"{len(runs)} runs; statistics in {out / 'toy.md'}")
     elif design == "cls":
-        from .models import atomic_write_bytes
-        from .toy import run_grid, success_rates, toy_markdown
+        from .models.build import atomic_write_bytes
+        from .toy.cls_design import run_grid, success_rates, toy_markdown
         runs = run_grid(preset, out, quiet=quiet)
         atomic_write_bytes(out / "toy.md", toy_markdown(runs, preset).encode())
         for kind, rate in success_rates(runs).items():
@@ -290,7 +291,7 @@ def _raise_terminated(signum, frame):
 
 def _say_stopped(message: str) -> None:
     """Once per run: by the process the user started, or under torchrun by rank 0."""
-    from .distributed import from_env, launched_by
+    from .run.distributed import from_env, launched_by
     if launched_by() is None and from_env().main:
         typer.echo(message, err=True)
 

@@ -12,12 +12,12 @@ TINY = dict(arch="vit_tiny_patch16_224", num_classes=10, input_size=(1, 28, 28),
 
 
 def tiny_spec(attention="standard", **over):
-    from questbench.models import ModelSpec
+    from questbench.models.build import ModelSpec
     return ModelSpec(attention=attention, **{**TINY, **over})
 
 
 def make_tiny(attention="standard", seed=0, **over):
-    from questbench.models import build_model
+    from questbench.models.build import build_model
     torch.manual_seed(seed)
     return build_model(tiny_spec(attention, **over)).eval()
 
@@ -25,8 +25,8 @@ def make_tiny(attention="standard", seed=0, **over):
 def write_tiny_pair(folder):
     """Two random tiny ViTs (standard and QUEST, same weights) saved with cards in ``folder``, plus a registry
     naming them; returns the registry's path."""
-    from questbench.attention import set_attention
-    from questbench.models import save_checkpoint
+    from questbench.models.attention import set_attention
+    from questbench.models.build import save_checkpoint
 
     std = make_tiny("standard", seed=0)
     save_checkpoint(std, folder / "tiny-std.safetensors")

@@ -12,7 +12,7 @@ import torch.nn as nn
 import questbench
 from questbench.evaluators.attacks import evaluate_attack
 from questbench.report.checks import check_flags, checks_table
-from questbench.settings import AttackConfig
+from questbench.config.settings import AttackConfig
 
 EPS = 8 / 255
 
@@ -102,9 +102,9 @@ def test_the_built_in_models_pass_every_check(tmp_path):
     """A suite with FGSM and PGD sweeps and [checks] on the seed-0 standard/QUEST pair: planned per model
     (transfer from the pair's other model), run, and every check passes."""
     from questbench.report.leaderboard import render_csv, render_markdown
-    from questbench.results import load_results
-    from questbench.runner import run_suite
-    from questbench.suite import parse_suite
+    from questbench.store.results import load_results
+    from questbench.run.runner import run_suite
+    from questbench.config.suite import parse_suite
     suite = parse_suite("""
 models = ["fmnist-vit-standard-s0", "fmnist-vit-quest-s0"]
 num_workers = 0

@@ -5,7 +5,7 @@ import timm
 import torch
 
 import questbench  # noqa: F401  (registers the timm names)
-from questbench.attention import (ATTENTION_KINDS, QuestAttention, StandardAttention, attention_kind,
+from questbench.models.attention import (ATTENTION_KINDS, QuestAttention, StandardAttention, attention_kind,
                                   record_attention, set_attention)
 from questbench.errors import QuestbenchError
 
@@ -171,7 +171,7 @@ def test_record_attention_on_fused_model():
 
 
 def test_fast_normalization_matches_reference_with_gradients():
-    from questbench.attention import _L2Normalize, l2_normalize_reference
+    from questbench.models.attention import _L2Normalize, l2_normalize_reference
 
     t = torch.randn(3, 2, 5, 8, dtype=torch.double, requires_grad=True)
     assert torch.autograd.gradcheck(_L2Normalize.apply, (t,))
@@ -200,7 +200,7 @@ def test_pre_permute_normalization_matches_transform_qk_path(kind, fused):
 def test_compiled_normalization_matches_eager_with_gradients():
     """The fused (torch.compile) key normalization gives the eager path's outputs and input gradients; layers
     without a row normalization are left alone."""
-    from questbench.attention import compile_normalization
+    from questbench.models.attention import compile_normalization
 
     torch.manual_seed(3)
     model = timm.create_model("vit_tiny_patch16_224", img_size=32, patch_size=8, depth=2, num_classes=10)

@@ -137,7 +137,7 @@ def test_out_a_dangling_link_or_a_loop_and_a_suite_file_name_with_a_space(tmp_pa
     for out in ("dangling", "loop1"):
         code, _, err = cli(["run", suite, "--out", tmp_path / out, "--quiet", "--device", "cpu"], capsys)
         assert_one_line_error(code, err, contains="symbolic link to nothing")
-    from questbench.suite import load_suite
+    from questbench.config.suite import load_suite
     assert load_suite(str(suite)).name == "my-suite"  # the stem made folder-safe, not refused
 
 
@@ -159,8 +159,8 @@ def test_bad_output_paths(tmp_path, capsys):
 
 
 def _results_folder(tmp_path, tiny_pair):
-    from questbench.runner import run_suite
-    from questbench.suite import parse_suite
+    from questbench.run.runner import run_suite
+    from questbench.config.suite import parse_suite
     text = (f'registry = ["{tiny_pair}"]\nmodels = ["tiny-std", "tiny-quest"]\nnum_workers = 0\n'
             '[data]\nsamples = 6\n')
     out = tmp_path / "res"
@@ -219,7 +219,7 @@ def test_bad_registries_and_cards(tmp_path, tiny_pair, capsys):
 
 
 def test_api_raises_questbench_errors():
-    from questbench.suite import load_suite, parse_suite
+    from questbench.config.suite import load_suite, parse_suite
     for call in (lambda: questbench.load_model(5), lambda: questbench.load_model("fmnist-vit-quest-s0", device="banana"),
                  lambda: parse_suite(None), lambda: load_suite(5), lambda: questbench.load_results("/no/such/dir"),
                  lambda: questbench.load_dataset("mnist-7")):

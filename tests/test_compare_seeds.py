@@ -6,9 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from questbench.metrics import seed_level_inference
+from questbench.stats.metrics import seed_level_inference
 from questbench.report.compare import RELATIVE, compare, compare_seeds
-from questbench.results import SAMPLE_COLUMNS, Results
+from questbench.store.results import SAMPLE_COLUMNS, Results
 
 N_IMG = 60
 SETTINGS = [("fog", 1), ("fog", 3), ("contrast", 2)]
@@ -85,7 +85,7 @@ def test_seed_rows_use_each_pairs_own_settings_and_the_seed_level_method(results
 
 
 def test_the_relative_row_is_adjusted_with_the_headline_family(results):
-    from questbench.metrics import holm
+    from questbench.stats.metrics import holm
     df = compare(results, "std-s0", "quest-s0")
     head = df[(df.evaluation == "clean") | df.setting.isin(["all", RELATIVE])]
     assert RELATIVE in set(head.setting)

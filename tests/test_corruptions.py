@@ -5,10 +5,11 @@ from imagecorruptions import corrupt
 
 from questbench.data.arrays import ArrayDataset
 from questbench.errors import QuestbenchError
-from questbench.evaluators.corruptions import (CorruptionGrid, CorruptionSetting, OnTheFly, _grid_loader, _pieces,
-                                               corrupted_sample, corruption_seed, evaluate_corruptions,
-                                               jpeg_round_trip, prepare_image)
-from questbench.metrics import ALL_CORRUPTIONS
+from questbench.evaluators.corruption_grid import CorruptionGrid, OnTheFly, _grid_loader, _pieces
+from questbench.config.settings import CorruptionSetting
+from questbench.evaluators.corruption_reference import corrupted_sample, corruption_seed, jpeg_round_trip, prepare_image
+from questbench.evaluators.corruptions import evaluate_corruptions
+from questbench.stats.metrics import ALL_CORRUPTIONS
 
 from conftest import make_tiny
 
@@ -123,7 +124,7 @@ def test_image_folder_of_mixed_sizes(tmp_path):
     from PIL import Image
 
     from questbench.data.imagefolder import ImageFolderDataset
-    from questbench.evaluators.corruptions import center_crop_resize
+    from questbench.data.transforms import center_crop_resize
 
     rng = np.random.default_rng(2)
     for k, (w, h) in enumerate([(60, 40), (40, 52), (48, 48)]):
@@ -146,7 +147,7 @@ def test_image_folder_of_mixed_sizes(tmp_path):
 
 def test_corruption_sweep_from_python_reduces_to_errors():
     import questbench
-    from questbench.metrics import mean_corruption_error
+    from questbench.stats.metrics import mean_corruption_error
 
     rng = np.random.default_rng(3)
     ds = ArrayDataset((rng.random((5, 28, 28)) * 255).astype(np.uint8), rng.integers(0, 10, 5), "t", "t")
@@ -177,7 +178,9 @@ def test_faithful_view_is_torchvision_resize_and_center_crop(w, h):
     from PIL import Image
     from torchvision import transforms
 
-    from questbench.evaluators.corruptions import center_crop_resize, prepare_image
+    from questbench.data.transforms import center_crop_resize
+
+    from questbench.evaluators.corruption_reference import prepare_image
 
     rng = np.random.default_rng(w * h)
     img = (rng.random((h, w, 3)) * 255).astype(np.uint8)

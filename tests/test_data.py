@@ -8,7 +8,8 @@ from questbench.data.idx import read_idx, write_idx
 from questbench.data.imagefolder import ImageFolderDataset
 from questbench.data.imagenet_c import ImageNetCSource, check_alignment, check_imagenet_c_tree
 from questbench.errors import QuestbenchError
-from questbench.evaluators.corruptions import CorruptionSetting, evaluate_released
+from questbench.config.settings import CorruptionSetting
+from questbench.evaluators.corruptions import evaluate_released
 
 from conftest import make_tiny
 
@@ -116,7 +117,7 @@ def test_suite_classes_file_fixes_the_label_order(imagenet_tree, tmp_path):
     """data.classes: a wnid file gives the class index of each folder (1000-way ImageNet order with only some
     folders on disk); without it, labels follow the sorted folder names."""
     from questbench.data import load_dataset
-    from questbench.suite import parse_suite
+    from questbench.config.suite import parse_suite
 
     wnids = tmp_path / "wnids.txt"
     wnids.write_text("n00000001\nn01443537\nn01440764\n")

@@ -9,12 +9,12 @@ import time
 
 import pytest
 
-from questbench.distributed import Ranks
-from questbench.plan import share
+from questbench.run.distributed import Ranks
+from questbench.run.plan import share
 from questbench.report.leaderboard import render_csv
-from questbench.results import load_results
-from questbench.runner import Runner
-from questbench.suite import load_suite
+from questbench.store.results import load_results
+from questbench.run.runner import Runner
+from questbench.config.suite import load_suite
 from conftest import children, processes_mentioning, write_suite, write_tiny_pair
 
 TORCHRUN = shutil.which("torchrun") or os.path.join(os.path.dirname(sys.executable), "torchrun")

@@ -20,8 +20,8 @@ def page(tmp_path_factory):
     """A tiny pair's run (clean, 2 corruptions x 2 severities, an FGSM sweep), its markdown and its page."""
     import questbench
     from questbench.report.leaderboard import leaderboard
-    from questbench.runner import run_suite
-    from questbench.suite import parse_suite
+    from questbench.run.runner import run_suite
+    from questbench.config.suite import parse_suite
     folder = tmp_path_factory.mktemp("page")
     reg = write_tiny_pair(folder)
     text = (f'registry = ["{reg}"]\nmodels = ["tiny-std", "tiny-quest"]\nnum_workers = 0\nbatch_size = 16\n'
@@ -108,7 +108,7 @@ def test_discordant_cells_are_the_samples_one_model_gets_right():
     import pandas as pd
 
     from questbench.report.discordant import discordant_cells
-    from questbench.results import Results
+    from questbench.store.results import Results
     rows = []
     for model, correct in (("std", [1, 1, 0, 0, 1]), ("quest", [1, 0, 1, 1, 0])):
         for i, ok in enumerate(correct):

@@ -10,11 +10,11 @@ import torch
 import questbench
 from conftest import make_tiny
 from questbench.errors import QuestbenchError
-from questbench.merge import Part, read_part, write_part
+from questbench.run.merge import Part, read_part, write_part
 from questbench.report.leaderboard import render_markdown
-from questbench.results import load_results
-from questbench.runner import run_suite
-from questbench.suite import parse_suite
+from questbench.store.results import load_results
+from questbench.run.runner import run_suite
+from questbench.config.suite import parse_suite
 
 SUITE = """
 models = ["tiny-std", "tiny-quest"]
@@ -94,7 +94,7 @@ def test_a_forged_part_with_unplanned_samples_is_refused(done):
     records = [dict(r, sample_id=f"test/9999{i}") for i, r in enumerate(doc["records"][:8])] + doc["records"][8:]
     write_part(done, job_id, Part(0, 8, records[:8]))
     write_part(done, job_id, Part(8, 12, records[8:]))
-    from questbench.merge import merge_job
+    from questbench.run.merge import merge_job
     merge_job(done, job_id, [(0, 8), (8, 12)], {}, lambda *a: {k: v for k, v in doc["job"].items()
                                                                if k != "records_sha256"})
     with pytest.raises(QuestbenchError, match="test/99990' was never planned"):
@@ -232,7 +232,7 @@ def test_compare_names_missing_jobs(done, capsys):
 
 @pytest.fixture
 def saved(tmp_path):
-    from questbench.models import save_checkpoint
+    from questbench.models.build import save_checkpoint
     save_checkpoint(make_tiny("standard"), tmp_path / "good.safetensors")
     return tmp_path
 

@@ -5,7 +5,7 @@ import torch
 
 import questbench
 from questbench.errors import QuestbenchError
-from questbench.models import Preprocess, card_path, load_checkpoint, save_checkpoint
+from questbench.models.build import Preprocess, card_path, load_checkpoint, save_checkpoint
 
 from conftest import make_tiny
 

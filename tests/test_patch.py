@@ -8,8 +8,8 @@ from questbench.data.arrays import ArrayDataset
 from questbench.errors import QuestbenchError
 from questbench.evaluators.attacks import sweep_flags
 from questbench.evaluators.patch import _masks, attack_patch_batch, evaluate_patch, patch_tiles, token_grid
-from questbench.settings import PatchConfig
-from questbench.suite import parse_suite
+from questbench.config.settings import PatchConfig
+from questbench.config.suite import parse_suite
 
 
 def _data(n=16, seed=0):

@@ -11,7 +11,7 @@ from conftest import make_tiny
 from questbench.errors import QuestbenchError
 from questbench.evaluators.attacks import dlr_loss, pgd_linf
 from questbench.evaluators.common import precision_scope, scoped, seeded
-from questbench.settings import AttackConfig
+from questbench.config.settings import AttackConfig
 
 
 def _matmul_state():

@@ -14,7 +14,7 @@ SUITE = {"seed": 2, "batch_size": 8, "num_workers": 0, "models": ["ignored"], "d
 
 
 def test_evaluate_an_nn_module_matches_the_registry_run(tmp_path, tiny_pair):
-    from questbench.registry import load_model
+    from questbench.models.registry import load_model
     registered = load_model("tiny-quest", registry_files=[tiny_pair])
     net = registered.net  # a bare timm ViT: normalization must come from `preprocessing`
     res = questbench.evaluate(net, SUITE, out=tmp_path / "mine", name="mine", device="cpu",
@@ -42,7 +42,7 @@ def test_evaluate_an_nn_module_matches_the_registry_run(tmp_path, tiny_pair):
 def test_attack_one_batch_stays_in_budget_and_matches_the_evaluator():
     from questbench.evaluators.attacks import evaluate_attack
     from questbench.data.arrays import ArrayDataset
-    from questbench.settings import AttackConfig
+    from questbench.config.settings import AttackConfig
     model = make_tiny("quest", seed=4)
     rng = np.random.default_rng(0)
     ds = ArrayDataset((rng.random((8, 28, 28)) * 255).astype(np.uint8), rng.integers(0, 10, 8), "t", "t")
@@ -65,7 +65,7 @@ def test_attack_one_batch_stays_in_budget_and_matches_the_evaluator():
 
 def test_corrupt_one_batch_equals_imagecorruptions_with_the_derived_seed():
     from imagecorruptions import corrupt as ic_corrupt
-    from questbench.evaluators.corruptions import corruption_seed
+    from questbench.evaluators.corruption_reference import corruption_seed
     rng = np.random.default_rng(5)
     x = torch.from_numpy((rng.random((2, 3, 40, 48)) * 255).astype(np.uint8)).float() / 255
     out = questbench.corrupt(x, "impulse_noise", severity=3, seed=7)
@@ -86,7 +86,7 @@ def test_timm_weight_file_without_the_hub_loads_with_questbench_attention(tmp_pa
     import timm
     from safetensors.torch import save_file
 
-    from questbench.attention import set_attention
+    from questbench.models.attention import set_attention
     kwargs = dict(img_size=32, num_classes=10, depth=2)
     torch.manual_seed(0)
     net = timm.create_model("vit_tiny_patch16_224", **kwargs).eval()
@@ -123,8 +123,8 @@ def test_robustbench_export_has_robustbench_fields_and_layout(tmp_path, tiny_pai
     import json
 
     from questbench.cli import main
-    from questbench.runner import run_suite
-    from questbench.suite import parse_suite
+    from questbench.run.runner import run_suite
+    from questbench.config.suite import parse_suite
     text = (f'registry = ["{tiny_pair}"]\nmodels = ["tiny-std", "tiny-quest"]\nnum_workers = 0\nbatch_size = 8\n'
             '[data]\nsamples = 6\n[corruptions]\nnames = ["fog", "contrast"]\nseverities = [1, 3]\n'
             '[[attacks]]\nattack = "autoattack"\neps = ["8/255"]\nsamples = 2\n')

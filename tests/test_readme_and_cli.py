@@ -13,7 +13,8 @@ import pytest
 
 from questbench.cli import main
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
 
 
 def _cli(args, capsys):
@@ -41,9 +42,9 @@ def test_readme_python_blocks_run_as_written(tmp_path, monkeypatch, capsys):
 
 def test_csv_is_tidy_and_typed(tmp_path, tiny_pair):
     from questbench.report.leaderboard import CSV_COLUMNS, render_csv
-    from questbench.results import load_results
-    from questbench.runner import run_suite
-    from questbench.suite import parse_suite
+    from questbench.store.results import load_results
+    from questbench.run.runner import run_suite
+    from questbench.config.suite import parse_suite
     text = (f'registry = ["{tiny_pair}"]\nmodels = ["tiny-std", "tiny-quest"]\nnum_workers = 0\nbatch_size = 8\n'
             '[data]\nsamples = 12\n[corruptions]\nnames = ["fog"]\nseverities = [1, 3]\n[[attacks]]\n'
             'attack = "fgsm"\neps = [0, "2/255", "4/255"]\n[diagnostics]\nsamples = 4\n')
@@ -64,7 +65,7 @@ def test_csv_is_tidy_and_typed(tmp_path, tiny_pair):
 
 @pytest.mark.slow
 def test_command_line_starts_without_torch():
-    code = "import sys, questbench, questbench.cli, questbench.registry, questbench.suite; " \
+    code = "import sys, questbench, questbench.cli, questbench.models.registry, questbench.config.suite; " \
            "print(sorted(m for m in ('torch', 'timm', 'pandas', 'matplotlib') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
@@ -79,13 +80,13 @@ def test_command_line_starts_without_torch():
 def test_reports_read_results_without_torch(tmp_path, tiny_pair):
     """The store, the statistics and every report format load and render a results folder with torch and timm
     never imported (they sit below the models in the layers)."""
-    from questbench.runner import run_suite
-    from questbench.suite import parse_suite
+    from questbench.run.runner import run_suite
+    from questbench.config.suite import parse_suite
     text = (f'registry = ["{tiny_pair}"]\nmodels = ["tiny-std", "tiny-quest"]\nnum_workers = 0\nbatch_size = 8\n'
             '[data]\nsamples = 8\n[corruptions]\nengine = "torch"\nparams = "cifar-c"\n[[attacks]]\nattack = "fgsm"\n'
             'eps = [0, "2/255"]\n')
     run_suite(parse_suite(text, "t.toml"), tmp_path / "out", device="cpu", quiet=True)
-    code = ("import sys\nfrom questbench.results import load_results\n"
+    code = ("import sys\nfrom questbench.store.results import load_results\n"
             "from questbench.report.leaderboard import render_csv, render_markdown\n"
             "from questbench.report.compare import compare_pairs, compare_seeds\n"
             "from questbench.report.export import export_robustbench\n"
@@ -121,10 +122,22 @@ def test_train_without_the_training_split_says_how_to_get_it(tmp_path, monkeypat
 
 
 def test_results_get_the_users_normal_permissions(tmp_path):
-    from questbench.models import atomic_write_bytes
+    from questbench.models.build import atomic_write_bytes
     old = os.umask(0o022)
     try:
         atomic_write_bytes(tmp_path / "a.json", b"{}")
     finally:
         os.umask(old)
     assert stat.S_IMODE((tmp_path / "a.json").stat().st_mode) == 0o644
+
+
+def test_readme_layout_matches_the_tree():
+    """The README's Layout section is what tools/layout.py makes from the tree today (its modules, their
+    docstrings, the layer table tests/test_layers.py enforces)."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("layout", ROOT / "tools" / "layout.py")
+    layout = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(layout)
+    readme = (ROOT / "README.md").read_text()
+    current = readme[readme.index(layout.START):readme.index(layout.END)]
+    assert current == layout.section(), "README's Layout is stale: run python tools/layout.py --write"

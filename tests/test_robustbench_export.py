@@ -21,7 +21,7 @@ import pytest
 
 from conftest import write_tiny_pair
 from questbench.errors import QuestbenchError
-from questbench.metrics import COMMON_CORRUPTIONS
+from questbench.stats.metrics import COMMON_CORRUPTIONS
 
 ROOT = Path(__file__).resolve().parents[1]
 RB_DIR = Path(os.environ.get("QUESTBENCH_ROBUSTBENCH_DIR", ROOT / ".ci" / "robustbench")) / "robustbench"
@@ -84,8 +84,8 @@ def rb():
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     """Tiny standard/QUEST pair: clean, all 15 common corruptions x 5 severities, AutoAttack at two eps."""
-    from questbench.runner import run_suite
-    from questbench.suite import parse_suite
+    from questbench.run.runner import run_suite
+    from questbench.config.suite import parse_suite
     folder = tmp_path_factory.mktemp("rb-run")
     reg = write_tiny_pair(folder)
     text = (f'registry = ["{reg}"]\nmodels = ["tiny-std", "tiny-quest"]\nnum_workers = 0\nbatch_size = 8\n'

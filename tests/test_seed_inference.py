@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from questbench.metrics import min_sign_flip_p, seed_level_inference, sign_flip_over_pairs, two_way_bootstrap
-from questbench.simulate import pair_study
+from questbench.stats.metrics import min_sign_flip_p, seed_level_inference, sign_flip_over_pairs, two_way_bootstrap
+from questbench.stats.simulate import pair_study
 
 STUDIES = 2000  # Monte Carlo SE of a 95% coverage: 0.49 pp
 TRUE_DELTA_PP = 2.0

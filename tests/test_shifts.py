@@ -91,9 +91,9 @@ def test_imagenet_real_multi_label_and_exclusion(tmp_path):
 def test_shift_suite_runs_and_reports(tmp_path, tiny_pair):
     """A suite with [shifts]: jobs per model and set, a distribution-shift table and paired rows."""
     from questbench.report.leaderboard import render_markdown
-    from questbench.results import load_results
-    from questbench.runner import run_suite
-    from questbench.suite import parse_suite
+    from questbench.store.results import load_results
+    from questbench.run.runner import run_suite
+    from questbench.config.suite import parse_suite
     rng = np.random.default_rng(3)
     for k in range(6):
         _jpeg(tmp_path / "v2" / str(k % 3) / f"{k}.jpeg", rng)
@@ -110,7 +110,7 @@ def test_shift_suite_runs_and_reports(tmp_path, tiny_pair):
 
 def test_real_label_sets_are_part_of_the_dataset_identity(tmp_path):
     """Another real.json must not reuse results: the label sets enter the fingerprint that keys the jobs."""
-    from questbench.runner import dataset_fingerprint
+    from questbench.run.runner import dataset_fingerprint
     rng = np.random.default_rng(4)
     _jpeg(tmp_path / "val" / WNIDS[5] / "ILSVRC2012_val_00000001.JPEG", rng)
     prints = []

@@ -15,8 +15,8 @@ import questbench.evaluators.corruptions as corruptions_mod
 import questbench.evaluators.diagnostics as diagnostics_mod
 import questbench.evaluators.patch as patch_mod
 from questbench.errors import QuestbenchError
-from questbench.runner import Runner
-from questbench.suite import SuiteSchema, suite_from
+from questbench.run.runner import Runner
+from questbench.config.suite import SuiteSchema, suite_from
 
 # keys that choose data or where things come from, or how the work is spread: they do not change what one
 # job computes from its inputs, and the inputs they select are identified by content in every job's key

@@ -7,11 +7,10 @@ import time
 import pytest
 
 import questbench
-from questbench.errors import QuestbenchError
 from questbench.report.leaderboard import leaderboard, render_csv
-from questbench.results import load_results
-from questbench.runner import run_suite
-from questbench.suite import list_suites, load_suite, parse_suite
+from questbench.store.results import load_results
+from questbench.run.runner import run_suite
+from questbench.config.suite import list_suites, load_suite, parse_suite
 
 from conftest import children, processes_mentioning, write_suite
 
@@ -102,7 +101,7 @@ def test_small_images_with_imagenet_c_constants_warn(corruptions, side, warns):
     import numpy as np
 
     from questbench.data.arrays import ArrayDataset
-    from questbench.runner import small_image_warning
+    from questbench.run.runner import small_image_warning
     suite = parse_suite(f'models = ["m"]\n[corruptions]\n{corruptions}\n', "t.toml")
     images = ArrayDataset(np.zeros((2, side, side), np.uint8), np.zeros(2, int), "t", "t")
     warning = small_image_warning(suite, images)

@@ -6,7 +6,7 @@ import torch
 
 from questbench.data.photos import colour_crops
 from questbench.errors import QuestbenchError
-from questbench.evaluators.corruptions import corrupt_image, corruption_seed
+from questbench.evaluators.corruption_reference import corrupt_image, corruption_seed
 from questbench.evaluators.torch_corruptions import (CORRUPTIONS, PARAMS, corrupt_batch, generators,
                                                      resolve_params)
 
@@ -127,8 +127,8 @@ params = "{params}"
 def test_engine_version_is_part_of_the_job_identity(tmp_path, tiny_pair, monkeypatch):
     """Results of an earlier engine version are never reused: its version enters every torch-engine job's hash."""
     import questbench.evaluators.torch_corruptions as tc
-    from questbench.runner import Runner
-    from questbench.suite import load_suite
+    from questbench.run.runner import Runner
+    from questbench.config.suite import load_suite
     from conftest import write_suite
 
     suite = load_suite(str(write_suite(tmp_path, tiny_pair, TORCH_SUITE.format(params="cifar-c"))))
@@ -144,9 +144,9 @@ def test_runner_uses_the_torch_engine_and_records_it(tmp_path, tiny_pair):
     """`engine = "torch"` runs through the runner (same per-sample seeds as the engine alone), the job identity
     and the provenance name the engine and its constants, and the two parameter sets give different results."""
     import questbench
-    from questbench.evaluators.corruptions import prepare_image
-    from questbench.runner import run_suite
-    from questbench.suite import load_suite
+    from questbench.evaluators.corruption_reference import prepare_image
+    from questbench.run.runner import run_suite
+    from questbench.config.suite import load_suite
     from conftest import write_suite
 
     outs = {}
@@ -185,7 +185,7 @@ def test_runner_uses_the_torch_engine_and_records_it(tmp_path, tiny_pair):
     ('engine = "numpy"', "engine"),
 ])
 def test_bad_engine_settings_are_one_line_errors(tmp_path, body, message):
-    from questbench.suite import parse_suite
+    from questbench.config.suite import parse_suite
     text = f'name = "x"\nmodels = ["fmnist-vit-quest-s0"]\n[data]\ndataset = "fashion-mnist"\n[corruptions]\n{body}\n'
     with pytest.raises(QuestbenchError, match=message):
         parse_suite(text)

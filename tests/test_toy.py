@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from questbench.toy import TOY_KINDS, ToyConfig, make_data, run_grid, success_rates, toy_markdown, train_one
+from questbench.toy.cls_design import TOY_KINDS, ToyConfig, make_data, run_grid, success_rates, toy_markdown, train_one
 
 
 @pytest.fixture(autouse=True)
@@ -53,7 +53,7 @@ def test_bayes_ceiling_matches_closed_form():
     # P(answer has the most energy) = integral_0^inf e^-u (1 - e^(-16 u))^15 du
     import numpy as np
 
-    from questbench.toy import ToyConfig, bayes_unbiased_accuracy
+    from questbench.toy.cls_design import ToyConfig, bayes_unbiased_accuracy
 
     cfg = ToyConfig()
     u = np.linspace(0, 40, 400_001)
@@ -61,11 +61,11 @@ def test_bayes_ceiling_matches_closed_form():
     assert abs(bayes_unbiased_accuracy(cfg, n=100_000) - exact) < 0.006
 
 
-# --- the mean design (questbench/toy_mean.py) ------------------------------------------------------------------
+# --- the mean design (questbench/toy/mean_design.py) ------------------------------------------------------------------
 def test_mean_design_conflict_set_and_bayes_rule():
     import math
 
-    from questbench.toy_mean import bayes_accuracy, conflict_set
+    from questbench.toy.mean_design import bayes_accuracy, conflict_set
     cfg = ToyConfig()
     gen = torch.Generator().manual_seed(3)
     bias = torch.zeros(cfg.key_dim)
@@ -81,7 +81,7 @@ def test_mean_design_conflict_set_and_bayes_rule():
 
 
 def test_mean_design_flags_instability_and_keeps_stable_runs():
-    from questbench.toy_mean import train_mean
+    from questbench.toy.mean_design import train_mean
     cfg = ToyConfig(steps=80, train_size=512, eval_size=256, log_every=10)
     calm = train_mean(cfg, "standard", 1e-3, 0.0, 0, 0, 0.5)
     wild = train_mean(cfg, "standard", 50.0, 0.0, 0, 0, 0.5)
@@ -115,7 +115,7 @@ def _grid(effect_quest=0.05, noise=0.01, seed=0):
 def test_kind_difference_is_a_t_interval_over_cells_and_matches_its_closed_form():
     from scipy import stats
 
-    from questbench.toy_stats import kind_difference, shortcut_harm, with_outcomes
+    from questbench.toy.stats import kind_difference, shortcut_harm, with_outcomes
     df = with_outcomes(_grid())
     m, lo, hi, n = kind_difference(df, "quest", "standard", "acc_unbiased")
     main = df[df.biased_fraction == 0.5]
@@ -130,7 +130,7 @@ def test_kind_difference_is_a_t_interval_over_cells_and_matches_its_closed_form(
 
 
 def test_toy_report_calls_a_tie_a_tie_and_drops_dead_learning_rates():
-    from questbench.toy_stats import learning_rates, markdown, with_outcomes
+    from questbench.toy.stats import learning_rates, markdown, with_outcomes
     tied = markdown(_grid(effect_quest=0.0, seed=1), "test")
     assert "| quest - standard |" in tied and ": tie" in tied.split("| quest - standard |")[1].split("\n")[0]
     learn, dead = learning_rates(with_outcomes(_grid(effect_quest=0.2)))
@@ -140,7 +140,7 @@ def test_toy_report_calls_a_tie_a_tie_and_drops_dead_learning_rates():
 
 
 def test_mean_grid_writes_each_run_and_resumes(tmp_path):
-    from questbench.toy_mean import run_mean_grid
+    from questbench.toy.mean_design import run_mean_grid
     first = run_mean_grid("quick", tmp_path, quiet=True, steps=5, limit=2, workers=1)
     lines = (tmp_path / "runs.jsonl").read_text().splitlines()
     assert len(first) == 2 and len(lines) == 2
@@ -153,9 +153,9 @@ def test_mean_grid_writes_each_run_and_resumes(tmp_path):
 def test_split_design_reads_queries_and_keys_from_the_key_part_only():
     """Changing every token's value leaves the attention weights as they were (for every kind), also after
     training steps: the qkv weight's masked blocks stay zero."""
-    from questbench.attention import tap_attention
-    from questbench.toy import ToyConfig
-    from questbench.toy_mean import SplitRetriever
+    from questbench.models.attention import tap_attention
+    from questbench.toy.cls_design import ToyConfig
+    from questbench.toy.mean_design import SplitRetriever
     cfg = ToyConfig(qk_from_key_part=True)
     torch.manual_seed(0)
     x = torch.randn(4, cfg.tokens, cfg.key_dim)
@@ -178,7 +178,7 @@ def test_split_design_reads_queries_and_keys_from_the_key_part_only():
 
 
 def test_warmup_schedule_rises_linearly_then_decays():
-    from questbench.toy import ToyConfig, training_setup
+    from questbench.toy.cls_design import ToyConfig, training_setup
     cfg = ToyConfig(steps=100, warmup_steps=10)
     opt, sched, _ = training_setup(torch.nn.Linear(2, 2), cfg, 0.1, 0.0, 0)
     lrs = []

@@ -6,8 +6,8 @@ import torch
 
 from questbench.data import load_dataset
 from questbench.errors import QuestbenchError
-from questbench.models import ModelSpec
-from questbench.train import FMNIST_SPEC, Recipe, train
+from questbench.models.build import ModelSpec
+from questbench.models.train import FMNIST_SPEC, Recipe, train
 
 pytestmark = pytest.mark.timeout(300)
 

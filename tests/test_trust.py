@@ -5,11 +5,11 @@ import threading
 import pytest
 
 from questbench.errors import QuestbenchError
-from questbench.outdir import exclusive
+from questbench.run.outdir import exclusive
 from questbench.report.leaderboard import render_csv
-from questbench.results import load_results
-from questbench.runner import run_suite
-from questbench.suite import parse_suite
+from questbench.store.results import load_results
+from questbench.run.runner import run_suite
+from questbench.config.suite import parse_suite
 
 BASE = """
 models = ["tiny-std", "tiny-quest"]
@@ -73,7 +73,7 @@ def test_limit_then_full_run_is_refused(tmp_path, tiny_pair):
 
 def test_job_identity_covers_what_determines_rows(tmp_path, tiny_pair):
     """Each ingredient of a job's rows changes its id; a changed checkpoint changes the run's configuration."""
-    from questbench.runner import Runner
+    from questbench.run.runner import Runner
 
     def ids(s, **kw):
         r = Runner(s, tmp_path / "x", device="cpu", quiet=True, **kw)
@@ -93,7 +93,7 @@ def test_job_identity_covers_what_determines_rows(tmp_path, tiny_pair):
     out = tmp_path / "out"
     run(suite(tiny_pair), out)
     weights = tmp_path / "tiny-quest.safetensors"
-    from questbench.models import load_checkpoint, save_checkpoint
+    from questbench.models.build import load_checkpoint, save_checkpoint
     m = load_checkpoint(weights)
     with __import__("torch").no_grad():
         next(m.net.parameters()).add_(1.0)

@@ -2,8 +2,8 @@
 import pytest
 
 import questbench
-from questbench.registry import list_models, load_registry
-from questbench.train import evaluate_accuracy
+from questbench.models.registry import list_models, load_registry
+from questbench.models.train import evaluate_accuracy
 
 BUILTIN = [e for e in list_models() if e.source.startswith("builtin:")]
 

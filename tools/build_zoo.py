@@ -16,8 +16,8 @@ import sys
 from pathlib import Path
 
 import questbench
-from questbench.models import card_path, file_sha256, load_checkpoint
-from questbench.train import evaluate_accuracy
+from questbench.models.build import card_path, file_sha256, load_checkpoint
+from questbench.models.train import evaluate_accuracy
 
 ZOO = Path(__file__).resolve().parents[1] / "questbench" / "zoo"
 SLICE = 1000

@@ -3,7 +3,7 @@
     python tools/train_zoo.py --out runs/zoo-train [--jobs 2] [--threads 1] [--device cpu]
     python tools/build_zoo.py runs/zoo-train         # then copy what landed into questbench/zoo
 
-The zoo is five seeds (0-4) of each attention kind in ZOO_KINDS, all with the built-in recipe (questbench.train).
+The zoo is five seeds (0-4) of each attention kind in ZOO_KINDS, all with the built-in recipe (questbench.models.train).
 A model counts as present when questbench/zoo or --out holds its safetensors. Each model trains in its own
 ``python -m questbench train --resume`` process, so a killed script restarted with the same arguments continues
 every unfinished model from its last finished epoch (its ``<name>.train-state.pt``) to the same weights.

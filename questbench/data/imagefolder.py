@@ -66,7 +66,7 @@ class ImageFolderDataset(Dataset):
 
     def eval_view_uint8(self, i: int) -> np.ndarray:
         """The image as the model is shown it: short side to ``resize``, center crop ``crop`` (crop 0: as read)."""
-        from ..evaluators.corruptions import center_crop_resize
+        from .transforms import center_crop_resize
         return center_crop_resize(self.image_uint8(i), self.resize, self.crop) if self.crop else self.image_uint8(i)
 
     def __getitem__(self, i: int):

@@ -22,10 +22,10 @@ from typing import Optional
 
 import numpy as np
 
+from ..config.settings import SHIFT_DATASETS
 from ..errors import QuestbenchError
 from .imagefolder import ImageFolderDataset
 
-SHIFT_DATASETS = ("imagenet-a", "imagenet-r", "imagenet-sketch", "imagenet-v2", "imagenet-real")
 
 
 @lru_cache(maxsize=None)

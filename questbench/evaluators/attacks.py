@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Optional
 
 import torch
 import torch.nn as nn
 
-from ..metrics import sweep_flags  # noqa: F401  (re-exported: it checks attack results)
-from ..settings import AttackConfig
+from ..stats.metrics import sweep_flags  # noqa: F401  (re-exported: it checks attack results)
+from ..config.settings import AttackConfig
 from .common import Spans, batches, derive_seed, frozen, predictions, seeded
 
 BUDGET_TOL = 1e-5

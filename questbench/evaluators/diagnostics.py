@@ -10,7 +10,7 @@ import torch
 @torch.inference_mode()
 def evaluate_diagnostics(model, ds, device: str, advance: Optional[Callable[[int], None]] = None
                          ) -> list[dict[str, Any]]:
-    from ..attention import record_attention
+    from ..models.attention import record_attention
 
     x = torch.stack([ds[i][0] for i in range(len(ds))]).to(device)
     with record_attention(model) as stats:

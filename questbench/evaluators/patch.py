@@ -16,9 +16,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..errors import QuestbenchError
-from ..settings import PatchConfig
+from ..config.settings import PatchConfig
 from .attacks import AttackResult
-from .common import PrecisionWrapper, batches, derive_seed, frozen, predictions, seeded
+from .common import PrecisionWrapper, Spans, batches, derive_seed, frozen, predictions, seeded
 
 
 def token_grid(model: nn.Module, image_hw: tuple[int, int]) -> tuple[int, int, int, int]:
@@ -105,7 +105,7 @@ class _AttentionOnTokens:
 
 
 def _forward(model, x, sets, layers):
-    from ..attention import tap_attention
+    from ..models.attention import tap_attention
     tap = _AttentionOnTokens(sets, layers)
     with tap_attention(model, tap):
         logits = model(x)

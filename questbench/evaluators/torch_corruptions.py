@@ -29,7 +29,7 @@ from __future__ import annotations
 import functools
 import importlib.resources
 import math
-from typing import Callable, Optional, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch

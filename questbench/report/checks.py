@@ -21,7 +21,7 @@ from typing import Iterator, Optional
 import numpy as np
 import pandas as pd
 
-from ..metrics import mcnemar
+from ..stats.metrics import mcnemar
 
 ALPHA = 0.01
 LARGE_EPS_MAX = 0.01  # a fraction of the samples: more left robust at the large budget is flagged
@@ -101,7 +101,7 @@ def flag_sentences(checks: Optional[tuple[pd.DataFrame, list[dict]]]) -> list[st
 
 
 def _cell(name: str, r: dict) -> str:
-    from .labels import eps_label
+    from ..config.labels import eps_label
     return f"{eps_label(r['eps'])}: " + _outcome(name, r)
 
 

@@ -25,10 +25,10 @@ import numpy as np
 import pandas as pd
 
 from ..errors import QuestbenchError
-from ..metrics import (ALL_CORRUPTIONS, SEED_METHOD, cluster_bootstrap, holm, mcnemar, min_sign_flip_p,
+from ..stats.metrics import (ALL_CORRUPTIONS, SEED_METHOD, cluster_bootstrap, holm, mcnemar, min_sign_flip_p,
                        per_image_sums, resolves_5pp, seed_level_inference, sign_flip_test)
-from ..results import Results, load_results
-from .labels import attack_family, attack_label, budget_label, corruption_label
+from ..store.results import Results, load_results
+from ..config.labels import attack_family, attack_label, budget_label, corruption_label
 
 COLUMNS = ["evaluation", "setting", "n_images", "baseline_acc", "model_acc", "delta_pp", "ci_low", "ci_high",
            "p_value", "p_holm", "test", "resolves_5pp"]

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from ..results import Results
+from ..store.results import Results
 from .compare import settings_of
 
 

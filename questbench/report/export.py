@@ -26,10 +26,10 @@ import pandas as pd
 
 from .._io import atomic_write_bytes, check_creatable
 from ..errors import QuestbenchError
-from ..metrics import COMMON_CORRUPTIONS, alexnet_errors, mce
-from ..results import Results
+from ..stats.metrics import COMMON_CORRUPTIONS, alexnet_errors, mce
+from ..store.results import Results
 from .checks import checks_table
-from .labels import eps_label
+from ..config.labels import eps_label
 from .tables import compute_tables
 
 MODEL_INFO_FIELDS = ["link", "name", "authors", "additional_data", "number_forward_passes", "dataset", "venue",

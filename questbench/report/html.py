@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Optional
 
 from ..errors import QuestbenchError
-from ..results import Results
+from ..store.results import Results
 from .compare import AGGREGATE, RELATIVE
 from .tables import compute_tables
 

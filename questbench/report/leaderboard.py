@@ -11,10 +11,10 @@ from typing import Optional
 import pandas as pd
 
 from ..errors import QuestbenchError
-from ..results import Results, load_results
-from ..metrics import MIN_N_5PP, min_sign_flip_p, resolves_5pp
+from ..store.results import Results, load_results
+from ..stats.metrics import MIN_N_5PP, min_sign_flip_p, resolves_5pp
 from .compare import AGGREGATE, RELATIVE
-from .labels import budget_label, eps_label
+from ..config.labels import budget_label, eps_label
 from .checks import CHECK_NOTES
 from .tables import Tables, compute_tables
 
@@ -157,7 +157,7 @@ def sweep_table(t: Tables) -> tuple[str, pd.DataFrame, list[str]]:
 
 def corruption_detail(t: Tables) -> tuple[str, pd.DataFrame, list[str]]:
     """Error (%) per corruption averaged over severities: corruptions as rows, models as columns."""
-    from ..metrics import ALL_CORRUPTIONS
+    from ..stats.metrics import ALL_CORRUPTIONS
     names = short_names(t.corruptions.model)
     present = [c for c in ALL_CORRUPTIONS if c in t.corruptions.columns] + \
         [c for c in t.corruptions.columns if c not in ALL_CORRUPTIONS and c not in CORRUPTION_SUMMARY_KEYS]

@@ -7,12 +7,12 @@ from typing import Optional
 import numpy as np
 import pandas as pd
 
-from ..metrics import (COMMON_CORRUPTIONS, CORRUPTION_GROUP, mce, mean_corruption_error, relative_mce, sweep_flags,
+from ..stats.metrics import (COMMON_CORRUPTIONS, CORRUPTION_GROUP, mce, mean_corruption_error, relative_mce, sweep_flags,
                        wilson_interval)
-from ..results import Results
+from ..store.results import Results
 from .checks import checks_table, flag_sentences
 from .compare import compare_pairs, compare_seeds, sweep_keys
-from .labels import attack_label
+from ..config.labels import attack_label
 
 IMAGENET_DATASETS = ("imagenet", "imagefolder")
 

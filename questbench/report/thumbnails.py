@@ -12,7 +12,7 @@ from typing import Optional
 import numpy as np
 
 from ..errors import QuestbenchError
-from ..results import Results
+from ..store.results import Results
 
 
 class Thumbnails:
@@ -20,7 +20,7 @@ class Thumbnails:
 
     def __init__(self, results: Results):
         from ..data import load_dataset
-        from ..suite import DataSpec
+        from ..config.suite import DataSpec
         p = results.provenance
         data = dict(p.get("suite", {}).get("data", {}))
         spec = DataSpec(**{k: data.get(k) for k in ("dataset", "split", "root", "samples", "classes")})
@@ -58,7 +58,7 @@ class Thumbnails:
     def _images(self, idx: list[int], view: tuple) -> list[np.ndarray]:
         if view[0] == "corruption" and self.on_the_fly():
             from ..evaluators.corruptions import seen_images
-            from ..settings import CorruptionSetting
+            from ..config.settings import CorruptionSetting
             c = self.corruptions
             return seen_images(self.dataset, idx, CorruptionSetting(view[1], view[2]), self.seed,
                                c.get("mode", "native"), c.get("engine", "imagecorruptions"),

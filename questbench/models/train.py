@@ -19,12 +19,12 @@ from typing import Any, Callable, Iterator, Optional
 import torch
 import torch.nn.functional as F
 
-from .data import load_dataset
-from .data.arrays import ArrayDataset
-from .errors import QuestbenchError
-from .models import ModelSpec, QuestbenchModel, atomic_write_bytes, build_model, save_checkpoint
-from .progress import progress_bar
-from .versions import library_versions
+from ..data import load_dataset
+from ..data.arrays import ArrayDataset
+from ..errors import QuestbenchError
+from .build import ModelSpec, QuestbenchModel, atomic_write_bytes, build_model, save_checkpoint
+from ..progress import progress_bar
+from ..versions import library_versions
 
 # The built-in Fashion-MNIST ViT: a conv stem turns 28x28 into 7x7 tokens, then 4 pre-norm blocks of width 96
 # (3 heads of 32), average-pooled tokens. The conv stem makes a ViT this small learn in a few CPU epochs.

@@ -1,7 +1,7 @@
 """The toy example's second design (`questbench toy --design mean`, the default): a model in which the paper's
 mechanism can act, with instability measured.
 
-Why a second design: in the first one (``--design cls``, questbench/toy.py) a learned query token reads the
+Why a second design: in the first one (``--design cls``, questbench/toy/cls_design.py) a learned query token reads the
 answer, so a query's norm is a constant and QUEST is QKNorm-HS in disguise, and a token MLP can build a bias
 detector without touching the attention. Here **every token queries**, through one attention layer of the kind
 under test on a linear embedding; the output is the mean over tokens of residual + attention output, then a
@@ -32,8 +32,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .errors import QuestbenchError
-from .toy import ToyConfig, make_data, shortcut_bias, training_setup
+from ..errors import QuestbenchError
+from .cls_design import ToyConfig, make_data, shortcut_bias, training_setup
 
 MEAN_KINDS = ("standard", "qnorm", "qknorm_hs", "quest", "qknorm_ds")
 SUCCESS_OF_BAYES = 0.9
@@ -74,7 +74,7 @@ class SplitRetriever(nn.Module):
     def __init__(self, cfg: ToyConfig, kind: str):
         from torch.nn.utils import parametrize
 
-        from .attention import attention_class
+        from ..models.attention import attention_class
         super().__init__()
         dim = cfg.key_dim + cfg.values
         self.attn = attention_class(kind)(dim, num_heads=1, qkv_bias=False)
@@ -92,7 +92,7 @@ class SplitRetriever(nn.Module):
 
 class MeanRetriever(nn.Module):
     def __init__(self, cfg: ToyConfig, kind: str):
-        from .attention import attention_class
+        from ..models.attention import attention_class
         super().__init__()
         self.embed = nn.Linear(cfg.key_dim + cfg.values, cfg.width)
         self.attn = attention_class(kind)(cfg.width, num_heads=1, qkv_bias=True)
@@ -132,7 +132,7 @@ class MeanRun:
 
 def _attention_probe(model: MeanRetriever, x, c) -> tuple[float, float, float, float]:
     """(max |logit|, mean entropy, mean |q|, mean |k|) of the attention layer on a batch."""
-    from .attention import tap_attention
+    from ..models.attention import tap_attention
     seen = {}
 
     def cb(module, q, k, attn):
@@ -233,7 +233,7 @@ def run_mean_grid(preset: str, out: Path, quiet: bool = False, workers: Optional
                   steps: Optional[int] = None, limit: Optional[int] = None) -> list[MeanRun]:
     """Train the grid, each run single-threaded in a pool of processes; every finished run is appended to
     ``runs.jsonl`` at once, so a killed grid resumes where it stopped."""
-    from .progress import progress_bar
+    from ..progress import progress_bar
     if preset not in MEAN_PRESETS:
         raise QuestbenchError(f"toy preset must be one of {', '.join(MEAN_PRESETS)}")
     out = Path(out)
@@ -275,7 +275,7 @@ def write_mean_outputs(runs: Sequence[MeanRun], preset: str, out: Path) -> str:
     import csv
     import io
 
-    from .models import atomic_write_bytes
+    from ..models.build import atomic_write_bytes
     out = Path(out)
     cols = [f for f in MeanRun.__dataclass_fields__ if f != "trace"]
     buf = io.StringIO()
@@ -297,7 +297,7 @@ def write_mean_outputs(runs: Sequence[MeanRun], preset: str, out: Path) -> str:
             w.writerow([*r.key, *(f"{v:.6g}" if isinstance(v, float) else v for v in t)])
     atomic_write_bytes(out / "traces.csv", buf.getvalue().encode())
     _plots(runs, out)
-    from .toy_stats import load_runs, markdown
+    from .stats import load_runs, markdown
     md = markdown(load_runs(out / "runs.csv"), preset)
     atomic_write_bytes(out / "toy.md", md.encode())
     return md

@@ -100,8 +100,8 @@ def markdown(df: pd.DataFrame, preset: str, image_prefix: str = "") -> str:
     n_cells = ml.groupby(["lr", "wd"]).ngroups
     lines = [f"# QUEST toy example, mean design ({preset} grid: {len(df)} runs)", "",
              "Every token queries through one attention layer of the kind under test; mean-pooled residual + "
-             "attention output; Linear-GELU-Linear head (`questbench/toy_mean.py`); statistics from "
-             "`questbench/toy_stats.py`. Grid: learning rates " + ", ".join(f"{x:g}" for x in sorted(df.lr.unique()))
+             "attention output; Linear-GELU-Linear head (`questbench/toy/mean_design.py`); statistics from "
+             "`questbench/toy/stats.py`. Grid: learning rates " + ", ".join(f"{x:g}" for x in sorted(df.lr.unique()))
              + "; weight decays " + ", ".join(f"{x:g}" for x in sorted(df.wd.unique())) + f"; "
              f"{df.init_seed.nunique()} init seeds x {df.data_seed.nunique()} data seeds; biased fraction 0.5 "
              f"(and 0 for the shortcut harm). Bayes-optimal unbiased accuracy on the evaluation samples: mean "

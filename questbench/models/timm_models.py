@@ -1,6 +1,8 @@
 """Register the non-standard attention ViTs as timm model names (e.g. ``vit_small_patch16_224_quest``).
 
-Imported by ``questbench``, so ``timm.create_model`` and timm's own train/validate scripts can build them.
+Imported by ``questbench`` the moment timm is (``questbench/__init__.py``), so ``timm.create_model`` and timm's
+own train/validate scripts can build them. It names the kinds from the configuration's catalogue and reaches the
+attention classes only when a model is built, so importing it never imports ``attention`` (which imports timm).
 """
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ import torch.nn as nn
 from timm.models import register_model
 from timm.models.vision_transformer import VisionTransformer, _create_vision_transformer
 
-from .attention import ATTENTION_KINDS
+from ..config.settings import ATTENTION_NAMES
 
 VIT_SIZES = {
     "tiny": dict(patch_size=16, embed_dim=192, depth=12, num_heads=3),
@@ -26,6 +28,7 @@ def _make_entrypoint(size: str, kind: str):
 
     def entrypoint(pretrained: bool = False, **kwargs) -> VisionTransformer:
         # pretrained=True loads the standard timm weights (same parameter names) into the new attention kind
+        from .attention import ATTENTION_KINDS
         args = dict(VIT_SIZES[size], attn_layer=ATTENTION_KINDS[kind])
         return _create_vision_transformer(base_name, pretrained=pretrained, **dict(args, **kwargs))
 
@@ -38,7 +41,7 @@ def _make_entrypoint(size: str, kind: str):
 
 REGISTERED: list[str] = []
 for _size in VIT_SIZES:
-    for _kind in ATTENTION_KINDS:
+    for _kind in ATTENTION_NAMES:
         if _kind == "standard":
             continue
         _name, _fn = _make_entrypoint(_size, _kind)

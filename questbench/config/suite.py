@@ -17,9 +17,9 @@ from typing import Annotated, Any, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from .errors import QuestbenchError
-from .metrics import ALL_CORRUPTIONS, COMMON_CORRUPTIONS, EXTRA_CORRUPTIONS
-from .settings import ATTACKS, AttackConfig, CorruptionSetting, PatchConfig, check_corruption
+from ..errors import QuestbenchError
+from .corruptions import ALL_CORRUPTIONS, COMMON_CORRUPTIONS, EXTRA_CORRUPTIONS
+from .settings import ATTACKS, SHIFT_DATASETS, AttackConfig, CorruptionSetting, PatchConfig, check_corruption
 
 CORRUPTION_SOURCES = ("native", "faithful", "imagenet-c", "cifar-c")
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"  # a suite name becomes a folder name under runs/
@@ -370,7 +370,6 @@ def _from_mapping(raw: dict, text: str, path: str) -> Suite:
     if sch.data.classes is not None and sch.data.dataset.lower() not in ("imagenet", "imagefolder"):
         raise QuestbenchError(f"suite {path}: data.classes (a class order file) applies to image folders "
                               f"(dataset = \"imagenet\"), not {sch.data.dataset!r}")
-    from .data.shifts import SHIFT_DATASETS
     shifts = []
     for shift_name, v in sch.shifts.items():
         if shift_name not in SHIFT_DATASETS:

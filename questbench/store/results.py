@@ -24,8 +24,8 @@ from typing import Any, Literal, Optional
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, StrictBool, StrictInt, StrictStr, TypeAdapter, ValidationError
 
-from .errors import QuestbenchError
-from ._io import atomic_write_bytes
+from ..errors import QuestbenchError
+from .._io import atomic_write_bytes
 
 JOBS_DIR = "jobs"
 PROVENANCE = "provenance.json"

@@ -20,12 +20,12 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, Optional, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from .errors import QuestbenchError
-from .modelspec import ModelSpec, tuple_fields
-from .settings import ATTENTION_NAMES
+from ..errors import QuestbenchError
+from ..config.modelspec import ModelSpec, tuple_fields
+from ..config.settings import ATTENTION_NAMES
 
 if TYPE_CHECKING:
-    from .models import QuestbenchModel
+    from .build import QuestbenchModel
 
 SOURCE_PATTERN = r"^(builtin|path|url|timm|robustbench):.+$"
 
@@ -153,7 +153,7 @@ def get_entry(name: str, registry_files=None) -> RegistryEntry:
 def _load_timm_pretrained(entry: RegistryEntry, timm_name: str) -> QuestbenchModel:
     import timm
 
-    from .models import QuestbenchModel
+    from .build import QuestbenchModel
 
     try:
         net = timm.create_model(timm_name, pretrained=True, num_classes=entry.num_classes)
@@ -172,7 +172,7 @@ def _load_robustbench(entry: RegistryEntry, rb_name: str) -> QuestbenchModel:
     except Exception as exc:
         raise QuestbenchError(f"robustbench is not importable here ({type(exc).__name__}); "
                               f"entry {entry.name!r} needs a working robustbench install") from None
-    from .models import QuestbenchModel
+    from .build import QuestbenchModel
     net = rb_load(model_name=rb_name, dataset=entry.dataset or "cifar10", threat_model="Linf")
     # RobustBench models already normalize inside: identity preprocessing
     spec = ModelSpec(arch=entry.arch, attention=entry.attention, num_classes=entry.num_classes,
@@ -205,7 +205,7 @@ def load_model(name_or_path: str, registry_files=None, trust_pickle: bool = Fals
     """Load by registry name, or by path to a checkpoint with its card (``.json``) beside it. A weight file
     without a card (a timm-format state_dict, e.g. from a Hugging Face cache) loads with the spec given as
     keywords: ``load_model("model.safetensors", arch="deit_tiny_patch16_224", attention="quest")``."""
-    from .models import load_checkpoint
+    from .build import load_checkpoint
     if not isinstance(name_or_path, (str, Path)) or not str(name_or_path):
         raise QuestbenchError(f"a model is a registry name or a checkpoint path, not {name_or_path!r}")
     if not isinstance(device, str) or not re.match(r"^(cpu|cuda(:[0-9]+)?|mps)$", device):

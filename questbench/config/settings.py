@@ -6,12 +6,13 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any, Optional
 
-from .errors import QuestbenchError
-from .metrics import ALL_CORRUPTIONS
+from ..errors import QuestbenchError
+from .corruptions import ALL_CORRUPTIONS
 
 ATTENTION_NAMES = ("standard", "quest", "qnorm", "qknorm_hs", "qknorm_ds")  # attention.ATTENTION_KINDS' keys
 ATTACKS = ("fgsm", "pgd", "autoattack", "apgd-ce", "autoattack-fast")
 NORMS = ("Linf", "L2")
+SHIFT_DATASETS = ("imagenet-a", "imagenet-r", "imagenet-sketch", "imagenet-v2", "imagenet-real")
 
 
 @dataclass(frozen=True)

@@ -30,8 +30,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from timm.layers import Attention
 
-from .errors import QuestbenchError
-from .settings import ATTENTION_NAMES
+from ..errors import QuestbenchError
+from ..config.settings import ATTENTION_NAMES
 
 NORM_EPS = 1e-6  # guards against an all-zero key (or query) vector
 
@@ -298,6 +298,3 @@ def record_attention(model: nn.Module) -> Iterator[list[AttentionStats]]:
     with tap_attention(model, recorder):
         yield stats
 
-
-# register questbench's timm model names now that the attention kinds exist (timm_models needs them)
-from . import timm_models  # noqa: E402,F401

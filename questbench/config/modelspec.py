@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import QuestbenchError
+from ..errors import QuestbenchError
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""Ranks, from torch.distributed: ``torchrun ... questbench run`` (any number of nodes), or ranks that
+"""Ranks, from torch.distributed: ``torchrun <options> questbench run`` (any number of nodes), or ranks that
 ``questbench run`` launches itself on a multi-core CPU through torchrun's own launcher API
 (``torch.distributed.launcher.elastic_launch``). Nothing here schedules processes by hand.
 
@@ -13,7 +13,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 from datetime import timedelta
-from typing import Any, Callable, Optional
+from typing import Optional
 
 
 @dataclass(frozen=True)

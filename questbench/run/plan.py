@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from .results import STORE_FORMAT, config_hash, slug
+from ..store.results import STORE_FORMAT, config_hash, slug
 
 KINDS = ("clean", "shift", "corruption", "attack", "check", "diagnostics")  # the order a rank runs its units in
 ATTACK_KINDS = ("attack", "check")  # jobs an attack evaluator computes (a check is an attack run to check others)
@@ -79,7 +79,7 @@ def plan_jobs(suite, data: PreparedData, model_fp: dict[str, str], device_kind: 
         c = s.corruptions
         source = {"mode": c.mode, "root": str(Path(c.root).resolve()) if c.root else None}
         if c.engine != "imagecorruptions":
-            from .evaluators.torch_corruptions import ENGINE_VERSION
+            from ..evaluators.torch_corruptions import ENGINE_VERSION
             source |= {"engine": c.engine, "params": c.params, "engine_version": ENGINE_VERSION}
         for st in c.settings():
             for m in models:

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from .errors import QuestbenchError
-from .results import job_done, records_digest, write_job, write_json
+from ..errors import QuestbenchError
+from ..store.results import job_done, records_digest, write_job, write_json
 
 SHARDS_DIR = "shards"
 

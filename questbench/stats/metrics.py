@@ -13,25 +13,11 @@ from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
-from .errors import QuestbenchError
+from ..config.corruptions import ALL_CORRUPTIONS, COMMON_CORRUPTIONS, CORRUPTION_GROUP, EXTRA_CORRUPTIONS  # noqa: F401,E501  (part of the metrics API)
+from ..errors import QuestbenchError
 
-COMMON_CORRUPTIONS = (
-    "gaussian_noise", "shot_noise", "impulse_noise",
-    "defocus_blur", "glass_blur", "motion_blur", "zoom_blur",
-    "snow", "frost", "fog", "brightness",
-    "contrast", "elastic_transform", "pixelate", "jpeg_compression",
-)
-EXTRA_CORRUPTIONS = ("speckle_noise", "gaussian_blur", "spatter", "saturate")
-ALL_CORRUPTIONS = COMMON_CORRUPTIONS + EXTRA_CORRUPTIONS
 # AlexNet top-1 error on clean ImageNet val: torchvision's alexnet acc@1 56.522 -> 43.478% error.
 ALEXNET_CLEAN_ERROR = 0.43478
-CORRUPTION_GROUP = {
-    **{c: "noise" for c in COMMON_CORRUPTIONS[:3]},
-    **{c: "blur" for c in COMMON_CORRUPTIONS[3:7]},
-    **{c: "weather" for c in COMMON_CORRUPTIONS[7:11]},
-    **{c: "digital" for c in COMMON_CORRUPTIONS[11:]},
-    **{c: "extra" for c in EXTRA_CORRUPTIONS},
-}
 
 
 @lru_cache(maxsize=1)

@@ -1,6 +1,6 @@
-"""Runs a suite in three steps: *plan* (questbench.plan: the suite -> jobs with identity hashes, shared out
-between ranks), *execute* this rank's share (questbench.execute: one adapter per kind of job calls its
-evaluator), *merge* (questbench.merge: parts -> the job files the reports read). Prepares datasets and
+"""Runs a suite in three steps: *plan* (questbench.run.plan: the suite -> jobs with identity hashes, shared out
+between ranks), *execute* this rank's share (questbench.run.execute: one adapter per kind of job calls its
+evaluator), *merge* (questbench.run.merge: parts -> the job files the reports read). Prepares datasets and
 models, claims the output folder, shows progress; knows nothing of how any evaluation works.
 
 A run killed at any moment and started again into the same folder, with any number of ranks, ends with the
@@ -16,24 +16,24 @@ import platform
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 import numpy as np
 import torch
 
 from . import distributed
-from .data import load_dataset
-from .errors import QuestbenchError
-from .settings import PatchConfig
+from ..data import load_dataset
+from ..errors import QuestbenchError
+from ..config.settings import PatchConfig
 from .execute import Context, run_executor
 from .merge import SHARDS_DIR, Part, merge_job, part_done, write_part
 from .outdir import check_writable, claim, exclusive
 from .plan import KINDS, Job, PreparedData, plan_jobs, queue, share
-from .progress import JobProgress, progress_bar
-from .registry import load_model
-from .results import PROVENANCE, STORE_FORMAT, config_hash, job_done, job_file, write_json
-from .suite import Suite
-from .versions import library_versions
+from ..progress import JobProgress, progress_bar
+from ..models.registry import load_model
+from ..store.results import PROVENANCE, STORE_FORMAT, config_hash, job_done, job_file, write_json
+from ..config.suite import Suite
+from ..versions import library_versions
 
 
 @dataclass
@@ -173,7 +173,7 @@ class Runner:
         corr = _subset(ds, order, cap(s.corruptions.samples)) if s.corruptions else None
         attacks = [_subset(ds, order, cap(a.samples)) for a in s.attacks]
         diag = _subset(ds, order, cap(s.diagnostics_samples)) if s.diagnostics_samples else None
-        from .data.shifts import load_shift
+        from ..data.shifts import load_shift
         shifts = {}
         for sh in s.shifts:
             full = load_shift(sh.name, sh.root, sh.labels)  # its own size: data.samples caps the main set only
@@ -211,7 +211,7 @@ class Runner:
         x = torch.stack([ds[i][0] for i in range(min(2, len(ds)))]).to(self.device)
         top_label = int(max(int(v) for v in ds.labels)) if len(ds) else 0
         for name, model in self.models.items():
-            from .evaluators.common import autocast_for
+            from ..evaluators.common import autocast_for
             try:
                 with torch.no_grad(), autocast_for(self.suite.precision, self.device):
                     z = model(x)
@@ -232,7 +232,7 @@ class Runner:
             for spec in self.suite.attacks:
                 for cfg in spec.configs:
                     if isinstance(cfg, PatchConfig):
-                        from .evaluators.patch import check_patch_geometry
+                        from ..evaluators.patch import check_patch_geometry
                         try:
                             check_patch_geometry(model, cfg, tuple(x.shape[-2:]))
                         except QuestbenchError as exc:
@@ -242,11 +242,11 @@ class Runner:
         """Checks the released tree once; returns corruption dataset (or a part of it) -> its grid source."""
         c = self.suite.corruptions
         if c.mode == "imagenet-c":
-            from .data.imagenet_c import ImageNetCSource, check_alignment, check_imagenet_c_tree
+            from ..data.imagenet_c import ImageNetCSource, check_alignment, check_imagenet_c_tree
             check_imagenet_c_tree(c.root, c.names, c.severities)
             check_alignment(ImageNetCSource(c.root, self.data.corruption), c.settings())
             return lambda ds: ImageNetCSource(c.root, ds)
-        from .data.cifar_c import CifarCSource, check_cifar_c_folder
+        from ..data.cifar_c import CifarCSource, check_cifar_c_folder
         check_cifar_c_folder(c.root, c.names)
         return lambda ds: CifarCSource(c.root, [int(sid.split("/")[-1]) for sid in ds.sample_ids])
 
@@ -287,7 +287,7 @@ class Runner:
         elif s.corruptions and s.corruptions.engine == "torch":
             params = {"auto": "CIFAR-10-C constants at <= 64 px, ImageNet-C above", "cifar-c": "CIFAR-10-C constants",
                       "imagenet-c": "ImageNet-C constants"}[s.corruptions.params]
-            from .evaluators.torch_corruptions import ENGINE_VERSION
+            from ..evaluators.torch_corruptions import ENGINE_VERSION
             corr_impl = (f"questbench torch engine v{ENGINE_VERSION} ({params}); reference imagecorruptions-imaug "
                          f"{library_versions()['imagecorruptions']}")
         return {

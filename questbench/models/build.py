@@ -17,9 +17,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .attention import attention_class, set_attention
-from ._io import atomic_write_bytes, check_creatable, check_output_file, file_sha256  # noqa: F401
-from .errors import QuestbenchError
-from .modelspec import ModelSpec, tuple_fields  # noqa: F401  (tuple_fields re-exported)
+from .._io import atomic_write_bytes, check_creatable, check_output_file, file_sha256  # noqa: F401
+from ..errors import QuestbenchError
+from ..config.modelspec import ModelSpec, tuple_fields  # noqa: F401  (tuple_fields re-exported)
 
 CARD_SUFFIX = ".json"
 

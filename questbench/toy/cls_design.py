@@ -33,7 +33,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .attention import attention_class
+from ..models.attention import attention_class
 
 TOY_KINDS = ("standard", "qnorm", "qknorm_hs", "quest")
 SUCCESS_THRESHOLD = 0.80
@@ -181,8 +181,8 @@ def grid(preset: str, kinds: Sequence[str] = TOY_KINDS) -> Iterator[tuple[str, f
 
 def run_grid(preset: str, out: Path, kinds: Sequence[str] = TOY_KINDS, quiet: bool = False,
              limit: Optional[int] = None, steps: Optional[int] = None) -> list[ToyRun]:
-    from .models import atomic_write_bytes
-    from .progress import progress_bar
+    from ..models.build import atomic_write_bytes
+    from ..progress import progress_bar
 
     cfg = ToyConfig(steps=steps or PRESETS[preset]["steps"])
     out = Path(out)
@@ -290,7 +290,7 @@ def toy_markdown(runs: Sequence[ToyRun], preset: str, image_prefix: str = "") ->
     rates = success_rates(runs)
     lines = [f"# QUEST toy example: spurious-shortcut retrieval ({preset} grid, {len(runs)} runs)", "",
              f"Success = held-out unbiased accuracy >= {SUCCESS_THRESHOLD:.2f}. Setup, grid and criterion: "
-             "`questbench/toy.py` and the README. The paper's numbers come from a secondary summary and its "
+             "`questbench/toy/cls_design.py` and the README. The paper's numbers come from a secondary summary and its "
              "sizes, grid and criterion differ from ours, so compare directions, not digits.", "",
              f"Bayes-optimal unbiased accuracy for this setup (pick the token with the most energy in the signal "
              f"dimensions): {bayes_unbiased_accuracy():.3f}.", "",

@@ -13,9 +13,9 @@ import time
 from pathlib import Path
 from typing import Any, Iterator
 
-from .errors import QuestbenchError
-from ._io import check_creatable
-from .results import JOBS_DIR, PROVENANCE, STORE_FORMAT
+from ..errors import QuestbenchError
+from .._io import check_creatable
+from ..store.results import JOBS_DIR, PROVENANCE, STORE_FORMAT
 
 
 def check_writable(out: Path) -> None:

@@ -9,10 +9,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Optional
 
-from .evaluators.common import NonFiniteLogits, autocast_for, run_with_batch_fallback, scoped, with_precision
+from ..evaluators.common import NonFiniteLogits, autocast_for, run_with_batch_fallback, scoped, with_precision
 from .merge import Part
 from .plan import Job, PreparedData
-from .settings import PatchConfig
+from ..config.settings import PatchConfig
 
 Span = tuple[int, int]
 Work = list[tuple[Job, list[Span]]]  # jobs of one kind, each with the spans of its samples this rank computes
@@ -67,19 +67,19 @@ def _per_sample(kind: str, evaluate: Callable[..., list[dict]]):
 
 
 def _clean(*args):
-    from .evaluators.clean import evaluate_clean
+    from ..evaluators.clean import evaluate_clean
     return evaluate_clean(*args)
 
 
 def _shift(*args):
-    from .evaluators.shift import evaluate_shift
+    from ..evaluators.shift import evaluate_shift
     return evaluate_shift(*args)
 
 
 def execute_corruptions(ctx: Context, work: Work, advance) -> Iterator[tuple[Job, list[Part]]]:
     """Settings whose samples this rank holds as one contiguous range run as one grid over that range (in one
     process: every setting over all samples), so each corrupted batch is made once for every model."""
-    from .evaluators.corruptions import evaluate_corruptions, evaluate_released
+    from ..evaluators.corruptions import evaluate_corruptions, evaluate_released
 
     if not work:
         return
@@ -128,9 +128,9 @@ def _chunks(job: Job, a: int, b: int) -> list[Span]:
 
 
 def execute_attacks(ctx: Context, work: Work, advance) -> Iterator[tuple[Job, list[Part]]]:
-    from .evaluators.attacks import evaluate_attack
-    from .evaluators.patch import evaluate_patch
-    from .report.labels import attack_label, budget_label
+    from ..evaluators.attacks import evaluate_attack
+    from ..evaluators.patch import evaluate_patch
+    from ..config.labels import attack_label, budget_label
 
     for job, spans in work:
         cfg = job.fields["config"]
@@ -150,7 +150,7 @@ def execute_attacks(ctx: Context, work: Work, advance) -> Iterator[tuple[Job, li
 
 
 def execute_diagnostics(ctx: Context, work: Work, advance) -> Iterator[tuple[Job, list[Part]]]:
-    from .evaluators.diagnostics import evaluate_diagnostics
+    from ..evaluators.diagnostics import evaluate_diagnostics
 
     for job, spans in work:
         ctx.show("diagnostics", job.model)

@@ -1,0 +1,1 @@
+"""Models: the attention kinds, timm registration, building and loading checkpoints, the registry, training."""

@@ -1,0 +1,1 @@
+"""Running a suite: prepare, plan, execute, merge, the output folder, torchrun ranks."""

@@ -1,0 +1,1 @@
+"""The results store: one JSON per job, validated when read. No torch."""

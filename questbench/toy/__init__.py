@@ -1,0 +1,1 @@
+"""The QUEST paper's toy example as an experiment: two designs and their statistics."""
