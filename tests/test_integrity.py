@@ -257,9 +257,14 @@ def _variant(folder, name, change_spec=None, weights=None):
 @pytest.mark.parametrize("name, spec, weights, message", [
     ("arch-kwargs", {"arch_kwargs": {"patch_size": 7, "embed_dim": 32, "depth": 2, "num_heads": 2, "bogus": 3}},
      None, "arch_kwargs"),
-    ("num-classes", {"num_classes": "ten"}, None, "num_classes must be a positive integer"),
-    ("input-size", {"input_size": "abc"}, None, "not strings"),
-    ("mean-nan", {"mean": [float("nan")]}, None, "mean must be one finite number"),
+    ("num-classes", {"num_classes": "ten"}, None, r"^model spec: num_classes: Input should be a valid integer"),
+    ("num-classes-0", {"num_classes": 0}, None, r"^model spec: num_classes: Input should be greater than 0"),
+    ("input-size", {"input_size": "abc"}, None, r"^model spec: input_size: Input should be a valid tuple"),
+    ("input-size-2", {"input_size": [3, 28]}, None, r"^model spec: input_size: Field required"),
+    ("mean-nan", {"mean": [float("nan")]}, None, r"^model spec: mean: Input should be a finite number"),
+    ("std-zero", {"std": [0.0]}, None, r"^model spec: std: Input should be greater than 0"),
+    ("mean-channels", {"mean": [0.5, 0.5]}, None, r"^model spec: mean has 2 values for 1 channels"),
+    ("unknown", {"patch": 7}, None, r"^model spec: patch: unknown field"),
     ("non-tensors", None, {"a": [1, 2], "b": "x"}, "entry 'a' is a list, not a tensor"),
 ])
 def test_bad_weights_and_cards_are_one_line(saved, name, spec, weights, message):

@@ -26,7 +26,7 @@ def test_mce_matches_the_closed_form_in_any_order_and_is_keyed_by_name():
     # the oracle reads AlexNet's published errors itself: mCE = mean_c 100 * sum_s E_cs / sum_s AlexNet_cs
     ref = Path(__file__).resolve().parents[2] / "shared" / "reference" / "alexnet_imagenet_c_top1_error.csv"
     if not ref.is_file():
-        ref = Path(metrics.__file__).parent / "data" / "alexnet_imagenet_c_top1_error.csv"
+        ref = Path(metrics.__file__).parents[1] / "data" / "alexnet_imagenet_c_top1_error.csv"
     rows = list(csv.DictReader(ref.open()))
     alex = {r["corruption"]: [float(r[f"severity_{s}"]) for s in range(1, 6)] for r in rows}
     rnd = random.Random(0)

@@ -16,7 +16,7 @@ import questbench.evaluators.diagnostics as diagnostics_mod
 import questbench.evaluators.patch as patch_mod
 from questbench.errors import QuestbenchError
 from questbench.run.runner import Runner
-from questbench.config.suite import SuiteSchema, suite_from
+from questbench.config.suite import Suite, suite_from
 
 # keys that choose data or where things come from, or how the work is spread: they do not change what one
 # job computes from its inputs, and the inputs they select are identified by content in every job's key
@@ -86,7 +86,7 @@ VARIANTS: dict[str, tuple[str, Any]] = {
 }
 
 
-def schema_keys(model: type[BaseModel] = SuiteSchema, prefix: str = "") -> set[str]:
+def schema_keys(model: type[BaseModel] = Suite, prefix: str = "") -> set[str]:
     keys = set()
     for name, field in model.model_fields.items():
         path = prefix + name

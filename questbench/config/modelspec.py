@@ -1,68 +1,62 @@
-"""What rebuilds a model's architecture and preprocessing, as plain data (no torch): stored in each card and
-registry entry."""
+"""What rebuilds a model's architecture and preprocessing, as plain data (no torch): one pydantic schema, stored
+in each checkpoint card and extended by each registry entry (questbench.models.registry)."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from ..errors import QuestbenchError
 
+PositiveInt = Annotated[int, Field(gt=0)]
+Finite = Annotated[float, Field(allow_inf_nan=False)]
 
-@dataclass
-class ModelSpec:
+
+class ModelSpec(BaseModel):
     """Everything needed to rebuild a model's architecture and preprocessing (stored in its card)."""
 
-    arch: str  # a timm model name, e.g. "vit_tiny_patch16_224"
+    model_config = ConfigDict(extra="forbid", strict=True)
+    arch: Annotated[str, Field(min_length=1)]  # a timm model name, e.g. "vit_tiny_patch16_224"
     attention: str = "standard"
-    num_classes: int = 1000
-    input_size: tuple[int, int, int] = (3, 224, 224)  # (channels, height, width) the network sees
-    mean: tuple[float, ...] = (0.485, 0.456, 0.406)
-    std: tuple[float, ...] = (0.229, 0.224, 0.225)
-    interpolation: str = "bilinear"
-    arch_kwargs: dict[str, Any] = field(default_factory=dict)  # overrides: patch_size, embed_dim, depth, ...
+    num_classes: PositiveInt = 1000
+    input_size: tuple[PositiveInt, PositiveInt, PositiveInt] = (3, 224, 224)  # (channels, height, width) seen
+    mean: Annotated[tuple[Finite, ...], Field(min_length=1)] = (0.485, 0.456, 0.406)
+    std: Annotated[tuple[Annotated[Finite, Field(gt=0)], ...], Field(min_length=1)] = (0.229, 0.224, 0.225)
+    interpolation: Literal["bilinear", "bicubic", "nearest"] = "bilinear"
+    arch_kwargs: dict[str, Any] = {}  # overrides: patch_size, embed_dim, depth, ...
+
+    @field_validator("input_size", "mean", "std", mode="before")
+    @classmethod
+    def _lists_as_tuples(cls, v: Any) -> Any:
+        # TOML and JSON give lists; specs hold tuples (hashable, and equal whatever file they came from)
+        return tuple(v) if isinstance(v, list) else v
+
+    @model_validator(mode="after")
+    def _one_value_per_channel(self) -> "ModelSpec":
+        for name in ("mean", "std"):
+            if len(getattr(self, name)) not in (1, self.input_size[0]):
+                raise PydanticCustomError("questbench", f"{name} has {len(getattr(self, name))} values for "
+                                                        f"{self.input_size[0]} channels (one, or one per channel)")
+        return self
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "ModelSpec":
-        known = {f for f in cls.__dataclass_fields__}
-        unknown = set(d) - known
-        if unknown:
-            raise QuestbenchError(f"unknown model spec fields: {', '.join(sorted(unknown))}")
-        if isinstance(d.get("input_size"), str) or isinstance(d.get("mean"), str) or isinstance(d.get("std"), str):
-            raise QuestbenchError("model spec: input_size, mean and std are lists of numbers, not strings")
+    def from_dict(cls, d: Any, where: str = "model spec") -> "ModelSpec":
+        """A spec from a card's or the caller's mapping; a bad one is one line naming the field."""
+        if not isinstance(d, dict):
+            raise QuestbenchError(f"{where}: a table of fields, not {type(d).__name__}")
         try:
-            spec = cls(**tuple_fields(d))
-        except TypeError as exc:
-            raise QuestbenchError(f"model spec: {exc}") from None
-        if not isinstance(spec.arch, str) or not isinstance(spec.attention, str) or len(spec.input_size) != 3:
-            raise QuestbenchError("model spec: arch and attention must be names, input_size (channels, h, w)")
-        spec.check()
-        return spec
-
-    def check(self) -> None:
-        """Types and ranges a card or registry file can get wrong, as one line each (not a TypeError later)."""
-        def positive_int(v) -> bool:
-            return isinstance(v, int) and not isinstance(v, bool) and v > 0
-
-        def number(v) -> bool:
-            return isinstance(v, (int, float)) and not isinstance(v, bool) and v == v and abs(v) != float("inf")
-
-        if not positive_int(self.num_classes):
-            raise QuestbenchError(f"model spec: num_classes must be a positive integer, not {self.num_classes!r}")
-        if not (isinstance(self.input_size, tuple) and len(self.input_size) == 3
-                and all(positive_int(v) for v in self.input_size)):
-            raise QuestbenchError(f"model spec: input_size must be three positive integers (channels, height, "
-                                  f"width), not {self.input_size!r}")
-        for name in ("mean", "std"):
-            values = getattr(self, name)
-            if not (isinstance(values, tuple) and len(values) in (1, self.input_size[0])
-                    and all(number(v) for v in values)):
-                raise QuestbenchError(f"model spec: {name} must be one finite number per channel, not {values!r}")
-        if any(v <= 0 for v in self.std):
-            raise QuestbenchError(f"model spec: std must be positive, not {self.std!r}")
-        if not isinstance(self.arch_kwargs, dict):
-            raise QuestbenchError(f"model spec: arch_kwargs must be a table, not {self.arch_kwargs!r}")
+            return cls.model_validate(d)
+        except ValidationError as exc:
+            raise QuestbenchError(f"{where}: {describe(exc)}") from None
 
 
-def tuple_fields(d: dict[str, Any]) -> dict[str, Any]:
-    """TOML/JSON give lists; specs hold tuples (hashable, and equal whatever file they came from)."""
-    return {k: tuple(v) if k in ("input_size", "mean", "std") else v for k, v in d.items()}
+def describe(exc: ValidationError) -> str:
+    """The first problem of a validation error as '<key>: <what is wrong> (got <value>)'."""
+    e = exc.errors()[0]
+    key = ".".join(str(p) for p in e["loc"] if not isinstance(p, int))
+    msg = "unknown field" if e["type"] == "extra_forbidden" else e["msg"]
+    got = "" if e["type"] in ("extra_forbidden", "missing", "questbench") or isinstance(e.get("input"), dict) \
+        else f" (got {e.get('input')!r})"
+    more = f"; {len(exc.errors()) - 1} more problem(s)" if len(exc.errors()) > 1 else ""
+    return f"{key + ': ' if key else ''}{msg}{got}{more}"  # a rule between fields names them in its message

@@ -1,7 +1,9 @@
 """Suite files (TOML) -> validated, fully resolved suites.
 
-A suite file is validated by a schema (pydantic, strict types, unknown keys forbidden): every mistake is one
-QuestbenchError naming the key and what it should be, raised before anything runs.
+A suite is one pydantic model (strict types, unknown keys forbidden) used as it is: each section validates and
+resolves itself (group names to corruption lists, eps strings to numbers, attack entries to their configs), and
+the rules between keys are model validators. Every mistake is one QuestbenchError naming the key and what it
+should be, raised before anything runs.
 """
 from __future__ import annotations
 
@@ -9,13 +11,14 @@ import hashlib
 import math
 import re
 import tomllib
-from dataclasses import asdict, dataclass, field
 from fractions import Fraction
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, ValidationInfo, field_validator,
+                      model_validator)
+from pydantic_core import PydanticCustomError
 
 from ..errors import QuestbenchError
 from .corruptions import ALL_CORRUPTIONS, COMMON_CORRUPTIONS, EXTRA_CORRUPTIONS
@@ -24,13 +27,19 @@ from .settings import ATTACKS, SHIFT_DATASETS, AttackConfig, CorruptionSetting, 
 CORRUPTION_SOURCES = ("native", "faithful", "imagenet-c", "cifar-c")
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"  # a suite name becomes a folder name under runs/
 DEVICE_PATTERN = r"^(auto|cpu|cuda(:[0-9]+)?)$"
+CHECKS = ("pgd-short", "pgd-long", "large-eps", "transfer")
 
 PositiveInt = Annotated[int, Field(gt=0)]
 Fractionish = Union[int, float, str]  # 0.03, 8/255 as "8/255"
 
 
-def parse_eps(value: Any, where: str) -> float:
-    """A number or a fraction string such as "1/255", in [0, 1] (images live in [0, 1]; 0 anchors a sweep)."""
+def _rule(message: str) -> PydanticCustomError:
+    """A broken rule between keys, reported like a schema error: 'suite <path>: <section>: <message>'."""
+    return PydanticCustomError("questbench", message)  # no context given: the text is not formatted
+
+
+def _eps_problem(value: Any) -> tuple[Optional[float], str]:
+    """(eps, '') for a number or a fraction string such as "1/255" in [0, 1], else (None, what is wrong)."""
     eps = None
     try:
         if isinstance(value, str):
@@ -39,14 +48,25 @@ def parse_eps(value: Any, where: str) -> float:
             eps = float(value)
     except (ValueError, ZeroDivisionError, OverflowError):
         pass
-    if eps is not None and not math.isfinite(eps):
-        eps = None
-    where = where if where.startswith("--") else f"suite {where}"  # a command-line option, else a suite key
-    if eps is None:
-        raise QuestbenchError(f"{where}: eps {value!r} is not a number or a fraction like \"1/255\"")
+    if eps is None or not math.isfinite(eps):
+        return None, f"eps {value!r} is not a number or a fraction like \"1/255\""
     if not 0 <= eps <= 1:
-        raise QuestbenchError(f"{where}: eps {value!r} is outside [0, 1] (images are in [0, 1]; "
-                              "write 8/255 as \"8/255\")")
+        return None, f"eps {value!r} is outside [0, 1] (images are in [0, 1]; write 8/255 as \"8/255\")"
+    return eps, ""
+
+
+def parse_eps(value: Any, where: str) -> float:
+    """An eps from the command line or a suite key (0 anchors a sweep); one line naming ``where`` if it is bad."""
+    eps, problem = _eps_problem(value)
+    if eps is None:
+        raise QuestbenchError(f"{where if where.startswith('--') else 'suite ' + where}: {problem}")
+    return eps
+
+
+def _eps(value: Any) -> float:
+    eps, problem = _eps_problem(value)
+    if eps is None:
+        raise _rule(problem)
     return eps
 
 
@@ -54,104 +74,19 @@ class _Schema(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
 
-class DataSchema(_Schema):
+class DataSpec(_Schema):
     dataset: str = "fashion-mnist"
     split: str = "test"
     root: Optional[str] = None
     samples: Optional[PositiveInt] = None
     classes: Optional[str] = None  # image folders: a file of wnids, one per line, fixing the class order
 
-
-class CorruptionSchema(_Schema):
-    names: Union[Literal["common", "extra", "all"], Annotated[list[str], Field(min_length=1)]] = "common"
-    severities: Annotated[list[Annotated[int, Field(ge=1, le=5)]], Field(min_length=1)] = [1, 2, 3, 4, 5]
-    mode: Literal["native", "faithful", "imagenet-c", "cifar-c"] = "native"
-    root: Optional[str] = None
-    samples: Optional[PositiveInt] = None
-    engine: Literal["imagecorruptions", "torch"] = "imagecorruptions"
-    params: Optional[Literal["imagenet-c", "cifar-c", "auto"]] = None
-
-
-class AttackSchema(_Schema):
-    attack: Literal[ATTACKS + ("patch",)]  # type: ignore[valid-type]
-    eps: Optional[Union[Fractionish, Annotated[list[Fractionish], Field(min_length=1)]]] = None
-    patches: Optional[Union[Annotated[int, Field(ge=0)], Annotated[list[Annotated[int, Field(ge=0)]],
-                                                                  Field(min_length=1)]]] = None
-    patch_size: Optional[PositiveInt] = None
-    position: Optional[Literal["random", "fixed", "worst"]] = None
-    layers: Optional[Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1)]] = None
-    halve_every: Optional[Annotated[int, Field(ge=0)]] = None  # patch: halve the step every n steps (0: fixed)
-    norm: Literal["Linf", "L2"] = "Linf"
-    steps: Optional[PositiveInt] = None
-    step_size: Optional[Fractionish] = None
-    step_size_ratio: Optional[Annotated[float, Field(gt=0)]] = None
-    restarts: PositiveInt = 1
-    random_start: bool = True
-    loss: Literal["ce", "dlr", "attention"] = "ce"
-    samples: Optional[PositiveInt] = None
-    batch_size: Optional[PositiveInt] = None
-
-
-class ShiftSchema(_Schema):
-    root: str
-    labels: Optional[str] = None  # ImageNet-ReaL: real.json (default: the copy timm ships)
-    samples: Optional[PositiveInt] = None
-
-
-class ChecksSchema(_Schema):
-    """Extra attacks that say whether the suite's attack results can be trusted (Carlini et al. 2019): PGD with
-    more steps and restarts, a large budget, and a transfer attack from each model's pair partner."""
-    samples: PositiveInt = 100
-    eps: Fractionish = "8/255"
-    steps: PositiveInt = 10
-    long_steps: PositiveInt = 50
-    long_restarts: PositiveInt = 3
-    large_eps: Fractionish = "64/255"
-    transfer: bool = True
-
-
-class DiagnosticsSchema(_Schema):
-    samples: PositiveInt = 64
-
-
-class CleanSchema(_Schema):
-    enabled: bool = True
-
-
-class SuiteSchema(_Schema):
-    name: Optional[Annotated[str, Field(pattern=NAME_PATTERN)]] = None
-    description: str = ""
-    models: Annotated[list[Annotated[str, Field(min_length=1)]], Field(min_length=1)]
-    seed: Annotated[int, Field(ge=0, lt=2**63)] = 0
-    device: Annotated[str, Field(pattern=DEVICE_PATTERN)] = "auto"
-    batch_size: PositiveInt = 256
-    num_workers: Annotated[int, Field(ge=0, le=256)] = 2
-    precision: Literal["fp32", "bf16"] = "fp32"
-    data: DataSchema = DataSchema()
-    clean: Union[bool, CleanSchema] = True
-    corruptions: Optional[CorruptionSchema] = None
-    attacks: list[AttackSchema] = []
-    diagnostics: Optional[DiagnosticsSchema] = None
-    checks: Optional[ChecksSchema] = None
-    shifts: dict[str, Union[str, ShiftSchema]] = {}
-    registry: list[str] = []
-
-    @field_validator("models")
-    @classmethod
-    def _unique(cls, v: list[str]) -> list[str]:
-        dup = sorted({m for m in v if v.count(m) > 1})
-        if dup:
-            raise ValueError(f"model(s) listed twice: {', '.join(dup)}")
-        return v
-
-
-@dataclass
-class DataSpec:
-    dataset: str = "fashion-mnist"
-    split: str = "test"
-    root: Optional[str] = None
-    samples: Optional[int] = None
-    classes: Optional[str] = None
+    @model_validator(mode="after")
+    def _classes_need_a_folder(self) -> "DataSpec":
+        if self.classes is not None and self.dataset.lower() not in ("imagenet", "imagefolder"):
+            raise _rule(f"classes (a class order file) applies to image folders (dataset = \"imagenet\"), not "
+                        f"{self.dataset!r}")
+        return self
 
     def loader_kwargs(self) -> dict[str, Any]:
         """Extra arguments for the dataset loader: the class order file of an image folder."""
@@ -169,142 +104,292 @@ class DataSpec:
         return {"classes": wnids}
 
 
-@dataclass
-class CorruptionSpec:
-    names: list[str]
-    severities: list[int]
-    mode: str = "native"  # native | faithful (on the fly) | imagenet-c | cifar-c (released, from disk)
+class CorruptionSpec(_Schema):
+    # a group name is resolved to its list: after validation ``names`` is always the list that runs
+    names: Union[Literal["common", "extra", "all"], Annotated[list[str], Field(min_length=1)]] = "common"
+    severities: Annotated[list[Annotated[int, Field(ge=1, le=5)]], Field(min_length=1)] = [1, 2, 3, 4, 5]
+    mode: Literal["native", "faithful", "imagenet-c", "cifar-c"] = "native"  # on the fly, or released from disk
     root: Optional[str] = None
-    samples: Optional[int] = None
-    engine: str = "imagecorruptions"  # on the fly: imagecorruptions (the reference) or torch (batched)
-    params: str = "imagenet-c"  # the torch engine's constants: imagenet-c | cifar-c | auto (cifar-c at <= 64 px)
+    samples: Optional[PositiveInt] = None
+    engine: Literal["imagecorruptions", "torch"] = "imagecorruptions"  # the reference, or batched in torch
+    # the torch engine's constants; unset: "auto" (cifar-c at <= 64 px) for torch, "imagenet-c" otherwise
+    params: Optional[Literal["imagenet-c", "cifar-c", "auto"]] = None
+
+    @field_validator("names")
+    @classmethod
+    def _resolve_names(cls, value: Union[str, list[str]]) -> list[str]:
+        groups = {"common": COMMON_CORRUPTIONS, "extra": EXTRA_CORRUPTIONS, "all": ALL_CORRUPTIONS}
+        names = list(groups[value]) if isinstance(value, str) else list(value)
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise _rule(f"listed twice: {', '.join(dup)}")
+        for name in names:
+            try:
+                check_corruption(name, 1)
+            except QuestbenchError as exc:
+                raise _rule(str(exc)) from None
+        return names
+
+    @field_validator("severities")
+    @classmethod
+    def _distinct(cls, value: list[int]) -> list[int]:
+        if len(set(value)) != len(value):
+            raise _rule("a severity is listed twice")
+        return value
+
+    @model_validator(mode="after")
+    def _engine_rules(self) -> "CorruptionSpec":
+        if self.params is None:
+            self.params = "auto" if self.engine == "torch" else "imagenet-c"
+        if self.engine == "torch" and self.mode != "native":
+            raise _rule(f"engine \"torch\" runs in mode \"native\" only (the faithful ImageNet-C mode and released "
+                        f"sets stay on their reference), not {self.mode!r}")
+        if self.engine == "imagecorruptions" and self.params != "imagenet-c":
+            raise _rule(f"params {self.params!r} needs engine = \"torch\" (imagecorruptions has the ImageNet-C "
+                        "constants only)")
+        if self.mode in ("imagenet-c", "cifar-c") and not self.root:
+            raise _rule(f"mode {self.mode!r} needs root = <folder>")
+        return self
 
     def settings(self) -> list[CorruptionSetting]:
         return [CorruptionSetting(c, s) for c in self.names for s in self.severities]
 
-
-@dataclass
-class ShiftSpec:
-    """A distribution-shift test set evaluated for clean accuracy under its own protocol (data/shifts.py)."""
-
-    name: str
-    root: str
-    labels: Optional[str] = None
-    samples: Optional[int] = None
+    def as_dict(self) -> dict[str, Any]:
+        return self.model_dump()
 
 
-@dataclass
-class AttackSpec:
-    configs: list[AttackConfig]
-    samples: Optional[int] = None
-    batch_size: Optional[int] = None
-    check: Optional[str] = None  # one of CHECKS: an attack run to check the others, reported apart
+class AttackSpec(_Schema):
+    """One ``[[attacks]]`` entry: one attack over a sweep of eps values (or patch counts), resolved to one
+    config per value (``configs``). An entry made by [checks] carries the check's name (``check``)."""
 
+    attack: Literal[ATTACKS + ("patch",)]  # type: ignore[valid-type]
+    eps: Optional[Union[Fractionish, Annotated[list[Fractionish], Field(min_length=1)]]] = None
+    patches: Optional[Union[Annotated[int, Field(ge=0)], Annotated[list[Annotated[int, Field(ge=0)]],
+                                                                  Field(min_length=1)]]] = None
+    patch_size: Optional[PositiveInt] = None
+    position: Optional[Literal["random", "fixed", "worst"]] = None
+    layers: Optional[Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1)]] = None
+    halve_every: Optional[Annotated[int, Field(ge=0)]] = None  # patch: halve the step every n steps (0: fixed)
+    norm: Literal["Linf", "L2"] = "Linf"
+    steps: Optional[PositiveInt] = None
+    step_size: Optional[Fractionish] = None
+    step_size_ratio: Optional[Annotated[float, Field(gt=0)]] = None
+    restarts: PositiveInt = 1
+    random_start: bool = True
+    loss: Literal["ce", "dlr", "attention"] = "ce"
+    samples: Optional[PositiveInt] = None
+    batch_size: Optional[PositiveInt] = None
+    _configs: list[Union[AttackConfig, PatchConfig]] = PrivateAttr(default_factory=list)
+    _check: Optional[str] = PrivateAttr(None)
 
-CHECKS = ("pgd-short", "pgd-long", "large-eps", "transfer")
+    @model_validator(mode="after")
+    def _resolve(self) -> "AttackSpec":
+        self._configs = self._patch_configs() if self.attack == "patch" else self._eps_configs()
+        return self
 
+    @property
+    def configs(self) -> list[Union[AttackConfig, PatchConfig]]:
+        return self._configs
 
-def _check_specs(c: ChecksSchema, path: str) -> list[AttackSpec]:
-    """[checks] -> attack sweeps on one seeded subset: PGD-<steps> at eps (the reference the others are read
-    against), PGD-<long_steps> x <long_restarts> at eps, PGD-<long_steps> at large_eps, and PGD-<steps> at eps
-    crafted on the model's pair partner (planned per model; see plan_jobs)."""
-    eps, large = parse_eps(c.eps, f"{path}: checks.eps"), parse_eps(c.large_eps, f"{path}: checks.large_eps")
-    if not 0 < eps < large:
-        raise QuestbenchError(f"suite {path}: checks: need 0 < eps < large_eps (got {c.eps!r} and {c.large_eps!r})")
-    short = AttackConfig("pgd", eps, steps=c.steps)
-    specs = [AttackSpec([short], c.samples, check="pgd-short"),
-             AttackSpec([AttackConfig("pgd", eps, steps=c.long_steps, restarts=c.long_restarts)], c.samples,
-                        check="pgd-long"),
-             AttackSpec([AttackConfig("pgd", large, steps=c.long_steps)], c.samples, check="large-eps")]
-    if c.transfer:
-        specs.append(AttackSpec([short], c.samples, check="transfer"))
-    return specs
+    @property
+    def check(self) -> Optional[str]:
+        """One of CHECKS for an attack run to check the others (reported apart), else None."""
+        return self._check
 
+    def _patch_configs(self) -> list[PatchConfig]:
+        if self.eps is not None or self.step_size_ratio is not None or self.random_start is not True:
+            raise _rule("a patch attack takes patches (counts), not eps, step_size_ratio or random_start")
+        if self.patches is None:
+            raise _rule("give patches (a count or a list of counts for a sweep)")
+        if self.loss not in ("ce", "attention"):
+            raise _rule(f"a patch attack's loss is \"ce\" or \"attention\", not {self.loss!r}")
+        counts = self.patches if isinstance(self.patches, list) else [self.patches]
+        if len(set(counts)) != len(counts):
+            raise _rule("a patch count is listed twice")
+        step = _eps(self.step_size) if self.step_size is not None else 0.1
+        try:
+            return [PatchConfig(patches=k, loss=self.loss, size=self.patch_size or 1, steps=self.steps or 20,
+                                step_size=step, restarts=self.restarts, position=self.position or "random",
+                                halve_every=self.halve_every or 0,
+                                layers=tuple(self.layers) if self.layers is not None else None) for k in counts]
+        except QuestbenchError as exc:
+            raise _rule(str(exc)) from None
 
-@dataclass
-class Suite:
-    name: str
-    description: str
-    models: list[str]
-    data: DataSpec
-    seed: int = 0
-    device: str = "auto"
-    batch_size: int = 256
-    num_workers: int = 2
-    precision: str = "fp32"
-    clean: bool = True
-    corruptions: Optional[CorruptionSpec] = None
-    attacks: list[AttackSpec] = field(default_factory=list)
-    diagnostics_samples: Optional[int] = None
-    shifts: list[ShiftSpec] = field(default_factory=list)
-    path: str = ""
-    sha256: str = ""
-    registry: list[str] = field(default_factory=list)
+    def _eps_configs(self) -> list[AttackConfig]:
+        if (self.patches is not None or self.patch_size is not None or self.position is not None
+                or self.layers is not None or self.halve_every is not None):
+            raise _rule("patches, patch_size, position, layers and halve_every belong to attack = \"patch\"")
+        if self.eps is None:
+            raise _rule("give eps (a number or a list for a sweep)")
+        if self.loss == "attention":
+            raise _rule("loss = \"attention\" belongs to attack = \"patch\"")
+        eps_list = [_eps(e) for e in (self.eps if isinstance(self.eps, list) else [self.eps])]
+        if len(set(eps_list)) != len(eps_list):
+            raise _rule("an eps is listed twice")
+        if self.step_size is not None and self.step_size_ratio is not None:
+            raise _rule("give step_size or step_size_ratio, not both")
+        if self.attack != "pgd" and (self.steps is not None or self.step_size is not None
+                                     or self.step_size_ratio is not None):
+            raise _rule(f"steps and step sizes apply to pgd only ({self.attack} uses its own)")
+        if self.attack in ("fgsm", "autoattack", "autoattack-fast") and (self.loss != "ce" or self.restarts != 1):
+            raise _rule(f"{self.attack} uses its own loss and restarts")
+        step = _eps(self.step_size) if self.step_size is not None else None
+        try:
+            return [AttackConfig(attack=self.attack, eps=eps, norm=self.norm,
+                                 steps=self.steps if self.steps is not None else (10 if self.attack == "pgd" else 0),
+                                 step_size=step if step is not None else (
+                                     self.step_size_ratio * eps if self.step_size_ratio is not None else None),
+                                 restarts=self.restarts, random_start=self.random_start, loss=self.loss)
+                    for eps in eps_list]
+        except QuestbenchError as exc:
+            raise _rule(str(exc)) from None
 
     def as_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["attacks"] = [{"samples": a.samples, "batch_size": a.batch_size,
-                         "configs": [c.resolved() for c in a.configs], **({"check": a.check} if a.check else {})}
-                        for a in self.attacks]
-        return d
+        return {"samples": self.samples, "batch_size": self.batch_size, "configs": [c.resolved() for c in self.configs],
+                **({"check": self.check} if self.check else {})}
 
 
-def _corruption_names(value: Union[str, list[str]]) -> list[str]:
-    groups = {"common": COMMON_CORRUPTIONS, "extra": EXTRA_CORRUPTIONS, "all": ALL_CORRUPTIONS}
-    names = list(groups[value]) if isinstance(value, str) else list(value)
-    dup = sorted({n for n in names if names.count(n) > 1})
-    if dup:
-        raise QuestbenchError(f"suite corruptions.names: listed twice: {', '.join(dup)}")
-    return names
+class ChecksSpec(_Schema):
+    """Extra attacks that say whether the suite's attack results can be trusted (Carlini et al. 2019), on one
+    seeded subset: PGD-<steps> at eps (the reference the others are read against), PGD-<long_steps> x
+    <long_restarts> at eps, PGD-<long_steps> at large_eps, and PGD-<steps> at eps crafted on the model's pair
+    partner (planned per model; see plan_jobs)."""
+
+    samples: PositiveInt = 100
+    eps: Fractionish = "8/255"
+    steps: PositiveInt = 10
+    long_steps: PositiveInt = 50
+    long_restarts: PositiveInt = 3
+    large_eps: Fractionish = "64/255"
+    transfer: bool = True
+    _sweeps: list[AttackSpec] = PrivateAttr(default_factory=list)
+
+    @model_validator(mode="after")
+    def _resolve(self) -> "ChecksSpec":
+        eps, large = _eps(self.eps), _eps(self.large_eps)
+        if not 0 < eps < large:
+            raise _rule(f"need 0 < eps < large_eps (got {self.eps!r} and {self.large_eps!r})")
+        runs = [("pgd-short", eps, self.steps, 1), ("pgd-long", eps, self.long_steps, self.long_restarts),
+                ("large-eps", large, self.long_steps, 1)] + ([("transfer", eps, self.steps, 1)] if self.transfer
+                                                              else [])
+        self._sweeps = []
+        for check, e, steps, restarts in runs:
+            spec = AttackSpec(attack="pgd", eps=e, steps=steps, restarts=restarts, samples=self.samples)
+            spec._check = check
+            self._sweeps.append(spec)
+        return self
+
+    @property
+    def sweeps(self) -> list[AttackSpec]:
+        return self._sweeps
 
 
-def _patch_spec(a: AttackSchema, where: str) -> AttackSpec:
-    if a.eps is not None or a.step_size_ratio is not None or a.random_start is not True:
-        raise QuestbenchError(f"suite {where}: a patch attack takes patches (counts), not eps, step_size_ratio or "
-                              "random_start")
-    if a.patches is None:
-        raise QuestbenchError(f"suite {where}: give patches (a count or a list of counts for a sweep)")
-    if a.loss not in ("ce", "attention"):
-        raise QuestbenchError(f"suite {where}: a patch attack's loss is \"ce\" or \"attention\", not {a.loss!r}")
-    counts = a.patches if isinstance(a.patches, list) else [a.patches]
-    if len(set(counts)) != len(counts):
-        raise QuestbenchError(f"suite {where}: a patch count is listed twice")
-    step = float(parse_eps(a.step_size, f"{where}.step_size")) if a.step_size is not None else 0.1
-    configs = [PatchConfig(patches=k, loss=a.loss, size=a.patch_size or 1, steps=a.steps or 20, step_size=step,
-                           restarts=a.restarts, position=a.position or "random", halve_every=a.halve_every or 0,
-                           layers=tuple(a.layers) if a.layers is not None else None) for k in counts]
-    return AttackSpec(configs, a.samples, a.batch_size)
+class ShiftSpec(_Schema):
+    """A distribution-shift test set evaluated for clean accuracy under its own protocol (data/shifts.py)."""
+
+    root: str
+    labels: Optional[str] = None  # ImageNet-ReaL: real.json (default: the copy timm ships)
+    samples: Optional[PositiveInt] = None
 
 
-def _attack_spec(a: AttackSchema, where: str) -> AttackSpec:
-    if a.attack == "patch":
-        return _patch_spec(a, where)
-    if (a.patches is not None or a.patch_size is not None or a.position is not None or a.layers is not None
-            or a.halve_every is not None):
-        raise QuestbenchError(f"suite {where}: patches, patch_size, position, layers and halve_every belong to "
-                              "attack = \"patch\"")
-    if a.eps is None:
-        raise QuestbenchError(f"suite {where}: give eps (a number or a list for a sweep)")
-    if a.loss == "attention":
-        raise QuestbenchError(f"suite {where}: loss = \"attention\" belongs to attack = \"patch\"")
-    eps_list = [parse_eps(e, where) for e in (a.eps if isinstance(a.eps, list) else [a.eps])]
-    if len(set(eps_list)) != len(eps_list):
-        raise QuestbenchError(f"suite {where}: an eps is listed twice")
-    if a.step_size is not None and a.step_size_ratio is not None:
-        raise QuestbenchError(f"suite {where}: give step_size or step_size_ratio, not both")
-    if a.attack != "pgd" and (a.steps is not None or a.step_size is not None or a.step_size_ratio is not None):
-        raise QuestbenchError(f"suite {where}: steps and step sizes apply to pgd only ({a.attack} uses its own)")
-    if a.attack in ("fgsm", "autoattack", "autoattack-fast") and (a.loss != "ce" or a.restarts != 1):
-        raise QuestbenchError(f"suite {where}: {a.attack} uses its own loss and restarts")
-    configs = []
-    for eps in eps_list:
-        step_size = parse_eps(a.step_size, f"{where}.step_size") if a.step_size is not None else (
-            a.step_size_ratio * eps if a.step_size_ratio is not None else None)
-        configs.append(AttackConfig(attack=a.attack, eps=eps, norm=a.norm,
-                                    steps=a.steps if a.steps is not None else (10 if a.attack == "pgd" else 0),
-                                    step_size=step_size, restarts=a.restarts, random_start=a.random_start,
-                                    loss=a.loss))
-    return AttackSpec(configs, a.samples, a.batch_size)
+class DiagnosticsSpec(_Schema):
+    samples: PositiveInt = 64
+
+
+class CleanSpec(_Schema):
+    enabled: bool = True
+
+
+class Suite(_Schema):
+    """A validated suite: the TOML keys as they were given, resolved. ``sweeps`` are the attack runs in plan
+    order ([[attacks]] entries, then the [checks] runs); ``path`` and ``sha256`` name the text it came from."""
+
+    name: Optional[Annotated[str, Field(pattern=NAME_PATTERN)]] = None  # unset: the file's stem, made folder-safe
+    description: str = ""
+    models: Annotated[list[Annotated[str, Field(min_length=1)]], Field(min_length=1)]
+    seed: Annotated[int, Field(ge=0, lt=2**63)] = 0
+    device: Annotated[str, Field(pattern=DEVICE_PATTERN)] = "auto"
+    batch_size: PositiveInt = 256
+    num_workers: Annotated[int, Field(ge=0, le=256)] = 2
+    precision: Literal["fp32", "bf16"] = "fp32"
+    data: DataSpec = DataSpec()
+    clean: Union[bool, CleanSpec] = True  # a table {enabled = ...} reads as its bool
+    corruptions: Optional[CorruptionSpec] = None
+    attacks: list[AttackSpec] = []
+    diagnostics: Optional[DiagnosticsSpec] = None
+    checks: Optional[ChecksSpec] = None
+    shifts: dict[str, Union[str, ShiftSpec]] = {}  # a bare string is the root: resolved to a ShiftSpec
+    registry: list[str] = []
+    _path: str = PrivateAttr("")
+    _sha256: str = PrivateAttr("")
+
+    @field_validator("models")
+    @classmethod
+    def _unique(cls, v: list[str]) -> list[str]:
+        dup = sorted({m for m in v if v.count(m) > 1})
+        if dup:
+            raise ValueError(f"model(s) listed twice: {', '.join(dup)}")
+        return v
+
+    @field_validator("clean")
+    @classmethod
+    def _clean_flag(cls, v: Union[bool, CleanSpec]) -> bool:
+        return v if isinstance(v, bool) else v.enabled
+
+    @field_validator("shifts")
+    @classmethod
+    def _known_shifts(cls, v: dict[str, Union[str, ShiftSpec]]) -> dict[str, ShiftSpec]:
+        for name in v:
+            if name not in SHIFT_DATASETS:
+                raise _rule(f"{name}: unknown shift dataset; known: {', '.join(SHIFT_DATASETS)}")
+        return {name: ShiftSpec(root=s) if isinstance(s, str) else s for name, s in v.items()}
+
+    @model_validator(mode="after")
+    def _resolve(self, info: ValidationInfo) -> "Suite":
+        context = info.context or {}
+        self._path, self._sha256 = context.get("path", "<dict>"), context.get("sha256", "")
+        if self.data.samples is not None:  # a larger count would be cut to data.samples without a word
+            wanted = [("corruptions.samples", self.corruptions.samples if self.corruptions else None),
+                      ("diagnostics.samples", self.diagnostics.samples if self.diagnostics else None),
+                      ("checks.samples", self.checks.samples if self.checks else None)] + \
+                [(f"attacks.{n}.samples", a.samples) for n, a in enumerate(self.attacks)]
+            for key, k in wanted:
+                if k is not None and k > self.data.samples:
+                    raise _rule(f"{key} = {k} exceeds data.samples = {self.data.samples} (every evaluation draws "
+                                "from the same seeded subset): raise data.samples or lower it")
+        if self.name is None:  # a name from the file's stem is made folder-safe ('my suite.toml' -> 'my-suite')
+            stem = re.sub(r"[^A-Za-z0-9._-]+", "-", Path(self._path).stem).strip("-._")[:100]
+            self.name = "python" if self._path == "<dict>" else (stem or "suite")
+            if not re.match(NAME_PATTERN, self.name):
+                raise _rule(f"name {self.name!r} must be letters, digits, '.', '_' or '-'")
+        return self
+
+    @property
+    def path(self) -> str:
+        return self._path
+
+    @property
+    def sha256(self) -> str:
+        return self._sha256
+
+    @property
+    def sweeps(self) -> list[AttackSpec]:
+        """Every attack run in plan order: the [[attacks]] entries, then the [checks] runs."""
+        return self.attacks + (self.checks.sweeps if self.checks is not None else [])
+
+    @property
+    def diagnostics_samples(self) -> Optional[int]:
+        return self.diagnostics.samples if self.diagnostics is not None else None
+
+    def as_dict(self) -> dict[str, Any]:
+        """The resolved suite as recorded in a run's provenance (its run_config identifies the folder)."""
+        return {"name": self.name, "description": self.description, "models": list(self.models),
+                "data": self.data.model_dump(), "seed": self.seed, "device": self.device,
+                "batch_size": self.batch_size, "num_workers": self.num_workers, "precision": self.precision,
+                "clean": self.clean, "corruptions": self.corruptions.as_dict() if self.corruptions else None,
+                "attacks": [a.as_dict() for a in self.sweeps], "diagnostics_samples": self.diagnostics_samples,
+                "shifts": [{"name": n, **s.model_dump()} for n, s in self.shifts.items()], "path": self.path,
+                "sha256": self.sha256, "registry": list(self.registry)}
 
 
 _TYPE_MISMATCH = ("literal_error", "string_type", "int_type", "bool_type", "float_type", "list_type", "dict_type",
@@ -312,11 +397,11 @@ _TYPE_MISMATCH = ("literal_error", "string_type", "int_type", "bool_type", "floa
 
 
 def _schema_error(exc: ValidationError, path: str) -> QuestbenchError:
-    # union members tag the location ('bool', 'CleanSchema', "literal['common']"): keep only the keys
+    # union members tag the location ('bool', 'CleanSpec', "literal['common']"): keep only the keys
     tags = ("bool", "int", "float", "str", "list", "dict")
 
     def keys(e) -> list[str]:
-        return [str(p) for p in e["loc"] if not (str(p) in tags or "[" in str(p) or str(p).endswith("Schema")
+        return [str(p) for p in e["loc"] if not (str(p) in tags or "[" in str(p) or str(p).endswith("Spec")
                                                  or str(p).startswith(("function-", "constrained-")))]
 
     # a value that fails every member of a union reports one error per member: name the one that says most
@@ -328,9 +413,11 @@ def _schema_error(exc: ValidationError, path: str) -> QuestbenchError:
     if e["type"] == "extra_forbidden":
         msg = "unknown key"
     got = e.get("input")
-    got_text = "" if e["type"] in ("extra_forbidden", "missing") or isinstance(got, dict) else f" (got {got!r})"
+    got_text = "" if e["type"] in ("extra_forbidden", "missing", "questbench") or isinstance(got, dict) \
+        else f" (got {got!r})"
     more = f"; {len(exc.errors()) - 1} more problem(s)" if len(exc.errors()) > 1 else ""
-    return QuestbenchError(f"suite {path}: {loc or 'top level'}: {msg}{got_text}{more}")
+    where = loc or ("" if e["type"] == "questbench" else "top level")  # a rule between sections names its keys
+    return QuestbenchError(f"suite {path}: {where + ': ' if where else ''}{msg}{got_text}{more}")
 
 
 def parse_suite(text: str, path: str = "<string>") -> Suite:
@@ -346,60 +433,9 @@ def parse_suite(text: str, path: str = "<string>") -> Suite:
 def _from_mapping(raw: dict, text: str, path: str) -> Suite:
     """A validated, resolved suite from its mapping; ``text`` is what its sha256 is taken of."""
     try:
-        sch = SuiteSchema.model_validate(raw)
+        return Suite.model_validate(raw, context={"path": path, "sha256": hashlib.sha256(text.encode()).hexdigest()})
     except ValidationError as exc:
         raise _schema_error(exc, path) from None
-    corruptions = None
-    if sch.corruptions is not None:
-        c = sch.corruptions
-        corruptions = CorruptionSpec(names=_corruption_names(c.names), severities=list(c.severities), mode=c.mode,
-                                     root=c.root, samples=c.samples, engine=c.engine,
-                                     params=c.params or ("auto" if c.engine == "torch" else "imagenet-c"))
-        if c.engine == "torch" and c.mode != "native":
-            raise QuestbenchError(f"suite {path}: corruptions.engine \"torch\" runs in mode \"native\" only (the "
-                                  f"faithful ImageNet-C mode and released sets stay on their reference), not {c.mode!r}")
-        if c.engine == "imagecorruptions" and corruptions.params != "imagenet-c":
-            raise QuestbenchError(f"suite {path}: corruptions.params {c.params!r} needs engine = \"torch\" "
-                                  "(imagecorruptions has the ImageNet-C constants only)")
-        if len(set(c.severities)) != len(c.severities):
-            raise QuestbenchError(f"suite {path}: corruptions.severities: a severity is listed twice")
-        if c.mode in ("imagenet-c", "cifar-c") and not c.root:
-            raise QuestbenchError(f"suite [corruptions]: mode {c.mode!r} needs root = <folder>")
-        for name in corruptions.names:
-            check_corruption(name, 1)
-    if sch.data.classes is not None and sch.data.dataset.lower() not in ("imagenet", "imagefolder"):
-        raise QuestbenchError(f"suite {path}: data.classes (a class order file) applies to image folders "
-                              f"(dataset = \"imagenet\"), not {sch.data.dataset!r}")
-    shifts = []
-    for shift_name, v in sch.shifts.items():
-        if shift_name not in SHIFT_DATASETS:
-            raise QuestbenchError(f"suite {path}: shifts.{shift_name}: unknown shift dataset; known: "
-                                  f"{', '.join(SHIFT_DATASETS)}")
-        spec = ShiftSchema(root=v) if isinstance(v, str) else v
-        shifts.append(ShiftSpec(shift_name, spec.root, spec.labels, spec.samples))
-    if sch.data.samples is not None:  # a larger count would be cut to data.samples without a word
-        wanted = [("corruptions.samples", sch.corruptions.samples if sch.corruptions else None),
-                  ("diagnostics.samples", sch.diagnostics.samples if sch.diagnostics else None),
-                  ("checks.samples", sch.checks.samples if sch.checks else None)] + \
-            [(f"attacks.{n}.samples", a.samples) for n, a in enumerate(sch.attacks)]
-        for key, k in wanted:
-            if k is not None and k > sch.data.samples:
-                raise QuestbenchError(f"suite {path}: {key} = {k} exceeds data.samples = {sch.data.samples} (every "
-                                      "evaluation draws from the same seeded subset): raise data.samples or lower it")
-    clean = sch.clean if isinstance(sch.clean, bool) else sch.clean.enabled
-    # a name from the file's stem is made folder-safe ('my suite.toml' -> 'my-suite'); a name given is checked
-    name = sch.name or (re.sub(r"[^A-Za-z0-9._-]+", "-", Path(path).stem).strip("-._")[:100] or "suite"
-                        if path != "<dict>" else "python")
-    if not re.match(NAME_PATTERN, name):
-        raise QuestbenchError(f"suite {path}: name {name!r} must be letters, digits, '.', '_' or '-'")
-    return Suite(
-        name=name, description=sch.description, models=list(sch.models), data=DataSpec(**sch.data.model_dump()),
-        seed=sch.seed, device=sch.device, batch_size=sch.batch_size, num_workers=sch.num_workers,
-        precision=sch.precision, clean=clean, corruptions=corruptions,
-        attacks=[_attack_spec(a, f"{path}: attacks.{n}") for n, a in enumerate(sch.attacks)]
-        + (_check_specs(sch.checks, path) if sch.checks is not None else []),
-        diagnostics_samples=sch.diagnostics.samples if sch.diagnostics is not None else None, shifts=shifts,
-        path=path, sha256=hashlib.sha256(text.encode()).hexdigest(), registry=list(sch.registry))
 
 
 def suite_from(suite) -> Suite:

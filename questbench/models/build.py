@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Optional
 
@@ -19,7 +18,7 @@ import torch.nn.functional as F
 from .attention import attention_class, set_attention
 from .._io import atomic_write_bytes, check_creatable, check_output_file, file_sha256  # noqa: F401
 from ..errors import QuestbenchError
-from ..config.modelspec import ModelSpec, tuple_fields  # noqa: F401  (tuple_fields re-exported)
+from ..config.modelspec import ModelSpec
 
 CARD_SUFFIX = ".json"
 
@@ -94,8 +93,11 @@ class ExternalModel(nn.Module):
             kind = attention_kind(net)
         except QuestbenchError:  # no timm attention inside (or mixed kinds)
             kind = "unknown"
-        self.spec = ModelSpec(arch=type(net).__name__, attention=kind, num_classes=0,
-                              input_size=tuple(input_size or (0, 0, 0)), mean=tuple(mean or ()), std=tuple(std or ()))
+        # a description of a module built elsewhere, not a spec to rebuild it from: its class count and input
+        # size may be unknown (0), which a spec refuses, so it is recorded without validation
+        self.spec = ModelSpec.model_construct(arch=type(net).__name__, attention=kind, num_classes=0,
+                                              input_size=tuple(input_size or (0, 0, 0)), mean=tuple(mean or ()),
+                                              std=tuple(std or ()))
         self.card = {"name": name, "pair": "", "source": "python object"}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -135,9 +137,9 @@ def save_checkpoint(model: QuestbenchModel, path: str | Path, card: Optional[dic
     path = Path(path)
     tensors = {k: v.detach().to("cpu", dtype if v.is_floating_point() else v.dtype).contiguous()
                for k, v in model.net.state_dict().items()}
-    blob = save(tensors, metadata={"format": "pt", "questbench_spec": json.dumps(asdict(model.spec))})
+    blob = save(tensors, metadata={"format": "pt", "questbench_spec": json.dumps(model.spec.model_dump())})
     atomic_write_bytes(path, blob)
-    full = {**model.card, **(card or {}), "spec": asdict(model.spec), "weights": path.name,
+    full = {**model.card, **(card or {}), "spec": model.spec.model_dump(), "weights": path.name,
             "sha256": hashlib.sha256(blob).hexdigest(), "dtype": str(dtype).replace("torch.", "")}
     atomic_write_bytes(card_path(path), (json.dumps(full, indent=2, sort_keys=True) + "\n").encode())
     return full

@@ -13,15 +13,14 @@ from __future__ import annotations
 import os
 import re
 import tomllib
-from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal, Optional, Sequence
+from typing import TYPE_CHECKING, Annotated, Any, Optional, Sequence
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
 from ..errors import QuestbenchError
-from ..config.modelspec import ModelSpec, tuple_fields
+from ..config.modelspec import ModelSpec
 from ..config.settings import ATTENTION_NAMES
 
 if TYPE_CHECKING:
@@ -30,24 +29,18 @@ if TYPE_CHECKING:
 SOURCE_PATTERN = r"^(builtin|path|url|timm|robustbench):.+$"
 
 
-class _EntrySchema(BaseModel):
-    """One ``[[model]]`` table: strict types, unknown keys refused."""
+class RegistryEntry(ModelSpec):
+    """One ``[[model]]`` table: a model spec plus where its weights come from and what it is; strict types,
+    unknown keys refused. ``registry_file`` is the file it was read from (relative ``path:`` sources start
+    there)."""
 
-    model_config = ConfigDict(extra="forbid", strict=True)
     name: Annotated[str, Field(min_length=1)]
-    arch: Annotated[str, Field(min_length=1)]
-    attention: str
     source: Annotated[str, Field(pattern=SOURCE_PATTERN)]
-    num_classes: Annotated[int, Field(gt=0)] = 1000
-    input_size: Annotated[list[Annotated[int, Field(gt=0)]], Field(min_length=3, max_length=3)] = [3, 224, 224]
-    mean: Annotated[list[float], Field(min_length=1)] = [0.485, 0.456, 0.406]
-    std: Annotated[list[Annotated[float, Field(gt=0)]], Field(min_length=1)] = [0.229, 0.224, 0.225]
-    interpolation: Literal["bilinear", "bicubic", "nearest"] = "bilinear"
-    arch_kwargs: dict[str, Any] = {}
     sha256: Annotated[str, Field(pattern=r"^([0-9a-f]{64})?$")] = ""
     pair: str = ""
     dataset: str = ""
     description: str = ""
+    _registry_file: str = PrivateAttr("")
 
     @field_validator("attention")
     @classmethod
@@ -56,41 +49,24 @@ class _EntrySchema(BaseModel):
             raise ValueError(f"unknown attention kind {v!r}; known: {', '.join(ATTENTION_NAMES)}")
         return v
 
-
-class _RegistrySchema(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
-    model: list[_EntrySchema] = []
-
-
-@dataclass(frozen=True)
-class RegistryEntry:
-    name: str
-    arch: str
-    attention: str
-    source: str
-    num_classes: int = 1000
-    input_size: tuple[int, int, int] = (3, 224, 224)
-    mean: tuple[float, ...] = (0.485, 0.456, 0.406)
-    std: tuple[float, ...] = (0.229, 0.224, 0.225)
-    interpolation: str = "bilinear"
-    arch_kwargs: dict[str, Any] = field(default_factory=dict, hash=False)
-    sha256: str = ""
-    pair: str = ""
-    dataset: str = ""
-    description: str = ""
-    registry_file: str = ""
+    @property
+    def registry_file(self) -> str:
+        return self._registry_file
 
     @property
     def channels(self) -> int:
         return self.input_size[0]
 
     def spec(self) -> ModelSpec:
-        return ModelSpec(arch=self.arch, attention=self.attention, num_classes=self.num_classes,
-                         input_size=tuple(self.input_size), mean=tuple(self.mean), std=tuple(self.std),
-                         interpolation=self.interpolation, arch_kwargs=dict(self.arch_kwargs))
+        return ModelSpec.model_validate(self.model_dump(include=set(ModelSpec.model_fields)))
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**self.model_dump(), "registry_file": self.registry_file}
+
+
+class _RegistryFile(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    model: list[RegistryEntry] = []
 
 
 def builtin_registry_file() -> Path:
@@ -107,7 +83,7 @@ def _parse(path: Path) -> dict[str, RegistryEntry]:
     except tomllib.TOMLDecodeError as exc:
         raise QuestbenchError(f"registry file {path} is not valid TOML: {exc}") from None
     try:
-        schema = _RegistrySchema.model_validate(data)
+        schema = _RegistryFile.model_validate(data)
     except ValidationError as exc:
         e = exc.errors()[0]
         loc = list(e["loc"])
@@ -121,7 +97,8 @@ def _parse(path: Path) -> dict[str, RegistryEntry]:
     for e in schema.model:
         if e.name in entries:
             raise QuestbenchError(f"registry file {path}: model {e.name!r} is defined twice")
-        entries[e.name] = RegistryEntry(registry_file=str(path), **tuple_fields(e.model_dump()))
+        e._registry_file = str(path)
+        entries[e.name] = e
     return entries
 
 

@@ -112,7 +112,7 @@ def train(spec: ModelSpec, recipe: Recipe, train_data: ArrayDataset, test_data: 
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": recipe.weight_decay},
                              {"params": no_decay, "weight_decay": 0.0}], lr=recipe.lr)
     gen = torch.Generator().manual_seed(recipe.seed)  # data order and augmentation: independent of attention
-    identity = {"spec": asdict(spec), "recipe": asdict(recipe), "train_sha256": train_data.sha256()}
+    identity = {"spec": spec.model_dump(), "recipe": asdict(recipe), "train_sha256": train_data.sha256()}
     first_epoch, wall_before = 0, 0.0
     if checkpoint is not None and Path(checkpoint).exists():
         if not resume:

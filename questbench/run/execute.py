@@ -134,7 +134,7 @@ def execute_attacks(ctx: Context, work: Work, advance) -> Iterator[tuple[Job, li
 
     for job, spans in work:
         cfg = job.fields["config"]
-        spec = ctx.suite.attacks[job.fields["a_idx"]]
+        spec = ctx.suite.sweeps[job.fields["a_idx"]]
         ds = ctx.data.attacks[job.fields["a_idx"]]
         ctx.show("attack", f"{job.model} {attack_label(job.setting)} {budget_label(job.fields['attack'], cfg.eps)}")
         evaluate = evaluate_patch if isinstance(cfg, PatchConfig) else evaluate_attack

@@ -87,7 +87,7 @@ def plan_jobs(suite, data: PreparedData, model_fp: dict[str, str], device_kind: 
                                                              "source": source}
                 jobs.append(Job(m, "corruption", st.key, len(data.corruption),
                                 {"corruption": st.corruption, "severity": st.severity}, k, chunk=s.batch_size))
-    for a_idx, spec in enumerate(s.attacks):
+    for a_idx, spec in enumerate(s.sweeps):
         bs = spec.batch_size or s.batch_size
         kind = "check" if spec.check else "attack"
         for cfg in spec.configs:

@@ -171,14 +171,14 @@ class Runner:
         cap = lambda k: min(x for x in (k, s.data.samples, self.limit, len(ds)) if x)  # noqa: E731
         clean = _subset(ds, order, cap(s.data.samples))
         corr = _subset(ds, order, cap(s.corruptions.samples)) if s.corruptions else None
-        attacks = [_subset(ds, order, cap(a.samples)) for a in s.attacks]
+        attacks = [_subset(ds, order, cap(a.samples)) for a in s.sweeps]
         diag = _subset(ds, order, cap(s.diagnostics_samples)) if s.diagnostics_samples else None
         from ..data.shifts import load_shift
         shifts = {}
-        for sh in s.shifts:
-            full = load_shift(sh.name, sh.root, sh.labels)  # its own size: data.samples caps the main set only
+        for name, sh in s.shifts.items():
+            full = load_shift(name, sh.root, sh.labels)  # its own size: data.samples caps the main set only
             k = min(x for x in (sh.samples, self.limit, len(full)) if x)
-            shifts[sh.name] = _subset(full, sample_order(len(full), s.seed), k)
+            shifts[name] = _subset(full, sample_order(len(full), s.seed), k)
         every = [d for d in (clean, corr, diag, *attacks, *shifts.values()) if d is not None]
         self.data = PreparedData(clean, corr, attacks, diag, shifts, {id(d): dataset_fingerprint(d) for d in every})
         if self.given_models is not None:
@@ -229,7 +229,7 @@ class Runner:
             if not torch.isfinite(z).all():
                 raise QuestbenchError(f"model {name} gives non-finite logits (NaN or inf) on the suite's images: "
                                       "check its weights and its mean/std")
-            for spec in self.suite.attacks:
+            for spec in self.suite.sweeps:
                 for cfg in spec.configs:
                     if isinstance(cfg, PatchConfig):
                         from ..evaluators.patch import check_patch_geometry
