@@ -28,7 +28,7 @@ def run(suite: Optional[str] = typer.Argument(None, help="built-in suite name or
                                             "torchrun (default: on a CPU one single-threaded rank per core)")):
     """Run a suite (the built-in default when none is given), then print its leaderboard."""
     from .run import distributed
-    from .run.runner import resolve_device
+    from .run.prepare import resolve_device
     from .config.suite import load_suite
 
     s = load_suite(suite)
@@ -213,7 +213,7 @@ def train(attention: str = typer.Option("quest", help="attention kind"),
                                       "after every epoch) to the weights an uninterrupted run gives"),
           precision: str = typer.Option("float32", help="float32 (TF32 off on a GPU too) or bf16 (GPU autocast)")):
     """Train a Fashion-MNIST ViT with the built-in recipe; writes safetensors + card."""
-    from .run.runner import resolve_device
+    from .run.prepare import resolve_device
     from .models.train import train_fmnist
 
     card = train_fmnist(attention, seed, out, epochs=epochs, device=resolve_device(device), data_root=data_root,

@@ -110,7 +110,7 @@ def test_shift_suite_runs_and_reports(tmp_path, tiny_pair):
 
 def test_real_label_sets_are_part_of_the_dataset_identity(tmp_path):
     """Another real.json must not reuse results: the label sets enter the fingerprint that keys the jobs."""
-    from questbench.run.runner import dataset_fingerprint
+    from questbench.run.prepare import dataset_fingerprint
     rng = np.random.default_rng(4)
     _jpeg(tmp_path / "val" / WNIDS[5] / "ILSVRC2012_val_00000001.JPEG", rng)
     prints = []

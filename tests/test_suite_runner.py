@@ -101,7 +101,7 @@ def test_small_images_with_imagenet_c_constants_warn(corruptions, side, warns):
     import numpy as np
 
     from questbench.data.arrays import ArrayDataset
-    from questbench.run.runner import small_image_warning
+    from questbench.run.prepare import small_image_warning
     suite = parse_suite(f'models = ["m"]\n[corruptions]\n{corruptions}\n', "t.toml")
     images = ArrayDataset(np.zeros((2, side, side), np.uint8), np.zeros(2, int), "t", "t")
     warning = small_image_warning(suite, images)

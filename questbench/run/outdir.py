@@ -140,3 +140,14 @@ def exclusive(out: Path) -> Iterator[None]:
         raise
     finally:
         os.close(fd)
+
+
+@contextlib.contextmanager
+def claimed(out: Path, run_config: dict[str, Any], planned_ids: set[str], overwrite: bool = False) -> Iterator[str]:
+    """The one place a folder is claimed: locked, checked against this run (old results of another
+    configuration moved aside with ``overwrite``), and held while the block runs. Yields the note ('' or where
+    the old results went)."""
+    with exclusive(out):
+        moved = claim(out, run_config, planned_ids, overwrite)
+        with exclusive(out) if moved else contextlib.nullcontext():  # the folder was moved: lock the new one
+            yield moved

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 from ..store.results import STORE_FORMAT, config_hash, slug
 
@@ -165,3 +165,36 @@ def share(jobs: Sequence[Job], world: int) -> list[list[Unit]]:
             count[r] += 1
             shares[r].extend(u for u in groups[g])
     return shares
+
+
+@dataclass
+class RankWork:
+    """What one rank computes of a plan, given the units already written. Kinds in ``drawn`` are taken one
+    unit at a time from a queue every rank holds (attacks under several ranks: their cost is unpredictable);
+    every other kind is this rank's planned share, per kind as (job, its spans here) pairs."""
+
+    shared: dict[str, list[tuple[Job, list[tuple[int, int]]]]]
+    drawn: dict[str, list[Unit]]
+    open_units: set[Unit]  # units of the drawn queues not yet written: what the progress bar counts of them
+
+    def samples(self, kind: str) -> int:
+        """How many samples of ``kind`` this rank's progress bar counts."""
+        if kind in self.drawn:
+            return sum(u.stop - u.start for u in self.drawn[kind] if u in self.open_units)
+        return sum(b - a for _, spans in self.shared[kind] for a, b in spans)
+
+    def counted(self, units: Sequence[Unit]) -> int:
+        return sum(u.stop - u.start for u in units if u in self.open_units)
+
+
+def rank_work(jobs: Sequence[Job], rank: int, world: int, written: Callable[[Unit], bool]) -> RankWork:
+    """This rank's work: its share of every shared kind minus what is ``written``, and the drawn queues."""
+    drawn_kinds = ATTACK_KINDS if world > 1 else ()
+    by_id = {j.job_id: j for j in jobs}
+    spans: dict[str, list[tuple[int, int]]] = {}
+    for u in share(jobs, world)[rank]:
+        if u.kind not in drawn_kinds and not written(u):
+            spans.setdefault(u.job_id, []).append((u.start, u.stop))
+    shared = {k: [(by_id[i], s) for i, s in spans.items() if by_id[i].evaluation == k] for k in KINDS}
+    drawn = {k: queue(jobs, k) for k in drawn_kinds}  # the same list on every rank whenever it looks
+    return RankWork(shared, drawn, {u for units in drawn.values() for u in units if not written(u)})
