@@ -180,3 +180,18 @@ def test_a_key_that_another_key_makes_meaningless_is_refused(tmp_path, tiny_pair
     doc["attacks"][0]["loss"] = "ce"  # layers pick the attention loss's layers: with ce they would do nothing
     with pytest.raises(QuestbenchError, match="layers"):
         _run(doc, tmp_path / "c", tiny_pair, captured)
+
+
+@pytest.mark.parametrize("group", ["common", "extra", "all"])
+def test_a_group_name_resolves_whether_written_or_defaulted(group):
+    """The default ``names = "common"`` is resolved like a written one (a string left unresolved would be
+    iterated letter by letter: "unknown corruption 'c'")."""
+    from questbench.config.corruptions import ALL_CORRUPTIONS, COMMON_CORRUPTIONS, EXTRA_CORRUPTIONS
+    from questbench.config.suite import parse_suite
+    expected = {"common": COMMON_CORRUPTIONS, "extra": EXTRA_CORRUPTIONS, "all": ALL_CORRUPTIONS}[group]
+    written = parse_suite(f'models = ["m"]\n[corruptions]\nnames = "{group}"\n', "t.toml")
+    assert written.corruptions.names == list(expected)
+    if group == "common":
+        defaulted = parse_suite('models = ["m"]\n[corruptions]\nengine = "torch"\n', "t.toml")
+        assert defaulted.corruptions.names == list(COMMON_CORRUPTIONS)
+        assert len(defaulted.corruptions.settings()) == 15 * 5

@@ -71,7 +71,8 @@ def _eps(value: Any) -> float:
 
 
 class _Schema(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
+    # defaults are validated too: a default group name ("common") must resolve like a written one
+    model_config = ConfigDict(extra="forbid", strict=True, validate_default=True)
 
 
 class DataSpec(_Schema):
