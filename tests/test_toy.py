@@ -61,6 +61,28 @@ def test_bayes_ceiling_matches_closed_form():
     assert abs(bayes_unbiased_accuracy(cfg, n=100_000) - exact) < 0.006
 
 
+def test_shared_parts_load_without_torch_and_take_numpy_or_torch():
+    """questbench/toy/common.py holds what both designs use; the statistics read it without torch, and its Bayes
+    rule gives the same accuracy on numpy arrays as on the torch tensors the designs pass."""
+    import subprocess
+    import sys
+
+    from questbench.toy.common import signal_energy_accuracy, tidy_csv
+    code = ("import sys, questbench.toy.common, questbench.toy.stats\n"
+            "assert 'torch' not in sys.modules, 'torch imported'\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    cfg = ToyConfig()
+    x, _, pos, _ = make_data(cfg, 2_000, 0.0, torch.Generator().manual_seed(1), torch.zeros(cfg.key_dim))
+    energy = x[..., : cfg.signal_dims].square().sum(-1)
+    expected = float((energy.argmax(1) == pos).double().mean())
+    assert signal_energy_accuracy(x, pos, cfg.signal_dims) == pytest.approx(expected, abs=1e-12)
+    assert signal_energy_accuracy(x.numpy(), pos.numpy(), cfg.signal_dims) == pytest.approx(expected, abs=1e-12)
+    assert 0.6 < expected < 0.95  # neither trivial nor chance (1/16)
+    assert tidy_csv([]) == ""
+    assert tidy_csv([{"a": 0.1234567, "b": 3}]) == "a,b\n0.123457,3\n"
+
+
 # --- the mean design (questbench/toy/mean_design.py) ------------------------------------------------------------------
 def test_mean_design_conflict_set_and_bayes_rule():
     import math

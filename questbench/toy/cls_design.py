@@ -19,7 +19,6 @@ ours and stay fixed):
 """
 from __future__ import annotations
 
-import csv
 import itertools
 import json
 import math
@@ -34,6 +33,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..models.attention import attention_class
+from .common import PAPER_RATES, signal_energy_accuracy, success_heatmap, tidy_csv
 
 TOY_KINDS = ("standard", "qnorm", "qknorm_hs", "quest")
 SUCCESS_THRESHOLD = 0.80
@@ -197,24 +197,13 @@ def run_grid(preset: str, out: Path, kinds: Sequence[str] = TOY_KINDS, quiet: bo
             curves += [{"attention": kind, "lr": lr, "wd": wd, "init_seed": init_seed, "data_seed": data_seed,
                         "step": s, "key_norm_biased": v} for s, v in curve]
             bar.update(task, advance=1)
-    atomic_write_bytes(out / "runs.csv", _csv([asdict(r) for r in runs]).encode())
-    atomic_write_bytes(out / "key_norms.csv", _csv(curves).encode())
+    atomic_write_bytes(out / "runs.csv", tidy_csv([asdict(r) for r in runs]).encode())
+    atomic_write_bytes(out / "key_norms.csv", tidy_csv(curves).encode())
     atomic_write_bytes(out / "config.json", json.dumps(
         {"preset": preset, "grid": {k: list(v) if isinstance(v, tuple) else v for k, v in PRESETS[preset].items()},
          "toy": asdict(cfg), "success_threshold": SUCCESS_THRESHOLD}, indent=2).encode())
     write_plots(runs, curves, out)
     return runs
-
-
-def _csv(rows: list[dict]) -> str:
-    import io
-    buf = io.StringIO()
-    if rows:
-        w = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
-        w.writeheader()
-        for r in rows:
-            w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
-    return buf.getvalue()
 
 
 def success_rates(runs: Sequence[ToyRun]) -> dict[str, float]:
@@ -231,28 +220,9 @@ def write_plots(runs: Sequence[ToyRun], curves: list[dict], out: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    success_heatmap(((r.attention, r.lr, r.wd, r.success) for r in runs), out / "success_heatmap.png",
+                    "success rate per learning rate x weight decay")
     kinds = list(dict.fromkeys(r.attention for r in runs))
-    lrs = sorted({r.lr for r in runs})
-    wds = sorted({r.wd for r in runs})
-    fig, axes = plt.subplots(1, len(kinds), figsize=(3.2 * len(kinds), 3), squeeze=False)
-    for ax, kind in zip(axes[0], kinds):
-        m = np.zeros((len(wds), len(lrs)))
-        for i, wd in enumerate(wds):
-            for j, lr in enumerate(lrs):
-                rs = [r.success for r in runs if r.attention == kind and r.lr == lr and r.wd == wd]
-                m[i, j] = np.mean(rs) if rs else np.nan
-        im = ax.imshow(m, vmin=0, vmax=1, cmap="viridis", origin="lower")
-        ax.set_xticks(range(len(lrs)), [f"{v:g}" for v in lrs], rotation=45)
-        ax.set_yticks(range(len(wds)), [f"{v:g}" for v in wds])
-        ax.set_title(kind)
-        ax.set_xlabel("learning rate")
-        for i in range(len(wds)):
-            for j in range(len(lrs)):
-                ax.text(j, i, f"{m[i, j]:.2f}", ha="center", va="center", color="w", fontsize=8)
-    axes[0][0].set_ylabel("weight decay")
-    fig.colorbar(im, ax=axes[0].tolist(), shrink=0.8, label="success rate")
-    fig.savefig(out / "success_heatmap.png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
     fig, ax = plt.subplots(figsize=(5, 3.5))
     colors = dict(zip(kinds, plt.rcParams["axes.prop_cycle"].by_key()["color"]))
     for kind in kinds:
@@ -273,16 +243,11 @@ def write_plots(runs: Sequence[ToyRun], curves: list[dict], out: Path) -> None:
 
 
 def bayes_unbiased_accuracy(cfg: ToyConfig = ToyConfig(), n: int = 200_000, seed: int = 0) -> float:
-    """Accuracy of the Bayes-optimal robust rule on unbiased samples: the likelihood ratio N(0, Sigma) / N(0, I)
-    grows with the energy in the signal dimensions, so pick the token with the largest energy there. No model
-    can beat this on average; it calibrates the success threshold."""
+    """Accuracy of the Bayes-optimal robust rule on fresh unbiased samples. No model can beat this on average;
+    it calibrates the success threshold."""
     gen = torch.Generator().manual_seed(seed)
     x, _, pos, _ = make_data(cfg, n, 0.0, gen, torch.zeros(cfg.key_dim))
-    energy = x[..., : cfg.signal_dims].square().sum(-1)
-    return float((energy.argmax(1) == pos).float().mean())
-
-
-PAPER_RATES = {"standard": "25%", "qnorm": "49%", "qknorm_hs": "~0% (QKNorm)", "quest": "58%"}
+    return signal_energy_accuracy(x, pos, cfg.signal_dims)
 
 
 def toy_markdown(runs: Sequence[ToyRun], preset: str, image_prefix: str = "") -> str:

@@ -27,13 +27,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence
 
-import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from ..errors import QuestbenchError
 from .cls_design import ToyConfig, make_data, shortcut_bias, training_setup
+from .common import signal_energy_accuracy, success_heatmap, tidy_csv
 
 MEAN_KINDS = ("standard", "qnorm", "qknorm_hs", "quest", "qknorm_ds")
 SUCCESS_OF_BAYES = 0.9
@@ -156,9 +156,8 @@ def conflict_set(cfg: ToyConfig, n: int, gen: torch.Generator, bias: torch.Tenso
 
 
 def bayes_accuracy(cfg: ToyConfig, x: torch.Tensor, pos: torch.Tensor) -> float:
-    """The Bayes-optimal robust rule on these very samples: the token with the most energy in the signal dims."""
-    energy = x[..., : cfg.signal_dims].square().sum(-1)
-    return float((energy.argmax(1) == pos).float().mean())
+    """The Bayes-optimal robust rule on these very samples."""
+    return signal_energy_accuracy(x, pos, cfg.signal_dims)
 
 
 def train_mean(cfg: ToyConfig, kind: str, lr: float, wd: float, init_seed: int, data_seed: int,
@@ -272,30 +271,21 @@ def run_mean_grid(preset: str, out: Path, quiet: bool = False, workers: Optional
 
 def write_mean_outputs(runs: Sequence[MeanRun], preset: str, out: Path) -> str:
     """runs.csv, traces.csv, plots and toy.md; returns the markdown."""
-    import csv
-    import io
-
     from ..models.build import atomic_write_bytes
     out = Path(out)
-    cols = [f for f in MeanRun.__dataclass_fields__ if f != "trace"]
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(cols + ["shortcut_harm_pp"])
     by = {r.key: r for r in runs}
+    rows = []
     for r in runs:
         partner = by.get(r.key[:5] + (0.0,)) if r.biased_fraction == 0.5 else None
         harm = f"{100 * (partner.acc_unbiased - r.acc_unbiased):.4f}" if partner else ""
-        w.writerow([f"{getattr(r, c):.6g}" if isinstance(getattr(r, c), float) else getattr(r, c) for c in cols]
-                   + [harm])
-    atomic_write_bytes(out / "runs.csv", buf.getvalue().encode())
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["attention", "lr", "wd", "init_seed", "data_seed", "biased_fraction", "step", "loss", "max_logit",
-                "entropy", "q_norm", "k_norm"])
-    for r in runs:
-        for t in r.trace:
-            w.writerow([*r.key, *(f"{v:.6g}" if isinstance(v, float) else v for v in t)])
-    atomic_write_bytes(out / "traces.csv", buf.getvalue().encode())
+        rows.append({**{c: getattr(r, c) for c in MeanRun.__dataclass_fields__ if c != "trace"},
+                     "shortcut_harm_pp": harm})
+    atomic_write_bytes(out / "runs.csv", tidy_csv(rows).encode())
+    trace_cols = ("step", "loss", "max_logit", "entropy", "q_norm", "k_norm")
+    key_cols = ("attention", "lr", "wd", "init_seed", "data_seed", "biased_fraction")
+    # the run keys as Python prints them ("0.0"), the traced values at 6 significant digits
+    traces = [dict(zip(key_cols + trace_cols, (*map(str, r.key), *t))) for r in runs for t in r.trace]
+    atomic_write_bytes(out / "traces.csv", tidy_csv(traces, key_cols + trace_cols).encode())
     _plots(runs, out)
     from .stats import load_runs, markdown
     md = markdown(load_runs(out / "runs.csv"), preset)
@@ -308,24 +298,9 @@ def _plots(runs: Sequence[MeanRun], out: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     main = [r for r in runs if r.biased_fraction == 0.5]
+    success_heatmap(((r.attention, r.lr, r.wd, r.success) for r in main), out / "success_heatmap.png",
+                    "success rate (biased fraction 0.5) per learning rate x weight decay")
     kinds = list(dict.fromkeys(r.attention for r in runs))
-    lrs, wds = sorted({r.lr for r in main}), sorted({r.wd for r in main})
-    fig, axes = plt.subplots(1, len(kinds), figsize=(3.0 * len(kinds), 2.8), squeeze=False)
-    for ax, kind in zip(axes[0], kinds):
-        m = np.array([[np.mean([r.success for r in main if r.attention == kind and r.lr == lr and r.wd == wd] or
-                                [np.nan]) for lr in lrs] for wd in wds])
-        ax.imshow(m, vmin=0, vmax=1, cmap="viridis", origin="lower")
-        ax.set_xticks(range(len(lrs)), [f"{v:g}" for v in lrs], rotation=45, fontsize=7)
-        ax.set_yticks(range(len(wds)), [f"{v:g}" for v in wds], fontsize=7)
-        ax.set_title(kind, fontsize=9)
-        for i in range(len(wds)):
-            for j in range(len(lrs)):
-                ax.text(j, i, f"{m[i, j]:.2f}", ha="center", va="center", color="w", fontsize=7)
-    axes[0][0].set_ylabel("weight decay")
-    fig.suptitle("success rate (biased fraction 0.5) per learning rate x weight decay", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(out / "success_heatmap.png", dpi=110)
-    plt.close(fig)
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.2), squeeze=False)
     colors = dict(zip(kinds, plt.rcParams["axes.prop_cycle"].by_key()["color"]))
     for kind in kinds:

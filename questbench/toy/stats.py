@@ -20,8 +20,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .common import PAPER_RATES
+
 THRESHOLDS = (0.85, 0.90, 0.95)
-PAPER = {"standard": "25%", "qnorm": "49%", "qknorm_hs": "~0% (QKNorm)", "quest": "58%", "qknorm_ds": "-"}
 COMPARISONS = (("quest", "standard"), ("qnorm", "standard"), ("quest", "qnorm"), ("qknorm_hs", "standard"),
                ("quest", "qknorm_hs"), ("qknorm_ds", "standard"), ("quest", "qknorm_ds"))
 POINT = ["lr", "wd", "init_seed", "data_seed"]
@@ -116,7 +117,7 @@ def markdown(df: pd.DataFrame, preset: str, image_prefix: str = "") -> str:
     for k in kinds:
         g = ml[ml.attention == k]
         rates = " / ".join(f"{100 * g[f'success_{t:.2f}'].mean():.0f}%" for t in THRESHOLDS)
-        lines.append(f"| {k} | {len(g)} | {_q(g.ratio)} | {_q(g.acc_conflict)} | {rates} | {PAPER.get(k, '-')} |")
+        lines.append(f"| {k} | {len(g)} | {_q(g.ratio)} | {_q(g.acc_conflict)} | {rates} | {PAPER_RATES.get(k, '-')} |")
     lines += ["", "All learning rates (as the paper's grid counts them): success at 0.9 x Bayes " + ", ".join(
         f"{k} {100 * main[main.attention == k]['success_0.90'].mean():.0f}%" for k in kinds) + ".", "",
               "## Differences between kinds", "",
