@@ -71,7 +71,7 @@ def run(suite: Optional[str] = typer.Argument(None, help="built-in suite name or
     results = load_results(out)
     if not quiet:
         render_rich(results)
-    from .models.build import atomic_write_bytes
+    from ._io import atomic_write_bytes
     board = out / "leaderboard.md"
     atomic_write_bytes(board, render_markdown(results, board).encode())
     from .report.html import render_html
@@ -245,7 +245,7 @@ def toy(out: Path = typer.Option(Path("runs/toy"), "--out"),
         write_mean_outputs(runs, preset, out)
         typer.echo(f"{len(runs)} runs; statistics in {out / 'toy.md'}")
     elif design == "cls":
-        from .models.build import atomic_write_bytes
+        from ._io import atomic_write_bytes
         from .toy.cls_design import run_grid, success_rates, toy_markdown
         runs = run_grid(preset, out, quiet=quiet)
         atomic_write_bytes(out / "toy.md", toy_markdown(runs, preset).encode())

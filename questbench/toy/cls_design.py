@@ -181,7 +181,7 @@ def grid(preset: str, kinds: Sequence[str] = TOY_KINDS) -> Iterator[tuple[str, f
 
 def run_grid(preset: str, out: Path, kinds: Sequence[str] = TOY_KINDS, quiet: bool = False,
              limit: Optional[int] = None, steps: Optional[int] = None) -> list[ToyRun]:
-    from ..models.build import atomic_write_bytes
+    from .._io import atomic_write_bytes
     from ..progress import progress_bar
 
     cfg = ToyConfig(steps=steps or PRESETS[preset]["steps"])

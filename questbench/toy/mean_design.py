@@ -271,7 +271,7 @@ def run_mean_grid(preset: str, out: Path, quiet: bool = False, workers: Optional
 
 def write_mean_outputs(runs: Sequence[MeanRun], preset: str, out: Path) -> str:
     """runs.csv, traces.csv, plots and toy.md; returns the markdown."""
-    from ..models.build import atomic_write_bytes
+    from .._io import atomic_write_bytes
     out = Path(out)
     by = {r.key: r for r in runs}
     rows = []
