@@ -48,7 +48,7 @@ def run(nproc: int, suite: Path, out: Path, device: str) -> float:
 
 
 def csv(out: Path) -> str:
-    from questbench.report.leaderboard import render_csv
+    from questbench.report.tidy import render_csv
     from questbench.store.results import load_results
     return render_csv(load_results(out))
 

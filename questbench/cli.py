@@ -66,7 +66,8 @@ def run(suite: Optional[str] = typer.Argument(None, help="built-in suite name or
             return
     for note in summary.notes:
         typer.echo(note, err=True)
-    from .report.leaderboard import render_markdown, render_rich
+    from .report.markdown import render_markdown
+    from .report.terminal import render_rich
     from .store.results import load_results
     results = load_results(out)
     if not quiet:

@@ -101,7 +101,8 @@ def test_an_attack_that_needs_more_steps_fails_the_steps_check(data):
 def test_the_built_in_models_pass_every_check(tmp_path):
     """A suite with FGSM and PGD sweeps and [checks] on the seed-0 standard/QUEST pair: planned per model
     (transfer from the pair's other model), run, and every check passes."""
-    from questbench.report.leaderboard import render_csv, render_markdown
+    from questbench.report.markdown import render_markdown
+    from questbench.report.tidy import render_csv
     from questbench.store.results import load_results
     from questbench.run.runner import run_suite
     from questbench.config.suite import parse_suite

@@ -11,7 +11,7 @@ import pytest
 
 from questbench.run.distributed import Ranks
 from questbench.run.plan import share
-from questbench.report.leaderboard import render_csv
+from questbench.report.tidy import render_csv
 from questbench.store.results import load_results
 from questbench.run.runner import Runner
 from questbench.config.suite import load_suite

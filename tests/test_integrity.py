@@ -11,7 +11,7 @@ import questbench
 from conftest import make_tiny
 from questbench.errors import QuestbenchError
 from questbench.run.merge import Part, read_part, write_part
-from questbench.report.leaderboard import render_markdown
+from questbench.report.markdown import render_markdown
 from questbench.store.results import load_results
 from questbench.run.runner import run_suite
 from questbench.config.suite import parse_suite

@@ -41,7 +41,7 @@ def test_readme_python_blocks_run_as_written(tmp_path, monkeypatch, capsys):
 
 
 def test_csv_is_tidy_and_typed(tmp_path, tiny_pair):
-    from questbench.report.leaderboard import CSV_COLUMNS, render_csv
+    from questbench.report.tidy import CSV_COLUMNS, render_csv
     from questbench.store.results import load_results
     from questbench.run.runner import run_suite
     from questbench.config.suite import parse_suite
@@ -87,7 +87,7 @@ def test_reports_read_results_without_torch(tmp_path, tiny_pair):
             'eps = [0, "2/255"]\n')
     run_suite(parse_suite(text, "t.toml"), tmp_path / "out", device="cpu", quiet=True)
     code = ("import sys\nfrom questbench.store.results import load_results\n"
-            "from questbench.report.leaderboard import render_csv, render_markdown\n"
+            "from questbench.report.markdown import render_markdown\nfrom questbench.report.tidy import render_csv\n"
             "from questbench.report.compare import compare_pairs, compare_seeds\n"
             "from questbench.report.export import export_robustbench\n"
             f"r = load_results({str(tmp_path / 'out')!r}); render_markdown(r); render_csv(r); compare_pairs(r)\n"

@@ -90,7 +90,7 @@ def test_imagenet_real_multi_label_and_exclusion(tmp_path):
 
 def test_shift_suite_runs_and_reports(tmp_path, tiny_pair):
     """A suite with [shifts]: jobs per model and set, a distribution-shift table and paired rows."""
-    from questbench.report.leaderboard import render_markdown
+    from questbench.report.markdown import render_markdown
     from questbench.store.results import load_results
     from questbench.run.runner import run_suite
     from questbench.config.suite import parse_suite

@@ -7,7 +7,8 @@ import time
 import pytest
 
 import questbench
-from questbench.report.leaderboard import leaderboard, render_csv
+from questbench.report.leaderboard import leaderboard
+from questbench.report.tidy import render_csv
 from questbench.store.results import load_results
 from questbench.run.runner import run_suite
 from questbench.config.suite import list_suites, load_suite, parse_suite

@@ -6,7 +6,7 @@ import pytest
 
 from questbench.errors import QuestbenchError
 from questbench.run.outdir import exclusive
-from questbench.report.leaderboard import render_csv
+from questbench.report.tidy import render_csv
 from questbench.store.results import load_results
 from questbench.run.runner import run_suite
 from questbench.config.suite import parse_suite

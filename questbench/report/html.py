@@ -15,6 +15,8 @@ from typing import Optional
 from ..errors import QuestbenchError
 from ..store.results import Results
 from .compare import AGGREGATE, RELATIVE
+from .markdown import provenance_lines
+from .sections import _fmt, sections, short_names
 from .tables import compute_tables
 
 DEFAULT_PER_CELL = 6  # discordant images shown per side of a cell; the page gives the count of the rest
@@ -72,7 +74,6 @@ for(const b of document.querySelectorAll('button.images'))b.addEventListener('cl
 
 
 def _cell_text(v) -> str:
-    from .leaderboard import _fmt
     return _fmt(v)
 
 
@@ -149,7 +150,6 @@ class _Panels:
                 f'other">{right_m} / {right_b}</button>')
 
     def _cell(self, c, model: str, baseline: str) -> dict:
-        from .leaderboard import short_names
         names = self.thumbs.class_names
         short = short_names([baseline, model])
         name = (lambda k: names[k] if names and 0 <= k < len(names) else str(k))
@@ -181,12 +181,11 @@ class _Panels:
 def render_html(results: Results, per_cell: int = DEFAULT_PER_CELL, max_images: int = MAX_IMAGES) -> str:
     """The page; ``per_cell`` images per side of each discordant cell (0: no images), fewer where the page
     would need more than ``max_images`` slots."""
-    from .leaderboard import provenance_lines, sections
     t = compute_tables(results)
     name = results.provenance.get("suite", {}).get("name", "results")
     panels = _Panels(results, per_cell, max_images)
     body = [f"<h1>questbench leaderboard: {html.escape(name)}</h1>", "<p class=meta>{SIZE}</p>"]
-    for title, df, notes in sections(t, results):
+    for title, df, notes in sections(t):
         body.append(f'<h2 id="{_slug(title)}">{html.escape(title)}</h2>')
         pair = re.match(r"Paired: (.+) minus (.+)$", title)
         extra = None

@@ -1,6 +1,8 @@
-"""Aggregate tables computed from the per-sample results table (nothing here is ever stored)."""
+"""Aggregate tables from the per-sample results: the one place the report layer aggregates raw samples (the
+renderers only select and format these); nothing here is ever stored."""
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -15,6 +17,9 @@ from .compare import compare_pairs, compare_seeds, sweep_keys
 from ..config.labels import attack_label
 
 IMAGENET_DATASETS = ("imagenet", "imagefolder")
+# the columns of the corruption table that are not a corruption's error
+CORRUPTION_SUMMARY_KEYS = ("model", "attention", "summary", "relative_mce", "relative", "clean_same_images")
+CONVERGED_PP = 1.0  # robust accuracy may still fall by less than this from half the steps to all of them
 
 
 @dataclass
@@ -29,6 +34,12 @@ class Tables:
     corruption_metric: str = ""
     notes: list[str] = field(default_factory=list)
     checks: Optional[tuple[pd.DataFrame, list[dict]]] = None  # checks.checks_table(): table and csv rows
+    shifts: pd.DataFrame = field(default_factory=pd.DataFrame)  # model, attention, setting, n, accuracy (%)
+    shift_excluded: int = 0  # ImageNet-ReaL images left out for want of a ReaL label
+    patches: pd.DataFrame = field(default_factory=pd.DataFrame)  # patch attacks: robust % and attention, clean/adv
+    convergence: pd.DataFrame = field(default_factory=pd.DataFrame)  # patch robust % had the attack stopped early
+    mechanism: pd.DataFrame = field(default_factory=pd.DataFrame)  # attention diagnostics per model
+    n_diagnostics: int = 0  # images the diagnostics saw
 
 
 def _model_meta(samples: pd.DataFrame) -> pd.DataFrame:
@@ -135,6 +146,74 @@ def attack_table(samples: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     return df.sort_values(["attack", "norm", "eps", "model"]).reset_index(drop=True), flags
 
 
+def shift_table(samples: pd.DataFrame) -> pd.DataFrame:
+    """Top-1 (%) per model and distribution-shift set, with the set's n for that model."""
+    sh = samples[samples.evaluation == "shift"]
+    rows = [{"model": model, "attention": g.attention.iloc[0], "setting": name, "n": len(g),
+             "accuracy": 100 * g.correct.mean()} for (model, name), g in sh.groupby(["model", "setting"])]
+    return pd.DataFrame(rows, columns=["model", "attention", "setting", "n", "accuracy"])
+
+
+def _patch_samples(samples: pd.DataFrame) -> pd.DataFrame:
+    p = samples[(samples.evaluation == "attack") & (samples.attack == "patch")] if "attack" in samples \
+        else samples.iloc[0:0]
+    return p.assign(loss=[x.split("/")[1] for x in p.setting],
+                    steps=[int(re.search(r"steps=(\d+)", x).group(1)) if "steps=" in x else 0 for x in p.setting])
+
+
+def patch_table(samples: pd.DataFrame) -> pd.DataFrame:
+    """Per model, loss and patch count: robust accuracy, and the attention mass and key norm of the patch tokens
+    (and of the tokens the patch reaches through the stem, where recorded) before and after the attack."""
+    p = _patch_samples(samples)
+    rows = []
+    for (model, loss, k), g in p.groupby(["model", "loss", "eps"], sort=True):
+        row = {"model": model, "loss": loss, "patches": int(k), "robust": 100 * g.correct.mean(),
+               "patch_mass_clean": 100 * g.patch_mass_clean.mean(), "patch_mass_adv": 100 * g.patch_mass_adv.mean(),
+               "patch_k_clean": g.patch_k_norm_clean.mean(), "patch_k_adv": g.patch_k_norm_adv.mean()}
+        if "reached_mass_clean" in p:
+            row.update({"reached_mass_clean": 100 * g.reached_mass_clean.mean(),
+                        "reached_mass_adv": 100 * g.reached_mass_adv.mean(),
+                        "reached_k_clean": g.reached_k_norm_clean.mean(),
+                        "reached_k_adv": g.reached_k_norm_adv.mean()})
+        rows.append({**row, "n": len(g)})
+    return pd.DataFrame(rows)
+
+
+def convergence_table(samples: pd.DataFrame) -> pd.DataFrame:
+    """Patch robust accuracy (%) had the attack stopped after t steps, read off each sample's first-success step
+    over all restarts: one column per t of a fixed grid up to the run's steps (NaN past a setting's own steps),
+    and the fall over the last half of the steps."""
+    p = _patch_samples(samples)
+    p = p[p.eps > 0] if not p.empty else p
+    if p.empty or "first_success_step" not in p:
+        return pd.DataFrame()
+    total = int(p.steps.max())
+    grid = sorted(x for x in {0, 1, 2, 5, 10, 20, 50, 100, total // 2, total} if x <= total)
+    rows = []
+    for (model, loss, k, steps), g in p.groupby(["model", "loss", "eps", "steps"], sort=True):
+        first = pd.to_numeric(g.first_success_step, errors="coerce")
+        ok = g.clean_correct.astype(bool)
+        row = {"model": model, "loss": loss, "patches": int(k)}
+        for t in grid:
+            row[t] = np.nan if t > steps else 100 * (ok & ~(first <= t)).mean()
+        row["last_half_drop"] = 100 * ((ok & ~(first <= steps // 2)).mean() - (ok & ~(first <= steps)).mean())
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def mechanism_table(diagnostics: pd.DataFrame) -> pd.DataFrame:
+    """Attention diagnostics per model, averaged over layers (|k| max: the largest over layers)."""
+    d = diagnostics
+    if d.empty:
+        return pd.DataFrame()
+    g = d.groupby(["model", "attention"], sort=True)
+    return pd.DataFrame({
+        "entropy": g.entropy.mean(), "H / log N": (d.entropy / d.max_entropy).groupby(
+            [d.model, d.attention]).mean(),
+        "max w": g.max_attention.mean(), "|q|": g.q_norm_mean.mean(), "|k|": g.k_norm_mean.mean(),
+        "|k| max": g.k_norm_max.max(), "layers": g.layer.nunique()}).reset_index()
+
+
 def compute_tables(results: Results) -> Tables:
     samples = results.samples
     dataset = results.provenance.get("dataset", {}).get("name", "")
@@ -151,6 +230,12 @@ def compute_tables(results: Results) -> Tables:
         for _, j in results.jobs.iterrows():
             if j["flags"]:
                 job_flags.append(f"{j['model']} {j['setting']}: {j['flags']}")
+    provenance = results.provenance
     return Tables(clean=clean_table(samples), corruptions=corr, severity=sev, attacks=att,
-                  pairs=compare_pairs(results), seeds=compare_seeds(results), flags=sorted(set(flags + job_flags)), corruption_metric=metric,
-                  notes=notes, checks=checks)
+                  pairs=compare_pairs(results), seeds=compare_seeds(results), flags=sorted(set(flags + job_flags)),
+                  corruption_metric=metric, notes=notes, checks=checks, shifts=shift_table(samples),
+                  shift_excluded=provenance.get("shifts", {}).get("imagenet-real", {}).get("excluded_without_labels")
+                  or 0,
+                  patches=patch_table(samples), convergence=convergence_table(samples),
+                  mechanism=mechanism_table(results.diagnostics),
+                  n_diagnostics=len(provenance.get("sample_ids", {}).get("diagnostics", [])))

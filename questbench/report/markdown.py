@@ -1,0 +1,64 @@
+"""The leaderboard as markdown, with its plots written beside the file."""
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+from typing import Optional
+
+import pandas as pd
+
+from ..store.results import Results
+from .sections import _fmt, sections
+from .tables import compute_tables
+
+
+def _md_table(df: pd.DataFrame) -> str:
+    cols = list(df.columns)
+    lines = ["| " + " | ".join(map(str, cols)) + " |", "|" + "|".join("---" for _ in cols) + "|"]
+    for _, r in df.iterrows():
+        lines.append("| " + " | ".join(_fmt(r[c]) for c in cols) + " |")
+    return "\n".join(lines)
+
+
+def provenance_lines(results: Results) -> list[str]:
+    p = results.provenance
+    if not p:
+        return ["(no provenance.json in this folder)"]
+    v = p.get("versions", {})
+    lines = [f"- suite: `{p['suite'].get('name')}` (sha256 `{p.get('suite_sha256', '')[:12]}`), seed {p.get('seed')}",
+             f"- dataset: {p.get('dataset', {}).get('name')} {p.get('dataset', {}).get('split')} "
+             f"({p.get('dataset', {}).get('source')}), {len(p.get('sample_ids', {}).get('clean', []))} clean samples",
+             f"- device: {p.get('device_name')}, dtype {p.get('dtype')}",
+             f"- corruptions: {p.get('corruption_implementation')}",
+             "- versions: " + ", ".join(f"{k} {v[k]}" for k in sorted(v))]
+    if not results.jobs.empty and "wall_s" in results.jobs:
+        lines.append(f"- run time: {float(results.jobs.wall_s.sum()):.1f} s in {len(results.jobs)} jobs (the jobs' "
+                     "own wall times, summed; ranks running side by side make the run shorter)")
+    for name, m in sorted(p.get("models", {}).items()):
+        lines.append(f"- `{name}`: {m.get('arch')} / {m.get('attention')}, sha256 `{m.get('sha256', '')[:12]}`")
+    return lines
+
+
+def render_markdown(results: Results, output: Optional[Path] = None) -> str:
+    t = compute_tables(results)
+    name = results.provenance.get("suite", {}).get("name", "results")
+    parts = [f"# questbench leaderboard: {name}", ""]
+    for title, df, notes in sections(t):
+        parts += [f"## {title}", "", _md_table(df), ""]
+        for n in notes:  # prose wrapped to 100 columns of source, like the tables
+            parts += [f"> {line}" for line in textwrap.wrap(n, 98)] + [">"]
+        if notes:
+            parts[-1] = ""
+    if results.missing_jobs:
+        parts += ["## Missing jobs", "", f"{len(results.missing_jobs)} planned job(s) have no results in this "
+                  "folder (a killed or unfinished run): cells that need them read 'missing', and paired aggregates "
+                  "cover only the settings both models have. Run the suite again into this folder to finish them.",
+                  ""] + [f"- `{j}`" for j in results.missing_jobs] + [""]
+    if t.flags:
+        parts += ["## Flags", ""] + [f"- {f}" for f in t.flags] + [""]
+    if output is not None:
+        from .plots import write_plots
+        for title, rel in write_plots(t, output, results.diagnostics):
+            parts += [f"![{title}]({rel})", ""]
+    parts += ["## Provenance", ""] + provenance_lines(results) + [""]
+    return "\n".join(parts)

@@ -1,0 +1,326 @@
+"""The leaderboard's content, renderer-neutral: each table as (title, cells, notes) from the aggregate tables;
+markdown, html and the terminal show these, the csv holds their numbers."""
+from __future__ import annotations
+
+from typing import Optional
+
+import pandas as pd
+
+from ..config.labels import budget_label, eps_label
+from ..stats.metrics import MIN_N_5PP, min_sign_flip_p, resolves_5pp
+from .checks import CHECK_NOTES
+from .compare import AGGREGATE, RELATIVE
+from .tables import CONVERGED_PP, CORRUPTION_SUMMARY_KEYS, Tables
+
+
+def _fmt(v) -> str:
+    if isinstance(v, float):
+        return f"{v:.2f}"
+    return str(v)
+
+
+SMALL_N_NOTE = (f"n* : fewer than {MIN_N_5PP} samples, so a 95% interval on one accuracy is wider than +-5 pp: too "
+                "few to resolve a 5 pp difference; never used for ranking.")
+
+
+def _n_label(n: int) -> str:
+    return f"n={n}" if resolves_5pp(n) else f"n={n}*"
+
+
+def short_names(models) -> dict[str, str]:
+    """Model names without the prefix they all share ('fmnist-vit-standard-s0' -> 'standard-s0'), for column
+    headers; the full names stay in the row-wise tables and the provenance."""
+    models = list(models)
+    if len(models) < 2:
+        return {m: m for m in models}
+    prefix = models[0]
+    for m in models[1:]:
+        while not m.startswith(prefix):
+            prefix = prefix[:-1]
+    prefix = prefix[: prefix.rfind("-") + 1] if "-" in prefix else ""
+    return {m: m[len(prefix):] or m for m in models}
+
+
+def _mark(value: float, n: int) -> str:
+    return f"{value:.2f}" + ("" if resolves_5pp(n) else "*")
+
+
+def _compact_sweep_names(sweeps) -> dict[str, str]:
+    """'PGD-10 Linf (step eps/4)' -> 'PGD-10' where that stays unambiguous (the sweep table has the details)."""
+    short = {s: s.split(" (")[0].replace(" Linf", "") for s in sweeps}
+    return short if len(set(short.values())) == len(short) else {s: s for s in sweeps}
+
+
+def _main_points(att: pd.DataFrame) -> pd.DataFrame:
+    """Each attack sweep at its largest eps: the number a headline reports (worst-case excluded). The largest eps
+    is the sweep's, not each model's: a model without it (a missing job) gets no point, never a smaller eps's."""
+    att = att[att.attack != "worst-case"]
+    top = att.groupby("sweep").eps.transform("max")
+    return att[att.eps == top]
+
+
+def headline(t: Tables) -> tuple[str, pd.DataFrame, list[str]]:
+    """One row per model: clean top-1, corruption error, robust accuracy at each attack's largest eps, each
+    header with its n; ranked by the strongest attack whose n resolves 5 pp, else corruptions, else clean."""
+    models = list(t.clean.model) if not t.clean.empty else sorted(
+        set(t.corruptions.get("model", [])) | set(t.attacks.get("model", [])))
+    meta = {}
+    for df in (t.clean, t.corruptions, t.attacks):
+        if not df.empty:
+            meta.update(dict(zip(df.model, df.attention)))
+    table = pd.DataFrame({"model": models, "attention": [meta.get(m, "") for m in models]})
+    ranking: list[tuple[str, bool]] = []  # (column, higher is better), in order of preference
+    if not t.clean.empty:
+        n = int(t.clean.n.max())
+        col = f"clean (n={n})" + ("" if resolves_5pp(n) else "*")
+        table[col] = table.model.map(dict(zip(t.clean.model, t.clean.top1)))
+        ranking.append((col, True))
+    if not t.corruptions.empty:
+        n_img = int(t.severity.n.max()) if "n" in t.severity else 0
+        short = "mCE" if t.corruption_metric.startswith("mCE") else "corr. error"
+        col = f"{short} (n={n_img})" + ("" if resolves_5pp(n_img) else "*")
+        table[col] = table.model.map(dict(zip(t.corruptions.model, t.corruptions.summary)))
+        ranking.insert(0, (col, False))
+        rel = "relative_mce" if short == "mCE" else "relative"
+        if rel in t.corruptions and t.corruptions[rel].notna().any():
+            table[f"rel. {short} (n={n_img})" + ("" if resolves_5pp(n_img) else "*")] = \
+                table.model.map(dict(zip(t.corruptions.model, t.corruptions[rel])))
+    if not t.attacks.empty:
+        main = _main_points(t.attacks)
+        compact = _compact_sweep_names(main.sweep.unique())
+        for sweep, g in sorted(main.groupby("sweep", sort=False), key=lambda kv: -kv[1].n.max()):
+            n = int(g.n.max())
+            col = f"{compact[sweep]} {budget_label(g.attack.iloc[0], g.eps.max())} (n={n})" + (
+                "" if resolves_5pp(n) else "*")
+            table[col] = table.model.map(dict(zip(g.model, g.robust))).astype(object).where(
+                table.model.isin(g.model), "missing")
+            ranking.insert(0 if resolves_5pp(n) else len(ranking), (col, True))
+    usable = [(c, up) for c, up in ranking if not c.endswith("*")] or ranking
+    rank_col, up = usable[0]
+    table = table.sort_values([rank_col, "model"], ascending=[not up, True], na_position="last",
+                              key=lambda c: pd.to_numeric(c, errors="coerce") if c.name == rank_col else c
+                              ).reset_index(drop=True)
+    notes = [f"Ranked by {rank_col} ({'higher' if up else 'lower'} is better). Accuracies in %"
+             + (f"; corruption error is {t.corruption_metric}" if t.corruption_metric else "")
+             + ("; attacks at the largest budget of each sweep (the sweeps are below)." if not t.attacks.empty
+                else ".")]
+    if any(c.startswith("rel. ") for c in table.columns):
+        notes.append("rel.: corruption error minus the model's own clean error on the same images (relative "
+                     "corruption error), so a model that is better on clean images does not read as more robust.")
+    if "clean_same_images" in t.corruptions:
+        notes.append("Clean accuracy on the corruption images: " + ", ".join(
+            f"{m} {v:.2f}" for m, v in zip(t.corruptions.model, t.corruptions.clean_same_images) if pd.notna(v)) + ".")
+    if not t.attacks.empty:
+        main = _main_points(t.attacks)
+        notes.append("Clean accuracy on the attack images (each sweep's samples): " + "; ".join(
+            f"{sweep}: " + ", ".join(f"{m} {c:.2f}" for m, c in zip(g.model, g.clean))
+            for sweep, g in main.groupby("sweep", sort=True)) + ".")
+    if any(c.endswith("*") for c in table.columns):
+        notes.append(SMALL_N_NOTE)
+    return "Headline", table, notes + t.notes
+
+
+def sweep_table(t: Tables) -> tuple[str, pd.DataFrame, list[str]]:
+    """Robust accuracy, one row per model and eps, one column per attack sweep (n in the header)."""
+    att = t.attacks[t.attacks.norm != "patch"]
+    cols = {}
+    for sweep, g in att.groupby("sweep", sort=False):
+        ns = sorted(set(int(x) for x in g.n))
+        n_text = f"n={ns[0]}" if len(ns) == 1 else "n=" + "/".join(map(str, ns))
+        cols[sweep] = f"{sweep} ({n_text})" + ("" if all(resolves_5pp(n) for n in ns) else "*")
+    order = [s for s in dict.fromkeys(att.sort_values(["attack", "norm"]).sweep) if not s.startswith("worst")] + \
+        [s for s in dict.fromkeys(att.sweep) if s.startswith("worst")]
+    rows = []
+    for (model, eps), g in att.groupby(["model", "eps"], sort=True):
+        row = {"model": model, "eps": eps_label(eps)}
+        for _, r in g.iterrows():
+            row[cols[r.sweep]] = _mark(r.robust, int(r.n))
+        rows.append(row)
+    df = pd.DataFrame(rows, columns=["model", "eps"] + [cols[s] for s in order]).fillna("-")
+    notes = ["Robust accuracy (%), one row per eps; eps = 0 is the clean anchor of each sweep."]
+    if (att.attack == "worst-case").any():
+        notes.append("worst-case: a sample counts as robust only if it survives every attack run at that norm and "
+                     "eps, on the samples all of them saw (so its n is the smallest of theirs).")
+    if not att.n.map(resolves_5pp).all():
+        notes.append(SMALL_N_NOTE + " Cells from such n carry a *.")
+    return "Attack sweeps", df, notes
+
+
+def corruption_detail(t: Tables) -> tuple[str, pd.DataFrame, list[str]]:
+    """Error (%) per corruption averaged over severities: corruptions as rows, models as columns."""
+    from ..stats.metrics import ALL_CORRUPTIONS
+    names = short_names(t.corruptions.model)
+    present = [c for c in ALL_CORRUPTIONS if c in t.corruptions.columns] + \
+        [c for c in t.corruptions.columns if c not in ALL_CORRUPTIONS and c not in CORRUPTION_SUMMARY_KEYS]
+    df = pd.DataFrame({"corruption": present})
+    for _, r in t.corruptions.iterrows():
+        df[names[r.model]] = [r[c] for c in present]
+    legend = ", ".join(f"{s} = {m}" for m, s in names.items() if s != m)
+    notes = ["Error (%) per corruption, averaged over its severities; lower is better."] + \
+        ([f"Columns: {legend}."] if legend else [])
+    return "Corruptions in detail", df, notes
+
+
+def shift_section(t: Tables) -> Optional[tuple[str, pd.DataFrame, list[str]]]:
+    """Top-1 (%) on each distribution-shift test set, one row per model, the set's n in its header."""
+    sh = t.shifts
+    if sh.empty:
+        return None
+    df = pd.DataFrame({"model": sorted(sh.model.unique())})
+    df["attention"] = df.model.map(sh.groupby("model").attention.first())
+    for name, g in sorted(sh.groupby("setting")):
+        n = int(g.n.max())
+        df[f"{name} (n={n})" + ("" if resolves_5pp(n) else "*")] = df.model.map(g.set_index("model").accuracy)
+    notes = ["Top-1 (%) under each set's published protocol: ImageNet-A and -R mask the 1000-way logits to their 200 "
+             "classes; ImageNet-ReaL counts a prediction correct when it is in the image's ReaL label set and "
+             "leaves out images without one; Sketch and V2 are 1000-way."]
+    if t.shift_excluded:
+        notes.append(f"ImageNet-ReaL: {t.shift_excluded} image(s) without a ReaL label left out.")
+    return "Distribution shift", df, notes
+
+
+def _arrow(a: float, b: float, fmt: str) -> str:
+    return f"{a:{fmt}} -> {b:{fmt}}"
+
+
+def patch_section(t: Tables) -> Optional[tuple[str, pd.DataFrame, list[str]]]:
+    """Patch attacks: robust accuracy and what happened to attention, per model, loss and patch count."""
+    p = t.patches
+    if p.empty:
+        return None
+    reached = "reached_mass_clean" in p
+    rows = []
+    for _, r in p.iterrows():
+        n = int(r.n)
+        row = {"model": r.model, "loss": r.loss, "patches": int(r.patches), "robust %": _mark(r.robust, n),
+               "patch mass %": _arrow(r.patch_mass_clean, r.patch_mass_adv, ".1f"),
+               "patch |k|": _arrow(r.patch_k_clean, r.patch_k_adv, ".2f")}
+        if reached:
+            row.update({"reached mass %": _arrow(r.reached_mass_clean, r.reached_mass_adv, ".1f"),
+                        "reached |k|": _arrow(r.reached_k_clean, r.reached_k_adv, ".2f")})
+        rows.append({**row, "n": n})
+    df = pd.DataFrame(rows)
+    df = df[df.patches > 0].reset_index(drop=True) if (df.patches > 0).any() else df
+    notes = ["Adversarial patches aligned to the token grid; clean -> attacked. 'patch mass': the attention all "
+             "queries give the patch tokens (mean over layers, heads and queries); '|k|': those tokens' mean key norm "
+             "before the kind's normalization (QUEST's logits ignore it)." + (
+                 " 'reached': the same for the tokens outside the patch whose embedding the patch changes through "
+                 "the stem (its receptive field; found by perturbing the patch pixels)." if reached else ""),
+             "With the attention loss the attack maximizes the patch mass; with ce the cross-entropy. Robust "
+             "accuracy counts a sample only if it was correct before the attack and no iterate of any restart "
+             "fooled it; the attacked attention is that of the final iterate of the restart that decided it."]
+    if not all(resolves_5pp(int(n)) for n in df.n):
+        notes.append(SMALL_N_NOTE)
+    return "Attention attacks (adversarial patches)", df, notes
+
+
+def convergence_section(t: Tables) -> Optional[tuple[str, pd.DataFrame, list[str]]]:
+    """Robust accuracy against the number of steps, so one run shows whether the attack had converged."""
+    c = t.convergence
+    if c.empty:
+        return None
+    grid = [x for x in c.columns if isinstance(x, int)]
+    df = c[["model", "loss", "patches"]].copy()
+    for step in grid:
+        df[f"{step} steps"] = ["" if pd.isna(v) else f"{v:.1f}" for v in c[step]]
+    df["last half (pp)"] = [f"{-d:+.1f}" for d in c.last_half_drop]
+    df["converged"] = ["yes" if d < CONVERGED_PP else "no" for d in c.last_half_drop]
+    notes = [f"Robust accuracy (%) had the attack stopped after that many steps (step 0: the random start), from "
+             f"each sample's first-success step over all restarts. 'last half': the change from half the steps to "
+             f"all of them; 'converged' when robust accuracy fell by less than {CONVERGED_PP:g} pp over that half."]
+    return "Patch attack convergence", df, notes
+
+
+def mechanism_section(t: Tables) -> Optional[tuple[str, pd.DataFrame, list[str]]]:
+    """Attention diagnostics per model, averaged over layers: the paper's mechanism in numbers."""
+    if t.mechanism.empty:
+        return None
+    notes = [f"Clean inputs ({t.n_diagnostics} images), means over layers: attention entropy (nats) and its ratio to "
+             "uniform attention's log N, the largest attention weight (max w), query and key norms (|k| max: the "
+             "largest over layers). Norms are of the projected queries and keys before the kind's normalization: "
+             "QUEST's logits do not depend on |k|, only on |q| and the key direction. Corrupted and attacked inputs "
+             "are not recorded."]
+    return "Attention mechanism", t.mechanism, notes
+
+
+def sections(t: Tables) -> list[tuple[str, pd.DataFrame, list[str]]]:
+    """The leaderboard's tables in reading order, each as (title, table, notes): what every renderer shows."""
+    out = []
+    if not (t.clean.empty and t.corruptions.empty and t.attacks.empty):
+        out.append(headline(t))
+    if not t.clean.empty:
+        df = t.clean.assign(**{"top-1 (%)": t.clean.top1, "95% CI": [f"{a:.1f}-{b:.1f}" for a, b in
+                                                                       zip(t.clean.ci_low, t.clean.ci_high)],
+                               "n": [_n_label(n).removeprefix("n=") for n in t.clean.n]})
+        out.append(("Clean accuracy", df[["model", "attention", "top-1 (%)", "95% CI", "n"]], []))
+    shift = shift_section(t)
+    if shift is not None:
+        out.append(shift)
+    if not t.corruptions.empty:
+        out.append(corruption_detail(t))
+    if not t.attacks.empty and (t.attacks.norm != "patch").any():
+        out.append(sweep_table(t))
+    for table in (patch_section(t), convergence_section(t)):
+        if table is not None:
+            out.append(table)
+    checks = t.checks
+    if checks is not None:
+        flagged = checks[0][checks[0]["flags"] > 0].model.tolist()
+        verdict = (f"Flagged: {', '.join(flagged)} (the sentences under Flags say which check and by how much)."
+                   if flagged else "Every check passed for every model.")
+        out.append(("Attack checks", checks[0], CHECK_NOTES + [verdict]))
+    mech = mechanism_section(t)
+    if mech is not None:
+        out.append(mech)
+    if not t.pairs.empty:
+        # per-corruption settings stay in the csv and `questbench compare`; the table keeps what is claimed
+        pairs = t.pairs[(t.pairs.evaluation != "corruption") | t.pairs.setting.isin([AGGREGATE, RELATIVE])]
+        notes = ["Model minus its standard-attention sibling on the same images. One row per setting: exact "
+                 "McNemar test, paired bootstrap over images. Rows 'all' aggregate a whole sweep (eps > 0) or "
+                 "every corruption setting with the image as the unit (cluster bootstrap, sign-flip test over "
+                 "images), never the rows; 'all-relative' is each model's drop from clean to corrupted accuracy "
+                 "on the same images. p Holm: adjusted within the headline family (clean, the 'all' and "
+                 "'all-relative' rows) and within each evaluation's settings."]
+        if not pairs.n_images.map(resolves_5pp).all():
+            notes.append(SMALL_N_NOTE)
+        for (model, base), df in pairs.groupby(["model", "baseline"], sort=True):
+            df = pd.DataFrame({"evaluation": df.evaluation, "setting": df.setting,
+                               "standard": [f"{x:.2f}" for x in df.baseline_acc],
+                               "model": [f"{x:.2f}" for x in df.model_acc],
+                               "delta pp": [f"{d:+.2f}" for d in df.delta_pp],
+                               "95% CI": [f"{a:+.1f} to {b:+.1f}" for a, b in zip(df.ci_low, df.ci_high)],
+                               "p": [f"{p:.2g}" for p in df.p_value], "p Holm": [f"{p:.2g}" for p in df.p_holm],
+                               "n": [_n_label(n).removeprefix("n=") for n in df.n_images]})
+            out.append((f"Paired: {model} minus {base}", df, notes))
+            notes = []
+    if not t.seeds.empty:
+        for kind, s in t.seeds.groupby("attention", sort=True):
+            df = pd.DataFrame({"evaluation": s.evaluation, "setting": s.setting,
+                               "per-pair deltas pp": s.per_pair_delta_pp,
+                               "mean pp": [f"{d:+.2f}" for d in s.delta_pp],
+                               "95% CI": [f"{a:+.1f} to {b:+.1f}" for a, b in zip(s.ci_low, s.ci_high)],
+                               "p": [f"{p:.2g}" for p in s.p_value],
+                               "finding": [seed_finding(r) for _, r in s.iterrows()],
+                               "n": [_n_label(n).removeprefix("n=") for n in s.n_images]})
+            k = int(s.n_pairs.max())
+            notes = [f"{k} trained pairs ({s.pairs.iloc[0]}), the pair is the unit: the mean of the per-pair "
+                     f"deltas with a Student t interval ({k - 1} df) whose variance adds the variation of the images "
+                     "the pairs share; p is the larger of that t test's and the exact sign-flip test's over the "
+                     f"{k} pairs."
+                     + (" 'all-relative' is the drop from clean to corrupted accuracy on the same images (a "
+                        "positive delta: a smaller drop than standard), so a clean offset does not read as "
+                        "robustness." if (s.setting == RELATIVE).any() else "")
+                     + " Coverage of the interval is checked by simulation (tests/test_seed_inference.py)."]
+            if k < 6:
+                notes.append(f"With {k} pairs the sign-flip test cannot give p below {min_sign_flip_p(k):.3g}: no "
+                             "difference can be established at p < 0.05 with this many pairs, whatever the data.")
+            out.append((f"Across seeds: {kind} minus standard ({k} pairs)", df, notes))
+    return out
+
+
+def seed_finding(row) -> str:
+    """What an across-seed row lets a reader say: 'QUEST better/worse' only when p < 0.05 (which implies that
+    the interval excludes zero), else 'not established with k pairs'."""
+    if row.p_value < 0.05:
+        return "better" if row.delta_pp > 0 else "worse"
+    return f"not established ({int(row.n_pairs)} pairs)"

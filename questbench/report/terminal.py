@@ -1,0 +1,45 @@
+"""The leaderboard in a terminal, through rich."""
+from __future__ import annotations
+
+import re
+
+from ..store.results import Results
+from .sections import _fmt, sections
+from .tables import compute_tables
+
+
+_TEXT_COLUMNS = ("model", "attention", "baseline", "evaluation", "setting", "corruption", "eps")
+
+
+def render_rich(results: Results, console=None) -> None:
+    """The leaderboard for a terminal of any width: tables take the console's width (never a forced one) and
+    fold long cells onto further lines instead of cutting them."""
+    from rich import box
+    from rich.console import Console
+    from rich.table import Table
+
+    console = console or Console()
+    t = compute_tables(results)
+    for title, df, notes in sections(t):
+        # long evaluation labels become sub-titles, so a paired table fits 80 columns
+        parts = [(f"{title} / {ev}", g.drop(columns="evaluation")) for ev, g in df.groupby("evaluation", sort=False)] \
+            if "evaluation" in df.columns else [(title, df)]
+        for sub, part in parts:
+            table = Table(title=sub, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+            sizes = []
+            for c in part.columns:
+                text = c in _TEXT_COLUMNS  # names stay whole on one line
+                m = re.search(r" \(n=(\d+)\)(\*?)$", str(c))  # n moves to a line under the table
+                header = str(c)[:m.start()] + m.group(2) if m else str(c)
+                if m:
+                    sizes.append(f"{header.rstrip('*')} {m.group(1)}{m.group(2)}")
+                table.add_column(header, justify="left" if text else "right", overflow="fold", no_wrap=text)
+            for _, r in part.iterrows():
+                table.add_row(*(_fmt(r[c]) for c in part.columns))
+            console.print(table)
+            if sizes:
+                console.print("n: " + ", ".join(sizes))
+        for n in notes:
+            console.print(f"[dim]{n}[/dim]")
+    for f in t.flags:
+        console.print(f"[yellow]flag:[/yellow] {f}")
