@@ -16,7 +16,7 @@ from ..errors import QuestbenchError
 from ..store.results import Results
 from .compare import AGGREGATE, RELATIVE
 from .markdown import provenance_lines
-from .sections import _fmt, sections, short_names
+from .sections import cell_text, sections, short_names
 from .tables import compute_tables
 
 DEFAULT_PER_CELL = 6  # discordant images shown per side of a cell; the page gives the count of the rest
@@ -73,15 +73,11 @@ for(const b of document.querySelectorAll('button.images'))b.addEventListener('cl
 """
 
 
-def _cell_text(v) -> str:
-    return _fmt(v)
-
-
 def _table(df, extra: Optional[list[str]] = None) -> str:
     head = "".join(f"<th>{html.escape(str(c))}</th>" for c in df.columns) + ("<th>images</th>" if extra else "")
     rows = []
     for k, (_, r) in enumerate(df.iterrows()):
-        cells = "".join(f"<td>{html.escape(_cell_text(r[c]))}</td>" for c in df.columns)
+        cells = "".join(f"<td>{html.escape(cell_text(r[c]))}</td>" for c in df.columns)
         if extra:
             cells += f"<td>{extra[k]}</td>"
         rows.append(f"<tr>{cells}</tr>")

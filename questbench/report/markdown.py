@@ -8,7 +8,7 @@ from typing import Optional
 import pandas as pd
 
 from ..store.results import Results
-from .sections import _fmt, sections
+from .sections import cell_text, sections
 from .tables import compute_tables
 
 
@@ -16,7 +16,7 @@ def _md_table(df: pd.DataFrame) -> str:
     cols = list(df.columns)
     lines = ["| " + " | ".join(map(str, cols)) + " |", "|" + "|".join("---" for _ in cols) + "|"]
     for _, r in df.iterrows():
-        lines.append("| " + " | ".join(_fmt(r[c]) for c in cols) + " |")
+        lines.append("| " + " | ".join(cell_text(r[c]) for c in cols) + " |")
     return "\n".join(lines)
 
 

@@ -13,7 +13,8 @@ from .compare import AGGREGATE, RELATIVE
 from .tables import CONVERGED_PP, CORRUPTION_SUMMARY_KEYS, Tables
 
 
-def _fmt(v) -> str:
+def cell_text(v) -> str:
+    """A table cell as every renderer shows it: floats to two decimals, the rest as written."""
     if isinstance(v, float):
         return f"{v:.2f}"
     return str(v)

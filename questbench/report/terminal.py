@@ -4,7 +4,7 @@ from __future__ import annotations
 import re
 
 from ..store.results import Results
-from .sections import _fmt, sections
+from .sections import cell_text, sections
 from .tables import compute_tables
 
 
@@ -35,7 +35,7 @@ def render_rich(results: Results, console=None) -> None:
                     sizes.append(f"{header.rstrip('*')} {m.group(1)}{m.group(2)}")
                 table.add_column(header, justify="left" if text else "right", overflow="fold", no_wrap=text)
             for _, r in part.iterrows():
-                table.add_row(*(_fmt(r[c]) for c in part.columns))
+                table.add_row(*(cell_text(r[c]) for c in part.columns))
             console.print(table)
             if sizes:
                 console.print("n: " + ", ".join(sizes))
