@@ -161,10 +161,10 @@ def _patch_samples(samples: pd.DataFrame) -> pd.DataFrame:
                     steps=[int(re.search(r"steps=(\d+)", x).group(1)) if "steps=" in x else 0 for x in p.setting])
 
 
-def patch_table(samples: pd.DataFrame) -> pd.DataFrame:
-    """Per model, loss and patch count: robust accuracy, and the attention mass and key norm of the patch tokens
-    (and of the tokens the patch reaches through the stem, where recorded) before and after the attack."""
-    p = _patch_samples(samples)
+def patch_table(p: pd.DataFrame) -> pd.DataFrame:
+    """Per model, loss and patch count of the patch samples (``_patch_samples``): robust accuracy, and the
+    attention mass and key norm of the patch tokens (and of the tokens the patch reaches through the stem, where
+    recorded) before and after the attack."""
     rows = []
     for (model, loss, k), g in p.groupby(["model", "loss", "eps"], sort=True):
         row = {"model": model, "loss": loss, "patches": int(k), "robust": 100 * g.correct.mean(),
@@ -179,11 +179,10 @@ def patch_table(samples: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def convergence_table(samples: pd.DataFrame) -> pd.DataFrame:
+def convergence_table(p: pd.DataFrame) -> pd.DataFrame:
     """Patch robust accuracy (%) had the attack stopped after t steps, read off each sample's first-success step
-    over all restarts: one column per t of a fixed grid up to the run's steps (NaN past a setting's own steps),
-    and the fall over the last half of the steps."""
-    p = _patch_samples(samples)
+    over all restarts (``p``: the patch samples): one column per t of a fixed grid up to the run's steps (NaN past
+    a setting's own steps), and the fall over the last half of the steps."""
     p = p[p.eps > 0] if not p.empty else p
     if p.empty or "first_success_step" not in p:
         return pd.DataFrame()
@@ -231,11 +230,12 @@ def compute_tables(results: Results) -> Tables:
             if j["flags"]:
                 job_flags.append(f"{j['model']} {j['setting']}: {j['flags']}")
     provenance = results.provenance
+    patch_samples = _patch_samples(samples)
     return Tables(clean=clean_table(samples), corruptions=corr, severity=sev, attacks=att,
                   pairs=compare_pairs(results), seeds=compare_seeds(results), flags=sorted(set(flags + job_flags)),
                   corruption_metric=metric, notes=notes, checks=checks, shifts=shift_table(samples),
                   shift_excluded=provenance.get("shifts", {}).get("imagenet-real", {}).get("excluded_without_labels")
                   or 0,
-                  patches=patch_table(samples), convergence=convergence_table(samples),
+                  patches=patch_table(patch_samples), convergence=convergence_table(patch_samples),
                   mechanism=mechanism_table(results.diagnostics),
                   n_diagnostics=len(provenance.get("sample_ids", {}).get("diagnostics", [])))
