@@ -35,13 +35,11 @@ class Cell:
     view: tuple = ("clean",)
 
 
-def pairs_of(results: Results) -> list[tuple[str, str]]:
-    """(model, its standard baseline) for every pair the paired tables compare."""
-    from .tables import compute_tables
-    t = compute_tables(results)
-    if t.pairs.empty:
+def pairs_of(pairs: pd.DataFrame) -> list[tuple[str, str]]:
+    """(model, its standard baseline) for every pair the paired tables compare (``pairs``: ``Tables.pairs``)."""
+    if pairs.empty:
         return []
-    return sorted({(m, b) for m, b in zip(t.pairs.model, t.pairs.baseline)})
+    return sorted({(m, b) for m, b in zip(pairs.model, pairs.baseline)})
 
 
 def discordant_cells(results: Results, model: str, baseline: str, cap: int = 6) -> list[Cell]:

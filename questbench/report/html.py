@@ -17,7 +17,7 @@ from ..store.results import Results
 from .compare import AGGREGATE, RELATIVE
 from .markdown import provenance_lines
 from .sections import cell_text, sections, short_names
-from .tables import compute_tables
+from .tables import Tables, compute_tables
 
 DEFAULT_PER_CELL = 6  # discordant images shown per side of a cell; the page gives the count of the rest
 MAX_IMAGES = 2000  # a page's image budget (~2 KB each): many pairs get fewer images per cell, not a huge page
@@ -100,7 +100,7 @@ class _Panels:
     """The discordant-image panels of the paired tables, built once per pair: a JSON spec per panel and one
     shared image table, so an image shown under several rows is inlined once."""
 
-    def __init__(self, results: Results, per_cell: int, max_images: int = MAX_IMAGES):
+    def __init__(self, results: Results, t: Tables, per_cell: int, max_images: int = MAX_IMAGES):
         from .discordant import discordant_cells, pairs_of
         self.specs: dict[str, dict] = {}
         self.per_cell = per_cell
@@ -109,7 +109,7 @@ class _Panels:
         self.cells: dict = {}
         self.image_ids: dict[str, int] = {}
         self.images: list[str] = []
-        pairs = pairs_of(results)
+        pairs = pairs_of(t.pairs)
         if not pairs or per_cell <= 0:
             return
         try:
@@ -174,12 +174,13 @@ class _Panels:
         return {"setting": c.setting, "caption": caption, "sides": sides}
 
 
-def render_html(results: Results, per_cell: int = DEFAULT_PER_CELL, max_images: int = MAX_IMAGES) -> str:
+def render_html(results: Results, per_cell: int = DEFAULT_PER_CELL, max_images: int = MAX_IMAGES,
+                t: Optional[Tables] = None) -> str:
     """The page; ``per_cell`` images per side of each discordant cell (0: no images), fewer where the page
-    would need more than ``max_images`` slots."""
-    t = compute_tables(results)
+    would need more than ``max_images`` slots. ``t``: the results' tables when the caller has them already."""
+    t = t if t is not None else compute_tables(results)
     name = results.provenance.get("suite", {}).get("name", "results")
-    panels = _Panels(results, per_cell, max_images)
+    panels = _Panels(results, t, per_cell, max_images)
     body = [f"<h1>questbench leaderboard: {html.escape(name)}</h1>", "<p class=meta>{SIZE}</p>"]
     for title, df, notes in sections(t):
         body.append(f'<h2 id="{_slug(title)}">{html.escape(title)}</h2>')

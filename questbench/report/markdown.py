@@ -9,7 +9,7 @@ import pandas as pd
 
 from ..store.results import Results
 from .sections import cell_text, sections
-from .tables import compute_tables
+from .tables import Tables, compute_tables
 
 
 def _md_table(df: pd.DataFrame) -> str:
@@ -39,8 +39,10 @@ def provenance_lines(results: Results) -> list[str]:
     return lines
 
 
-def render_markdown(results: Results, output: Optional[Path] = None) -> str:
-    t = compute_tables(results)
+def render_markdown(results: Results, output: Optional[Path] = None, t: Optional[Tables] = None) -> str:
+    """The leaderboard as markdown; with ``output``, its plots are written beside that file. ``t``: the
+    results' tables when the caller has them already."""
+    t = t if t is not None else compute_tables(results)
     name = results.provenance.get("suite", {}).get("name", "results")
     parts = [f"# questbench leaderboard: {name}", ""]
     for title, df, notes in sections(t):

@@ -2,24 +2,26 @@
 from __future__ import annotations
 
 import re
+from typing import Optional
 
 from ..store.results import Results
 from .sections import cell_text, sections
-from .tables import compute_tables
+from .tables import Tables, compute_tables
 
 
 _TEXT_COLUMNS = ("model", "attention", "baseline", "evaluation", "setting", "corruption", "eps")
 
 
-def render_rich(results: Results, console=None) -> None:
+def render_rich(results: Results, console=None, t: Optional[Tables] = None) -> None:
     """The leaderboard for a terminal of any width: tables take the console's width (never a forced one) and
-    fold long cells onto further lines instead of cutting them."""
+    fold long cells onto further lines instead of cutting them. ``t``: the results' tables when the caller has
+    them already."""
     from rich import box
     from rich.console import Console
     from rich.table import Table
 
     console = console or Console()
-    t = compute_tables(results)
+    t = t if t is not None else compute_tables(results)
     for title, df, notes in sections(t):
         # long evaluation labels become sub-titles, so a paired table fits 80 columns
         parts = [(f"{title} / {ev}", g.drop(columns="evaluation")) for ev, g in df.groupby("evaluation", sort=False)] \
