@@ -148,7 +148,10 @@ def evaluate(model, suite="default", out=None, preprocessing=None, name: str = "
         suite = {"models": [name], **suite}  # the list is replaced below; a mapping need not carry one
     s = suite_from(suite)
     s.models, s.registry = [name], []
-    out = out if out is not None else f"runs/{name}"
+    from pathlib import Path
+
+    from ._io import safe_name
+    out = out if out is not None else Path("runs") / safe_name(name)  # a name is data, never a path
     with _Preserved(model):
         run_suite(s, out, device=device, limit=limit, quiet=quiet, overwrite=overwrite, models={name: model})
     return load_results(out)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import tempfile
 from pathlib import Path
 
@@ -18,7 +19,43 @@ def file_sha256(path: str | Path) -> str:
     return h.hexdigest()
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
+_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+=-]{0,99}")
+
+
+def safe_name(name: str) -> str:
+    """A file name for a name a user gave: the name itself when it is a plain one (letters, digits, ``._+=-``, not
+    starting with a dot), else a slug of it plus a hash of the whole name, so that it is never a path, never
+    hidden, and two names never share a file ("w a" and "w_a" differ)."""
+    name = str(name)
+    if _SAFE_NAME.fullmatch(name) and ".." not in name:
+        return name
+    slug = re.sub(r"[^A-Za-z0-9._+=-]+", "_", name).strip("._")[:60] or "name"
+    return f"{slug}-{hashlib.sha256(name.encode()).hexdigest()[:10]}"
+
+
+def check_no_symlink(path: Path, within: Path) -> None:
+    """No component of ``path`` below the folder ``within`` is a symbolic link (a link planted in a results or
+    output folder would redirect a write to its target)."""
+    path, within = Path(path), Path(within)
+    try:
+        rel = path.relative_to(within)
+    except ValueError:
+        raise QuestbenchError(f"{path} is not inside {within}") from None
+    probe = within
+    for part in rel.parts:
+        probe = probe / part
+        if probe.is_symlink():
+            raise QuestbenchError(f"{probe} is a symbolic link; questbench writes no file through a link "
+                                  "(remove it)")
+
+
+def atomic_write_bytes(path: Path, data: bytes, within: Path | None = None) -> None:
+    """Write ``path`` in one rename (readers see the old file or the new one, never half of one); the rename
+    replaces a link at ``path`` instead of writing through it. ``within``: also refuse a link in any folder
+    between ``within`` and ``path``."""
+    path = Path(path)
+    if within is not None:
+        check_no_symlink(path, within)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:

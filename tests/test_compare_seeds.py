@@ -90,3 +90,64 @@ def test_the_relative_row_is_adjusted_with_the_headline_family(results):
     head = df[(df.evaluation == "clean") | df.setting.isin(["all", RELATIVE])]
     assert RELATIVE in set(head.setting)
     assert head.p_holm.tolist() == pytest.approx(holm(head.p_value.tolist()))
+
+
+@pytest.fixture
+def four_kinds():
+    """Four seeds of the four kinds on the same images and settings, each kind with its own accuracy shift."""
+    rows = []
+    shifts = {"standard": 0.0, "quest": 0.08, "qnorm": 0.03, "qknorm_hs": 0.06}
+    for k in range(4):
+        for kind, shift in shifts.items():
+            name = f"{kind}-s{k}"
+            rows += _rows(name, kind, f"standard-s{k}" if kind != "standard" else "", 100 * k + len(kind),
+                          shift + 0.01 * k * (kind == "quest"), SETTINGS)
+    df = pd.DataFrame(rows)
+    for col in SAMPLE_COLUMNS:
+        if col not in df:
+            df[col] = None
+    return Results(samples=df[SAMPLE_COLUMNS], jobs=pd.DataFrame(), diagnostics=pd.DataFrame(), provenance={})
+
+
+def _accuracy(s, model, evaluation):
+    return 100 * s[(s.model == model) & (s.evaluation == evaluation)].correct.mean()
+
+
+def test_kind_contrasts_and_factorial_effects_match_an_independent_recomputation(four_kinds):
+    """Each contrast's mean is the weighted sum of accuracy differences, seed by seed (standard cancels); its
+    interval is seed_level_inference's on the per-image contrast and is never narrower than the pairs-only t
+    interval of scipy over the per-seed contrasts."""
+    from scipy import stats
+
+    from questbench.report.compare import compare_kinds
+    from questbench.stats.study import FACTORIAL
+
+    s = four_kinds.samples
+    table = compare_kinds(four_kinds)
+    assert set(table.family) == {"kinds", "factorial"}
+    assert set(table[table.family == "kinds"].contrast) == {"qknorm_hs - qnorm", "qknorm_hs - quest",
+                                                            "qnorm - quest"}
+    weights = {"qnorm - quest": {"qnorm": 1, "quest": -1}, **FACTORIAL}
+    for name, w in weights.items():
+        for evaluation in ("clean", "corruption"):
+            setting = "clean" if evaluation == "clean" else "all"
+            row = table[(table.contrast == name) & (table.evaluation == evaluation) & (table.setting == setting)]
+            assert len(row) == 1
+            row = row.iloc[0]
+            per_seed = np.array([sum(wk * (_accuracy(s, f"{kind}-s{k}", evaluation)
+                                           - _accuracy(s, f"standard-s{k}", evaluation)) for kind, wk in w.items())
+                                 for k in range(4)])
+            assert row.delta_pp == pytest.approx(per_seed.mean())
+            assert row.n_pairs == 4 and row.n_images == N_IMG
+            t_lo, t_hi = stats.ttest_1samp(per_seed, 0).confidence_interval(0.95)
+            assert row.ci_low <= t_lo + 1e-9 and row.ci_high >= t_hi - 1e-9
+            assert row.ci_low < row.delta_pp < row.ci_high
+
+
+def test_factorial_rows_need_all_four_kinds(four_kinds):
+    from questbench.report.compare import compare_kinds
+
+    three = Results(samples=four_kinds.samples[four_kinds.samples.attention != "qnorm"], jobs=pd.DataFrame(),
+                    diagnostics=pd.DataFrame(), provenance={})
+    table = compare_kinds(three)
+    assert set(table.family) == {"kinds"} and set(table.contrast) == {"qknorm_hs - quest"}

@@ -54,8 +54,8 @@ def _edit(f, doc):
     ("flip correct", "records correct"),
     ("correct without the label", "records correct"),
     ("duplicate a record", "twice"),
-    ("consistent new prediction", "changed after they were written"),
-    ("digest removed", "no digest of its records"),
+    ("consistent new prediction", "changed after it was written"),
+    ("digest removed", "no digest"),
 ])
 def test_a_hand_edited_job_file_is_refused(done, edit, message):
     f, doc = _job(done, "clean")
@@ -71,11 +71,32 @@ def test_a_hand_edited_job_file_is_refused(done, edit, message):
         x = next(x for x in r if not x["correct"])
         x["pred"], x["correct"] = x["label"], True
     else:  # records untouched: a file without a digest is never trusted
-        del doc["job"]["records_sha256"]
+        del doc["job"]["sha256"]
     _edit(f, doc)
     with pytest.raises(QuestbenchError, match=message) as exc:
         load_results(done)
     assert f.name in str(exc.value)
+
+
+@pytest.mark.parametrize("edit", ["eps", "flags", "model", "wall_s"])
+def test_an_edited_job_header_is_refused(done, edit):
+    """The digest covers the header too: an eps edited to 0.5 would add a column, a forged flag would be shown,
+    a renamed model would move its numbers (issue 36)."""
+    f, doc = _job(done, "attack", setting="eps=0.0313725")
+    doc["job"] |= {"eps": {"eps": 0.5}, "flags": {"flags": ["forged"]}, "model": {"model": "tiny-quest"},
+                   "wall_s": {"wall_s": 1.0}}[edit]
+    _edit(f, doc)
+    with pytest.raises(QuestbenchError, match="changed after it was written"):
+        load_results(done)
+
+
+def test_job_files_swapped_between_two_models_are_refused(done):
+    a, doc_a = _job(done, "clean", model="tiny-std")
+    b, doc_b = _job(done, "clean", model="tiny-quest")
+    _edit(a, doc_b)
+    _edit(b, doc_a)
+    with pytest.raises(QuestbenchError, match="foreign to this folder"):
+        load_results(done)
 
 
 def test_an_attack_record_must_follow_from_its_predictions(done):
@@ -96,7 +117,7 @@ def test_a_forged_part_with_unplanned_samples_is_refused(done):
     write_part(done, job_id, Part(8, 12, records[8:]))
     from questbench.run.merge import merge_job
     merge_job(done, job_id, [(0, 8), (8, 12)], {}, lambda *a: {k: v for k, v in doc["job"].items()
-                                                               if k != "records_sha256"})
+                                                               if k != "sha256"})
     with pytest.raises(QuestbenchError, match="test/99990' was never planned"):
         load_results(done)
 
@@ -305,3 +326,37 @@ def test_a_raw_pickle_bin_is_one_line_without_torch_warnings(saved):
         with pytest.raises(QuestbenchError, match=r"raw\.bin: Weights only load failed \(pickles load with"):
             questbench.load_model(str(raw))
     assert [str(w.message) for w in caught] == []
+
+
+CORRUPTION_SUITE = """
+models = ["tiny-std", "tiny-quest"]
+seed = 1
+batch_size = 8
+num_workers = 0
+[data]
+samples = 8
+[corruptions]
+names = ["gaussian_noise", "contrast"]
+severities = [1, 5]
+engine = "torch"
+params = "cifar-c"
+"""
+
+
+def test_an_aggregate_over_settings_needs_every_setting(tmp_path, tiny_pair):
+    """Deleting one corruption job must not turn the model's headline into a mean over the other settings, and
+    deleting its clean job must not drop its row (issue 36)."""
+    out = tmp_path / "out"
+    run_suite(parse_suite(f'registry = ["{tiny_pair}"]\n' + CORRUPTION_SUITE, "t.toml"), out, device="cpu",
+              quiet=True)
+    f, _ = _job(out, "corruption", model="tiny-quest", setting="contrast/5")
+    f.unlink()
+    g, _ = _job(out, "clean", model="tiny-quest")
+    g.unlink()
+    md = render_markdown(load_results(out))
+    head = md.split("## Headline")[1].split("## ")[0]
+    row = next(line for line in head.splitlines() if line.startswith("| tiny-quest"))
+    cells = [c.strip() for c in row.strip(" |").split("|")]
+    assert cells[2] == "missing" and cells[3] == "missing", row  # clean, corruption error
+    other = next(line for line in head.splitlines() if line.startswith("| tiny-std"))
+    assert "missing" not in other

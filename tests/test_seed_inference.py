@@ -68,3 +68,51 @@ def test_shared_image_variation_widens_the_interval():
     r = seed_level_inference(x)
     only_pairs = stats.t.ppf(0.975, k - 1) * x.mean(1).std(ddof=1) / np.sqrt(k)
     assert (r["ci_high"] - r["ci_low"]) / 2 > 2 * only_pairs
+
+
+@pytest.mark.parametrize("kind", ["clean", "attack 8/255"])
+def test_coverage_with_two_way_discordance_and_image_effects_that_matter(kind):
+    """Outcomes that disagree both ways at the committed runs' rates, and image effects shared by every pair:
+    the shipped interval covers 93-97% at 5, 10 and 20 pairs (issue 35)."""
+    from questbench.stats.metrics import seed_interval
+    from questbench.stats.simulate import DISCORDANCE, discordant_pair_study
+
+    rng = np.random.default_rng(hash(kind) % 2**32)
+    d = DISCORDANCE[kind]
+    x = discordant_pair_study(rng, 10, 1000, 0.01, d)
+    assert (x != 0).mean() == pytest.approx(d, abs=0.01) and (x > 0).any() and (x < 0).any()
+    for k in (5, 10, 20):
+        studies = 1000
+        covered = sum(lo <= 1.0 <= hi for lo, hi, _, _ in
+                      (seed_interval(discordant_pair_study(rng, k, 1000, 0.01, d)) for _ in range(studies)))
+        assert 0.93 <= covered / studies <= 0.975, (k, covered / studies)
+
+
+def test_the_pairs_only_interval_fails_where_the_image_term_matters():
+    """The oracle can fail: without the shared-image term (the pairs-only t interval) coverage at 20 pairs falls
+    to ~86% under the attack discordance, so deleting the image term from seed_interval fails this test."""
+    from questbench.stats.metrics import seed_interval
+    from questbench.stats.simulate import DISCORDANCE, discordant_pair_study
+
+    rng = np.random.default_rng(20)
+    studies = 1000
+    shipped = pairs_only = 0
+    for _ in range(studies):
+        x = discordant_pair_study(rng, 20, 1000, 0.01, DISCORDANCE["attack 8/255"])
+        lo, hi, _, _ = seed_interval(x)
+        shipped += lo <= 1.0 <= hi
+        lo, hi, _, _ = seed_interval(x, images=False)
+        pairs_only += lo <= 1.0 <= hi
+    assert pairs_only / studies < 0.91 and shipped / studies >= 0.93
+
+
+def test_size_at_ten_pairs_with_two_way_discordance():
+    """At 10 pairs the sign-flip floor (0.002) is far below 0.05, so this size check can fail."""
+    from questbench.stats.simulate import DISCORDANCE, discordant_pair_study
+
+    rng = np.random.default_rng(10)
+    studies = 1000
+    rejected = sum(seed_level_inference(discordant_pair_study(rng, 10, 1000, 0.0, DISCORDANCE["attack 8/255"]))
+                   ["p_value"] < 0.05 for _ in range(studies))
+    assert rejected / studies <= 0.06
+    assert min_sign_flip_p(10) < 0.005

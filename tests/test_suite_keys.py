@@ -33,6 +33,10 @@ NOT_COMPUTING = {
     "data.classes": "the class order of an image folder: the labels are in the content hash",
     "corruptions.root": "released corruption files: their location is in the corruption jobs' key",
     "shifts": "distribution-shift sets from disk, each identified by content (tests/test_shifts.py)",
+    "study": "which computed rows are the study's primary endpoints: it changes the report (tests/test_study.py), "
+             "not a job, and it is recorded in the run configuration, so a changed study is a new folder",
+    "study.primary": "as study",
+    "study.margin_pp": "as study",
 }
 
 BASE: dict[str, Any] = {"seed": 1, "batch_size": 4, "num_workers": 0, "data": {"samples": 4}}

@@ -48,17 +48,49 @@ def test_quick_grid_writes_csv_and_plots(tmp_path):
     assert "reported (paper)" in toy_markdown(runs, "quick")
 
 
-def test_bayes_ceiling_matches_closed_form():
+def test_position_rule_matches_closed_form():
     # two signal dims: answer energy is 16 * chi2_2, distractors chi2_2, so
     # P(answer has the most energy) = integral_0^inf e^-u (1 - e^(-16 u))^15 du
     import numpy as np
 
-    from questbench.toy.cls_design import ToyConfig, bayes_unbiased_accuracy
+    from questbench.toy.common import signal_energy_accuracy
 
     cfg = ToyConfig()
     u = np.linspace(0, 40, 400_001)
     exact = np.trapezoid(np.exp(-u) * (1 - np.exp(-cfg.signal_var * u)) ** (cfg.tokens - 1), u)
-    assert abs(bayes_unbiased_accuracy(cfg, n=100_000) - exact) < 0.006
+    x, _, pos, _ = make_data(cfg, 100_000, 0.0, torch.Generator().manual_seed(0), torch.zeros(cfg.key_dim))
+    assert abs(signal_energy_accuracy(x, pos, cfg.signal_dims) - exact) < 0.006
+
+
+def test_bayes_class_rule_is_the_ceiling():
+    """The target is the answer's class, which other tokens share: the Bayes rule sums the position posterior per
+    class (issue 39). Checked three ways: it is calibrated (its accuracy equals the mean of its largest posterior,
+    which only the true posterior satisfies), it beats both the position rule and the class of the highest-energy
+    token on the same samples, and with no signal it reduces to the majority class (computed here directly)."""
+    import numpy as np
+
+    from questbench.toy.cls_design import bayes_unbiased_accuracy
+    from questbench.toy.common import bayes_class_accuracy, bayes_class_posterior, signal_energy_accuracy
+
+    cfg = ToyConfig()
+    x, c, pos, _ = make_data(cfg, 100_000, 0.0, torch.Generator().manual_seed(5), torch.zeros(cfg.key_dim))
+    post = bayes_class_posterior(x, c, cfg.signal_dims, cfg.signal_var, cfg.values)
+    acc = bayes_class_accuracy(x, c, pos, cfg.signal_dims, cfg.signal_var, cfg.values)
+    assert np.allclose(post.sum(1), 1.0)
+    assert acc == pytest.approx(post.max(1).mean(), abs=0.004)  # Monte Carlo SE ~0.0012
+    rows = torch.arange(len(pos))
+    top = (x[..., : cfg.signal_dims] ** 2).sum(-1).argmax(1)
+    top_class = float((c[rows, top] == c[rows, pos]).double().mean())
+    assert acc > top_class > signal_energy_accuracy(x, pos, cfg.signal_dims)
+    assert 0.83 < acc < 0.85 and abs(bayes_unbiased_accuracy(cfg, n=100_000) - acc) < 0.006
+    # no signal (variance 1): every position equally likely, so the rule picks the most frequent class
+    flat = ToyConfig(signal_var=1.0)
+    x0, c0, p0, _ = make_data(flat, 20_000, 0.0, torch.Generator().manual_seed(6), torch.zeros(flat.key_dim))
+    counts = np.stack([np.bincount(row, minlength=flat.values) for row in c0.numpy()])
+    majority = counts.argmax(1)
+    expected = float((majority == c0.numpy()[np.arange(len(p0)), p0.numpy()]).mean())
+    got = bayes_class_accuracy(x0, c0, p0, flat.signal_dims, flat.signal_var, flat.values)
+    assert got == pytest.approx(expected, abs=1e-12)
 
 
 def test_shared_parts_load_without_torch_and_take_numpy_or_torch():
@@ -95,11 +127,16 @@ def test_mean_design_conflict_set_and_bayes_rule():
     x, c, pos = conflict_set(cfg, 500, gen, bias)
     dist = (x - bias).norm(dim=-1)  # the lure is the token nearest the shortcut b, and it is never the answer
     assert (dist.argmin(1) != pos).all() and (dist.min(1).values < 3 * math.sqrt(cfg.bias_var * cfg.key_dim)).all()
-    # the Bayes rule picks the token with most energy in the signal dimensions: plant it and it is always right
+    # the Bayes rule answers the class of the token with most energy in the signal dimensions when one dominates:
+    # plant it, and it is right exactly when the planted token is the answer
     x2 = torch.zeros(4, cfg.tokens, cfg.key_dim)
     p = torch.tensor([1, 5, 9, 15])
-    x2[torch.arange(4), p, 0] = 3.0
-    assert bayes_accuracy(cfg, x2, p) == 1.0 and bayes_accuracy(cfg, x2, (p + 1) % cfg.tokens) == 0.0
+    x2[torch.arange(4), p, 0] = 5.0
+    c2 = torch.randperm(cfg.tokens, generator=torch.Generator().manual_seed(0))[None].repeat(4, 1) % cfg.values
+    other = (p + 1) % cfg.tokens
+    differs = c2[torch.arange(4), p] != c2[torch.arange(4), other]
+    assert bayes_accuracy(cfg, x2, c2, p) == 1.0
+    assert bayes_accuracy(cfg, x2, c2, other) == pytest.approx(1.0 - float(differs.double().mean()))
 
 
 def test_mean_design_flags_instability_and_keeps_stable_runs():

@@ -225,7 +225,7 @@ class AttackSpec(_Schema):
         if self.loss == "attention":
             raise _rule("loss = \"attention\" belongs to attack = \"patch\"")
         eps_list = [_eps(e) for e in (self.eps if isinstance(self.eps, list) else [self.eps])]
-        if len(set(eps_list)) != len(eps_list):
+        if len({f"{e:.6g}" for e in eps_list}) != len(eps_list):  # "8/255" and 0.03137255 are one cell
             raise _rule("an eps is listed twice")
         if self.step_size is not None and self.step_size_ratio is not None:
             raise _rule("give step_size or step_size_ratio, not both")
@@ -301,6 +301,48 @@ class CleanSpec(_Schema):
     enabled: bool = True
 
 
+ENDPOINT_PATTERN = re.compile(r"attacks\[(\d+)\]\s+(\S+)")
+
+
+class StudySpec(_Schema):
+    """A study's primary endpoints, declared before its numbers (the report concludes each one as better, worse,
+    equivalent within ``margin_pp``, or inconclusive, with Holm across them): "clean", "corruption" (the drop
+    from clean to corrupted accuracy over the whole grid: the relative corruption error) and "attacks[i] eps"
+    (robust accuracy of the i-th [[attacks]] entry, counted from 0, at one of its eps). Everything else the
+    report shows is secondary."""
+
+    primary: Annotated[list[Annotated[str, Field(min_length=1)]], Field(min_length=1)]
+    margin_pp: Optional[Annotated[float, Field(gt=0, le=100)]] = None  # equivalence margin, percentage points
+
+    def endpoints(self, suite: "Suite") -> list[dict[str, Any]]:
+        """Each endpoint resolved against ``suite``; a QuestbenchError-worthy rule error when one names nothing."""
+        out = []
+        for name in self.primary:
+            if name == "clean":
+                if not suite.clean:
+                    raise _rule("study endpoint 'clean' needs the clean evaluation")
+                out.append({"name": name, "evaluation": "clean"})
+            elif name == "corruption":
+                if suite.corruptions is None or not suite.clean:
+                    raise _rule("study endpoint 'corruption' (relative corruption error) needs [corruptions] "
+                                "and the clean evaluation")
+                out.append({"name": name, "evaluation": "corruption"})
+            elif m := ENDPOINT_PATTERN.fullmatch(name.strip()):
+                i, eps = int(m.group(1)), parse_eps(m.group(2), f"study endpoint {name!r}")
+                if i >= len(suite.attacks) or suite.attacks[i].attack == "patch":
+                    raise _rule(f"study endpoint {name!r}: there is no [[attacks]] entry {i} with an eps sweep "
+                                f"(the suite has {len(suite.attacks)}, counted from 0)")
+                if not any(abs(c.eps - eps) < 1e-9 for c in suite.attacks[i].configs) or eps == 0:
+                    raise _rule(f"study endpoint {name!r}: [[attacks]] entry {i} does not run eps {m.group(2)}")
+                out.append({"name": name, "evaluation": "attack", "sweep": i, "eps": eps})
+            else:
+                raise _rule(f"study endpoint {name!r}: write 'clean', 'corruption' or 'attacks[i] eps' "
+                            "(e.g. 'attacks[1] 8/255')")
+        if len({e["name"] for e in out}) != len(out):
+            raise _rule("a study endpoint is listed twice")
+        return out
+
+
 class Suite(_Schema):
     """A validated suite: the TOML keys as they were given, resolved. ``sweeps`` are the attack runs in plan
     order ([[attacks]] entries, then the [checks] runs); ``path`` and ``sha256`` name the text it came from."""
@@ -319,6 +361,7 @@ class Suite(_Schema):
     attacks: list[AttackSpec] = []
     diagnostics: Optional[DiagnosticsSpec] = None
     checks: Optional[ChecksSpec] = None
+    study: Optional[StudySpec] = None
     shifts: dict[str, Union[str, ShiftSpec]] = {}  # a bare string is the root: resolved to a ShiftSpec
     registry: list[str] = []
     _path: str = PrivateAttr("")
@@ -358,6 +401,8 @@ class Suite(_Schema):
                 if k is not None and k > self.data.samples:
                     raise _rule(f"{key} = {k} exceeds data.samples = {self.data.samples} (every evaluation draws "
                                 "from the same seeded subset): raise data.samples or lower it")
+        if self.study is not None:
+            self.study.endpoints(self)
         if self.name is None:  # a name from the file's stem is made folder-safe ('my suite.toml' -> 'my-suite')
             stem = re.sub(r"[^A-Za-z0-9._-]+", "-", Path(self._path).stem).strip("-._")[:100]
             self.name = "python" if self._path == "<dict>" else (stem or "suite")
@@ -390,7 +435,9 @@ class Suite(_Schema):
                 "clean": self.clean, "corruptions": self.corruptions.as_dict() if self.corruptions else None,
                 "attacks": [a.as_dict() for a in self.sweeps], "diagnostics_samples": self.diagnostics_samples,
                 "shifts": [{"name": n, **s.model_dump()} for n, s in self.shifts.items()], "path": self.path,
-                "sha256": self.sha256, "registry": list(self.registry)}
+                "sha256": self.sha256, "registry": list(self.registry),
+                **({"study": {"primary": self.study.endpoints(self), "margin_pp": self.study.margin_pp}}
+                   if self.study is not None else {})}
 
 
 _TYPE_MISMATCH = ("literal_error", "string_type", "int_type", "bool_type", "float_type", "list_type", "dict_type",

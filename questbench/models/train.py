@@ -21,6 +21,7 @@ import torch.nn.functional as F
 
 from ..data import load_dataset
 from ..data.arrays import ArrayDataset
+from .._io import safe_name
 from ..errors import QuestbenchError
 from .build import ModelSpec, QuestbenchModel, atomic_write_bytes, build_model, save_checkpoint
 from ..progress import progress_bar
@@ -227,12 +228,19 @@ def train_fmnist(attention: str, seed: int, out: Path, epochs: int = 10, device:
                  resume: bool = False, **recipe_overrides) -> dict[str, Any]:
     """Train one built-in-recipe model into ``out``. Its training state lives in ``out/<name>.train-state.pt``
     while it trains (every epoch; ``resume`` continues it) and is removed once the checkpoint is written."""
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+        raise QuestbenchError(f"--epochs must be a positive integer, not {epochs!r}")
+    if train_limit is not None and (isinstance(train_limit, bool) or not isinstance(train_limit, int)
+                                    or train_limit < 1):
+        raise QuestbenchError(f"--train-limit must be a positive integer, not {train_limit!r}")
     spec = ModelSpec(attention=attention, **FMNIST_SPEC)
     recipe = Recipe(epochs=epochs, seed=seed, train_limit=train_limit, **recipe_overrides)
     train_data = load_dataset("fashion-mnist", "train", root=data_root, download=download)
     test_data = load_dataset("fashion-mnist", "test", root=data_root, download=download)
     name = name or f"fmnist-vit-{attention.replace('_', '')}-s{seed}"
-    state = Path(out) / f"{name}.train-state.pt"
+    if safe_name(name) != name:  # the name becomes the file name: never a path, a hidden file or a link's target
+        raise QuestbenchError(f"--name {name!r} is not a plain name (letters, digits and ._+=- only, not starting "
+                              f"with a dot); for example {safe_name(name)!r}")
     model, card = train(spec, recipe, train_data, test_data, device=device, quiet=quiet, checkpoint=state,
                         resume=resume)
     card["name"] = name

@@ -33,7 +33,7 @@ from ..config.labels import attack_family, attack_label, budget_label, corruptio
 COLUMNS = ["evaluation", "setting", "n_images", "baseline_acc", "model_acc", "delta_pp", "ci_low", "ci_high",
            "p_value", "p_holm", "test", "resolves_5pp"]
 SEED_COLUMNS = ["attention", "evaluation", "setting", "n_pairs", "n_images", "per_pair_delta_pp", "delta_pp",
-                "ci_low", "ci_high", "p_value", "p_floor", "method", "pairs"]
+                "ci_low", "ci_high", "p_value", "p_floor", "method", "pairs", "se", "df"]
 AGGREGATE = "all"
 RELATIVE = "all-relative"
 N_BOOT = 2000
@@ -189,39 +189,95 @@ def compare_pairs(results_or_dir, seed: int = 0) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=COLUMNS + ["model", "baseline"])
 
 
+def _seeds_by_base(samples: pd.DataFrame) -> dict[str, dict[str, str]]:
+    """standard model -> {attention kind: the model of that kind paired with it} (one trained seed each)."""
+    seeds: dict[str, dict[str, str]] = {}
+    for base, model, kind in standard_pairs(samples):
+        seeds.setdefault(base, {})[kind] = model
+    return seeds
+
+
+def contrast_table(res: Results, contrasts: dict[str, dict[str, float]]) -> list[dict]:
+    """Seed-level inference of weighted sums of kind-minus-standard deltas: ``contrasts`` maps a name to
+    {kind: weight}. Each seed that holds every weighted kind contributes one per-image delta (its kinds'
+    deltas against the seed's standard model, weighted and summed: standard cancels from a contrast between
+    kinds), for every aggregate and single setting (other than single corruptions) that all its models share on
+    the same images; ``metrics.seed_level_inference`` over the seeds. Contrasts with fewer than 2 seeds are left
+    out."""
+    s = res.samples
+    seeds = _seeds_by_base(s)
+    rows = []
+    for name, weights in contrasts.items():
+        kinds = [k for k, w in weights.items() if w]
+        bases = [b for b, km in seeds.items() if all(k in km for k in kinds)]
+        if len(bases) < 2:
+            continue
+        # seed order: by the contrast's first kind's model name (the order of the per-pair column)
+        bases.sort(key=lambda b: seeds[b][kinds[0]])
+        names = {m for b in bases for m in [b] + [seeds[b][k] for k in kinds]}
+        for evaluation, setting, g, aggregate in settings_of(s[s.model.isin(names)]):
+            if evaluation == "corruption" and not aggregate:
+                continue  # per-corruption seed tables would be 75 rows per contrast; the aggregate carries the claim
+            x = _contrast_deltas(s, g, setting, [{k: seeds[b][k] for k in kinds} | {"": b} for b in bases],
+                                 weights)
+            if x is None:
+                continue
+            r = seed_level_inference(x)
+            rows.append({"contrast": name, "evaluation": evaluation, "setting": setting, "n_pairs": len(bases),
+                         "n_images": x.shape[1], "per_pair_delta_pp": ", ".join(f"{v:+.2f}" for v in r["per_pair"]),
+                         "delta_pp": r["delta_pp"], "ci_low": r["ci_low"], "ci_high": r["ci_high"], "se": r["se"],
+                         "df": r["df"], "p_value": r["p_value"], "p_floor": min_sign_flip_p(len(bases)),
+                         "method": SEED_METHOD, "models": [{k: seeds[b][k] for k in kinds} for b in bases],
+                         "bases": list(bases)})
+    return rows
+
+
+def _contrast_deltas(s: pd.DataFrame, g: pd.DataFrame, setting: str, seeds: list[dict[str, str]],
+                     weights: dict[str, float]) -> np.ndarray | None:
+    """(seeds, images) weighted per-image deltas, or None when some model lacks the setting or the seeds' models
+    were evaluated on different images."""
+    x, ids_ref = [], None
+    for models in seeds:
+        base, total = models[""], None
+        for kind, w in weights.items():
+            if not w:
+                continue
+            sums = paired_sums(s, g, setting, base, models[kind])
+            if sums is None or (ids_ref is not None and not np.array_equal(sums[0], ids_ref)):
+                return None
+            ids_ref, (_, a, b, m) = sums[0], sums
+            # the row's mean over images is this seed's delta (each image weighted by its settings seen)
+            d = w * (100 * (b - a) * len(m) / m.sum())
+            total = d if total is None else total + d
+        x.append(total)
+    return np.stack(x)
+
+
 def compare_seeds(results_or_dir, seed: int = 0) -> pd.DataFrame:
     """Per attention kind with two or more trained pairs: each pair's delta, their mean, a seed-level 95%
     interval and p-value (``metrics.seed_level_inference``), for every aggregate and single setting (other than
     single corruptions) that all pairs share on the same images. ``seed`` is unused (the method draws nothing);
     it is kept so every compare function takes the same arguments."""
     res = _results(results_or_dir)
-    s = res.samples
-    by_kind: dict[str, list[tuple[str, str]]] = {}
-    for base, model, kind in standard_pairs(s):
-        by_kind.setdefault(kind, []).append((base, model))
-    rows = []
-    for kind, pairs in sorted(by_kind.items()):
-        if len(pairs) < 2:
-            continue
-        names = {m for p in pairs for m in p}
-        for evaluation, setting, g, aggregate in settings_of(s[s.model.isin(names)]):
-            if evaluation == "corruption" and not aggregate:
-                continue  # per-corruption seed tables would be 75 rows per kind; the aggregate carries the claim
-            x, ids_ref = [], None
-            for base, model in pairs:
-                sums = paired_sums(s, g, setting, base, model)
-                if sums is None or (ids_ref is not None and not np.array_equal(sums[0], ids_ref)):
-                    break  # a pair without this setting, or on other images: no shared image set
-                ids_ref, (_, a, b, m) = sums[0], sums
-                # each pair's own settings per image; the row's mean over images is that pair's delta
-                x.append(100 * (b - a) * len(m) / m.sum())
-            else:
-                r = seed_level_inference(np.stack(x))
-                k = len(pairs)
-                rows.append({"attention": kind, "evaluation": evaluation, "setting": setting, "n_pairs": k,
-                             "n_images": len(ids_ref),
-                             "per_pair_delta_pp": ", ".join(f"{v:+.2f}" for v in r["per_pair"]),
-                             "delta_pp": r["delta_pp"], "ci_low": r["ci_low"], "ci_high": r["ci_high"],
-                             "p_value": r["p_value"], "p_floor": min_sign_flip_p(k), "method": SEED_METHOD,
-                             "pairs": ", ".join(f"{m} - {b}" for b, m in pairs)})
+    kinds = sorted({kind for _, _, kind in standard_pairs(res.samples)})
+    rows = [{**r, "attention": r["contrast"], "pairs": ", ".join(f"{m[r['contrast']]} - {b}"
+                                                                 for m, b in zip(r["models"], r["bases"]))}
+            for r in contrast_table(res, {k: {k: 1.0} for k in kinds})]
     return pd.DataFrame(rows, columns=SEED_COLUMNS)
+
+
+CONTRAST_COLUMNS = ["family", "contrast", "evaluation", "setting", "n_pairs", "n_images", "per_pair_delta_pp",
+                    "delta_pp", "ci_low", "ci_high", "se", "df", "p_value", "p_floor", "method"]
+
+
+def compare_kinds(results_or_dir, seed: int = 0) -> pd.DataFrame:
+    """Every attention kind against every other kind, and (with all four kinds) the factorial main effects of key
+    and query normalization and their interaction: seed-level rows like ``compare_seeds``', one per contrast
+    and setting (``stats.study``). ``seed`` is unused, as in ``compare_seeds``."""
+    from ..stats.study import factorial_contrasts, kind_contrasts
+
+    res = _results(results_or_dir)
+    kinds = sorted({kind for _, _, kind in standard_pairs(res.samples)})
+    rows = [{**r, "family": "kinds"} for r in contrast_table(res, kind_contrasts(kinds))]
+    rows += [{**r, "family": "factorial"} for r in contrast_table(res, factorial_contrasts(kinds))]
+    return pd.DataFrame(rows, columns=CONTRAST_COLUMNS)

@@ -24,7 +24,8 @@ from typing import Optional
 import numpy as np
 import pandas as pd
 
-from .._io import atomic_write_bytes, check_creatable
+from .._io import atomic_write_bytes, check_creatable, safe_name
+from .escaping import csv_text
 from ..errors import QuestbenchError
 from ..stats.metrics import COMMON_CORRUPTIONS, alexnet_errors, mce
 from ..store.results import Results
@@ -126,7 +127,7 @@ def robustbench_files(results: Results, dataset: Optional[str] = None, eps: Opti
                 # RobustBench's flag: the AutoAttack number may overstate robustness (a defence that masks
                 # gradients); questbench's attack checks are the evidence for it
                 "unreliable": model in flagged}
-            files[f"{ds}/{norm}/{model}.json"] = _json(doc, MODEL_INFO_FIELDS)
+            files[f"{safe_name(ds)}/{norm}/{safe_name(model)}.json"] = _json(doc, MODEL_INFO_FIELDS)
     if not t.severity.empty:
         files.update(_corruption_files(results, t, ds, clean, clean_n, no_clean, notes))
     if no_clean:
@@ -166,9 +167,9 @@ def _corruption_files(results: Results, t, ds: str, clean: dict, clean_n: dict, 
             errors = {c: [1 - float(s[(s.corruption == c) & (s.severity == k)].accuracy.iloc[0]) / 100
                           for k in range(1, 6)] for c in COMMON_CORRUPTIONS}
             doc["corruptions_mce"] = _acc(mce(errors))
-        files[f"{ds}/corruptions/{model}.json"] = _json(doc, [f for f in CORRUPTION_FIELDS if f in doc])
+        files[f"{safe_name(ds)}/corruptions/{safe_name(model)}.json"] = _json(doc, [f for f in CORRUPTION_FIELDS if f in doc])
     if complete:
-        files[f"{ds}/corruptions/unaggregated_results.csv"] = _unaggregated(sev[sev.model.isin(complete)], imagenet)
+        files[f"{safe_name(ds)}/corruptions/unaggregated_results.csv"] = _unaggregated(sev[sev.model.isin(complete)], imagenet)
     return files
 
 
@@ -189,7 +190,7 @@ def _unaggregated(sev: pd.DataFrame, alexnet: bool) -> bytes:
         w.writerow(["AlexNet"] + [f"{1 - base[c][s - 1]:.5f}" for c, s in cols])
     for model, g in sev.groupby("model", sort=True):
         acc = {(r.corruption, int(r.severity)): r.accuracy / 100 for r in g.itertuples()}
-        w.writerow([model] + [f"{acc[c]:.4f}" for c in cols])
+        w.writerow([csv_text(str(model))] + [f"{acc[c]:.4f}" for c in cols])
     return buf.getvalue().encode()
 
 
@@ -203,6 +204,6 @@ def export_robustbench(results: Results, out, dataset: Optional[str] = None,
     export = robustbench_files(results, dataset, eps)
     written = []
     for rel, data in sorted(export.files.items()):
-        atomic_write_bytes(out / rel, data)
+        atomic_write_bytes(out / rel, data, within=out)
         written.append(out / rel)
     return written, export.notes

@@ -16,6 +16,8 @@ from ..errors import QuestbenchError
 from ..store.results import Results
 from .compare import AGGREGATE, RELATIVE
 from .markdown import provenance_lines
+from .escaping import script_json
+from .plots import FOREST_TITLE
 from .sections import cell_text, sections, short_names
 from .tables import Tables, compute_tables
 
@@ -86,6 +88,11 @@ def _table(df, extra: Optional[list[str]] = None) -> str:
 
 def _slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+
+
+def _plot_html(title: str, uri: str) -> str:
+    return (f'<h2>{html.escape(title[:1].upper() + title[1:])}</h2><p class=plot><img alt="{html.escape(title)}"'
+            f' src="{uri}"></p>')
 
 
 def _plots(t, results: Results) -> list[tuple[str, str]]:
@@ -182,7 +189,8 @@ def render_html(results: Results, per_cell: int = DEFAULT_PER_CELL, max_images: 
     name = results.provenance.get("suite", {}).get("name", "results")
     panels = _Panels(results, t, per_cell, max_images)
     body = [f"<h1>questbench leaderboard: {html.escape(name)}</h1>", "<p class=meta>{SIZE}</p>"]
-    for title, df, notes in sections(t):
+    plots = _plots(t, results)
+    for i, (title, df, notes) in enumerate(sections(t)):
         body.append(f'<h2 id="{_slug(title)}">{html.escape(title)}</h2>')
         pair = re.match(r"Paired: (.+) minus (.+)$", title)
         extra = None
@@ -190,6 +198,8 @@ def render_html(results: Results, per_cell: int = DEFAULT_PER_CELL, max_images: 
             extra = [panels.button(pair[1], pair[2], r.evaluation, r.setting) for r in df.itertuples()]
         body.append(_table(df, extra))
         body += [f"<blockquote>{html.escape(n)}</blockquote>" for n in notes]
+        if i == 0:  # a study's forest plot follows its first table
+            body += [_plot_html(title, uri) for title, uri in plots if title == FOREST_TITLE]
     if results.missing_jobs:
         body.append("<h2>Missing jobs</h2><p>" + html.escape(
             f"{len(results.missing_jobs)} planned job(s) have no results in this folder (a killed or unfinished "
@@ -197,13 +207,10 @@ def render_html(results: Results, per_cell: int = DEFAULT_PER_CELL, max_images: 
             + "</p><ul>" + "".join(f"<li><code>{html.escape(j)}</code></li>" for j in results.missing_jobs) + "</ul>")
     if t.flags:
         body.append("<h2>Flags</h2><ul>" + "".join(f"<li>{html.escape(f)}</li>" for f in t.flags) + "</ul>")
-    for title, uri in _plots(t, results):
-        body.append(f'<h2>{html.escape(title[:1].upper() + title[1:])}</h2><p class=plot><img alt="{html.escape(title)}"'
-                    f' src="{uri}"></p>')
+    body += [_plot_html(title, uri) for title, uri in plots if title != FOREST_TITLE]
     body.append("<h2>Provenance</h2><ul>" + "".join(
         f"<li>{html.escape(line.removeprefix('- '))}</li>" for line in provenance_lines(results)) + "</ul>")
-    data = (f"const PANELS={json.dumps(panels.specs, separators=(',', ':'))};\n"
-            f"const IMAGES={json.dumps(panels.images, separators=(',', ':'))};\n")
+    data = f"const PANELS={script_json(panels.specs)};\nconst IMAGES={script_json(panels.images)};\n"
     page = ("<!DOCTYPE html>\n<html lang=en><head><meta charset=utf-8>"
             f"<title>questbench leaderboard: {html.escape(name)}</title><style>{STYLE}</style></head><body>\n"
             + "\n".join(body) + f"\n<script>\n{data}{SCRIPT}</script>\n</body></html>\n")

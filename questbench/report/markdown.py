@@ -8,15 +8,17 @@ from typing import Optional
 import pandas as pd
 
 from ..store.results import Results
+from .escaping import md_code, md_text
+from .plots import FOREST_TITLE
 from .sections import cell_text, sections
 from .tables import Tables, compute_tables
 
 
 def _md_table(df: pd.DataFrame) -> str:
     cols = list(df.columns)
-    lines = ["| " + " | ".join(map(str, cols)) + " |", "|" + "|".join("---" for _ in cols) + "|"]
+    lines = ["| " + " | ".join(md_text(c) for c in cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
     for _, r in df.iterrows():
-        lines.append("| " + " | ".join(cell_text(r[c]) for c in cols) + " |")
+        lines.append("| " + " | ".join(md_text(cell_text(r[c])) for c in cols) + " |")
     return "\n".join(lines)
 
 
@@ -25,7 +27,7 @@ def provenance_lines(results: Results) -> list[str]:
     if not p:
         return ["(no provenance.json in this folder)"]
     v = p.get("versions", {})
-    lines = [f"- suite: `{p['suite'].get('name')}` (sha256 `{p.get('suite_sha256', '')[:12]}`), seed {p.get('seed')}",
+    lines = [f"- suite: {md_code(p['suite'].get('name'))} (sha256 `{p.get('suite_sha256', '')[:12]}`), seed {p.get('seed')}",
              f"- dataset: {p.get('dataset', {}).get('name')} {p.get('dataset', {}).get('split')} "
              f"({p.get('dataset', {}).get('source')}), {len(p.get('sample_ids', {}).get('clean', []))} clean samples",
              f"- device: {p.get('device_name')}, dtype {p.get('dtype')}",
@@ -35,7 +37,8 @@ def provenance_lines(results: Results) -> list[str]:
         lines.append(f"- run time: {float(results.jobs.wall_s.sum()):.1f} s in {len(results.jobs)} jobs (the jobs' "
                      "own wall times, summed; ranks running side by side make the run shorter)")
     for name, m in sorted(p.get("models", {}).items()):
-        lines.append(f"- `{name}`: {m.get('arch')} / {m.get('attention')}, sha256 `{m.get('sha256', '')[:12]}`")
+        lines.append(f"- {md_code(name)}: {md_text(m.get('arch'))} / {md_text(m.get('attention'))}, "
+                     f"sha256 {md_code(str(m.get('sha256', ''))[:12])}")
     return lines
 
 
@@ -44,23 +47,29 @@ def render_markdown(results: Results, output: Optional[Path] = None, t: Optional
     results' tables when the caller has them already."""
     t = t if t is not None else compute_tables(results)
     name = results.provenance.get("suite", {}).get("name", "results")
-    parts = [f"# questbench leaderboard: {name}", ""]
-    for title, df, notes in sections(t):
-        parts += [f"## {title}", "", _md_table(df), ""]
+    parts = [f"# questbench leaderboard: {md_text(name)}", ""]
+    plots = []
+    if output is not None:
+        from .plots import write_plots
+        plots = write_plots(t, output, results.diagnostics)
+    lead = [p for p in plots if p[0] == FOREST_TITLE]  # a study's forest plot follows its first table
+    for i, (title, df, notes) in enumerate(sections(t)):
+        parts += [f"## {md_text(title)}", "", _md_table(df), ""]
         for n in notes:  # prose wrapped to 100 columns of source, like the tables
-            parts += [f"> {line}" for line in textwrap.wrap(n, 98)] + [">"]
+            parts += [f"> {line}" for line in textwrap.wrap(md_text(n), 98)] + [">"]
         if notes:
             parts[-1] = ""
+        if i == 0:
+            parts += [item for title, rel in lead for item in (f"![{md_text(title)}]({rel})", "")]
     if results.missing_jobs:
         parts += ["## Missing jobs", "", f"{len(results.missing_jobs)} planned job(s) have no results in this "
                   "folder (a killed or unfinished run): cells that need them read 'missing', and paired aggregates "
                   "cover only the settings both models have. Run the suite again into this folder to finish them.",
                   ""] + [f"- `{j}`" for j in results.missing_jobs] + [""]
     if t.flags:
-        parts += ["## Flags", ""] + [f"- {f}" for f in t.flags] + [""]
-    if output is not None:
-        from .plots import write_plots
-        for title, rel in write_plots(t, output, results.diagnostics):
-            parts += [f"![{title}]({rel})", ""]
+        parts += ["## Flags", ""] + [f"- {md_text(f)}" for f in t.flags] + [""]
+    for title, rel in plots:
+        if title != FOREST_TITLE:
+            parts += [f"![{md_text(title)}]({rel})", ""]
     parts += ["## Provenance", ""] + provenance_lines(results) + [""]
     return "\n".join(parts)

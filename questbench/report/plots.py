@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
+import numpy as np
 import pandas as pd
 
 from .tables import Tables
@@ -53,6 +54,9 @@ def write_plots(t: Tables, md_path: Path, diagnostics=None) -> list[tuple[str, s
     md_path = Path(md_path)
     md_path.parent.mkdir(parents=True, exist_ok=True)
     stem = md_path.stem
+    forest = _write_forest(t, md_path.with_name(f"{stem}_contrasts.png"), plt)
+    if forest is not None:
+        written.append(forest)
     if not t.severity.empty:
         fam = t.severity.groupby(["model", "group", "severity"]).accuracy.mean().reset_index()
         groups = sorted(fam.group.unique())
@@ -96,6 +100,45 @@ def write_plots(t: Tables, md_path: Path, diagnostics=None) -> list[tuple[str, s
     if deltas is not None:
         written.append(deltas)
     return written
+
+
+FOREST_TITLE = "contrasts across seeds: mean and 95% interval over trained pairs"
+
+
+def forest_rows(t: Tables) -> pd.DataFrame:
+    """What the forest plot shows: the study's verdict rows when it declares endpoints, else every contrast (each
+    kind against standard, kind against kind, factorial) at clean and at the aggregate rows."""
+    from .compare import AGGREGATE, RELATIVE
+    if not t.study.empty:
+        return t.study.assign(label=t.study.contrast + "  |  " + t.study.endpoint)
+    rows = [t.seeds.assign(contrast=t.seeds.attention + " - standard")] if not t.seeds.empty else []
+    rows += [t.contrasts] if not t.contrasts.empty else []
+    if not rows:
+        return pd.DataFrame()
+    df = pd.concat(rows, ignore_index=True)
+    df = df[df.setting.isin(["clean", AGGREGATE, RELATIVE])]
+    return df.assign(label=df.contrast + "  |  " + df.evaluation + " " + df.setting)
+
+
+def _write_forest(t: Tables, path: Path, plt) -> Optional[tuple[str, str]]:
+    rows = forest_rows(t)
+    if rows.empty:
+        return None
+    fig, ax = plt.subplots(figsize=(7.5, 0.9 + 0.22 * len(rows)))
+    y = np.arange(len(rows))[::-1]
+    ax.errorbar(rows.delta_pp, y, xerr=[rows.delta_pp - rows.ci_low, rows.ci_high - rows.delta_pp], fmt="o",
+                color="#1f77b4", ms=4, capsize=2, lw=1)
+    if t.margin_pp and not t.study.empty:
+        ax.axvspan(-t.margin_pp, t.margin_pp, color="#2ca02c", alpha=0.12, label=f"+-{t.margin_pp:g} pp margin")
+        ax.legend(fontsize=7, loc="lower right")
+    ax.axvline(0, color="#888", lw=0.8)
+    ax.set_yticks(y)
+    ax.set_yticklabels(rows.label, fontsize=7)
+    ax.set_xlabel("delta (pp): first kind minus second")
+    fig.tight_layout()
+    _save(fig, path)
+    plt.close(fig)
+    return FOREST_TITLE, path.name
 
 
 def _delta_panels(t: Tables) -> list[tuple[str, list[str]]]:
@@ -155,9 +198,20 @@ def _write_deltas(t: Tables, kinds: dict[str, str], path: Path, plt) -> Optional
         ax.set_ylabel("delta (pp)")
         ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    _save(fig, path)
     plt.close(fig)
     return "model minus its standard pair per setting, with the paired table's 95% interval", path.name
+
+
+def _save(fig, path: Path) -> None:
+    """Rendered in memory, then written in one rename: a link planted at ``path`` is replaced, not followed."""
+    import io
+
+    from .._io import atomic_write_bytes
+
+    buf = io.BytesIO()
+    fig.savefig(buf, dpi=110, format="png")
+    atomic_write_bytes(Path(path), buf.getvalue())
 
 
 def _finish(fig, axes, ylabel: str, path: Path, title: str) -> tuple[str, str]:
@@ -166,6 +220,6 @@ def _finish(fig, axes, ylabel: str, path: Path, title: str) -> tuple[str, str]:
     axes[0][0].set_ylabel(ylabel)
     axes[0][-1].legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    _save(fig, path)
     plt.close(fig)
     return title, path.name

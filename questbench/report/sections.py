@@ -60,11 +60,17 @@ def _main_points(att: pd.DataFrame) -> pd.DataFrame:
     return att[att.eps == top]
 
 
+def _or_missing(col: pd.Series) -> pd.Series:
+    """A headline cell without its number (the model's job is missing, or its aggregate is incomplete)."""
+    return col.astype(object).where(col.notna(), "missing")
+
+
 def headline(t: Tables) -> tuple[str, pd.DataFrame, list[str]]:
     """One row per model: clean top-1, corruption error, robust accuracy at each attack's largest eps, each
     header with its n; ranked by the strongest attack whose n resolves 5 pp, else corruptions, else clean."""
-    models = list(t.clean.model) if not t.clean.empty else sorted(
-        set(t.corruptions.get("model", [])) | set(t.attacks.get("model", [])))
+    # every model with any result: one without its clean job keeps its row, its clean cell reads 'missing'
+    models = list(t.clean.model) + sorted((set(t.corruptions.get("model", [])) | set(t.attacks.get("model", [])))
+                                          - set(t.clean.get("model", [])))
     meta = {}
     for df in (t.clean, t.corruptions, t.attacks):
         if not df.empty:
@@ -74,18 +80,18 @@ def headline(t: Tables) -> tuple[str, pd.DataFrame, list[str]]:
     if not t.clean.empty:
         n = int(t.clean.n.max())
         col = f"clean (n={n})" + ("" if resolves_5pp(n) else "*")
-        table[col] = table.model.map(dict(zip(t.clean.model, t.clean.top1)))
+        table[col] = _or_missing(table.model.map(dict(zip(t.clean.model, t.clean.top1))))
         ranking.append((col, True))
     if not t.corruptions.empty:
         n_img = int(t.severity.n.max()) if "n" in t.severity else 0
         short = "mCE" if t.corruption_metric.startswith("mCE") else "corr. error"
         col = f"{short} (n={n_img})" + ("" if resolves_5pp(n_img) else "*")
-        table[col] = table.model.map(dict(zip(t.corruptions.model, t.corruptions.summary)))
+        table[col] = _or_missing(table.model.map(dict(zip(t.corruptions.model, t.corruptions.summary))))
         ranking.insert(0, (col, False))
         rel = "relative_mce" if short == "mCE" else "relative"
         if rel in t.corruptions and t.corruptions[rel].notna().any():
             table[f"rel. {short} (n={n_img})" + ("" if resolves_5pp(n_img) else "*")] = \
-                table.model.map(dict(zip(t.corruptions.model, t.corruptions[rel])))
+                _or_missing(table.model.map(dict(zip(t.corruptions.model, t.corruptions[rel]))))
     if not t.attacks.empty:
         main = _main_points(t.attacks)
         compact = _compact_sweep_names(main.sweep.unique())
@@ -294,6 +300,7 @@ def sections(t: Tables) -> list[tuple[str, pd.DataFrame, list[str]]]:
                                "n": [_n_label(n).removeprefix("n=") for n in df.n_images]})
             out.append((f"Paired: {model} minus {base}", df, notes))
             notes = []
+    seed_sections = []
     if not t.seeds.empty:
         for kind, s in t.seeds.groupby("attention", sort=True):
             df = pd.DataFrame({"evaluation": s.evaluation, "setting": s.setting,
@@ -315,13 +322,72 @@ def sections(t: Tables) -> list[tuple[str, pd.DataFrame, list[str]]]:
             if k < 6:
                 notes.append(f"With {k} pairs the sign-flip test cannot give p below {min_sign_flip_p(k):.3g}: no "
                              "difference can be established at p < 0.05 with this many pairs, whatever the data.")
-            out.append((f"Across seeds: {kind} minus standard ({k} pairs)", df, notes))
-    return out
+            seed_sections.append((f"Across seeds: {kind} minus standard ({k} pairs)", df, notes))
+    if not seed_sections:
+        return out
+    # a study of several seeds per kind opens with its answer: the verdicts, the contrasts between kinds, the
+    # per-kind summaries; the per-model tables follow as detail
+    lead = [sec for sec in (study_section(t), contrast_section(t)) if sec is not None]
+    return lead + seed_sections + out
+
+
+def _interval_cells(df: pd.DataFrame) -> dict[str, list[str]]:
+    return {"mean pp": [f"{d:+.2f}" for d in df.delta_pp],
+            "95% CI": [f"{a:+.1f} to {b:+.1f}" for a, b in zip(df.ci_low, df.ci_high)]}
+
+
+def study_section(t: Tables) -> Optional[tuple[str, pd.DataFrame, list[str]]]:
+    """The study's answer: a verdict per contrast and declared primary endpoint."""
+    from ..stats.study import FACTORIAL_NOTE
+
+    st = t.study
+    if st.empty:
+        return None
+    df = pd.DataFrame({"contrast": st.contrast, "endpoint": st.endpoint, "setting": st.evaluation + " " + st.setting,
+                       "pairs": st.n_pairs.astype(int), "images": st.n_images.astype(int), **_interval_cells(st),
+                       "p Holm": [f"{p:.2g}" for p in st.p_holm],
+                       "detectable pp": [f"{d:.2f}" for d in st.detectable_pp], "verdict": st.verdict})
+    margin = t.margin_pp
+    notes = [f"Primary endpoints declared in the suite before the run ({', '.join(dict.fromkeys(st.endpoint))}); "
+             "every other table is secondary. A positive delta favours the first kind named (for 'corruption', a "
+             "smaller drop from clean to corrupted accuracy). Verdict: better or worse when the difference test "
+             "rejects at 0.05 after Holm across the endpoints of one contrast and the interval excludes zero; "
+             + (f"equivalent when two one-sided t tests put the effect inside +-{margin:g} pp (Holm likewise); "
+                if margin else "equivalent is not possible (the suite declares no margin_pp); ")
+             + "otherwise inconclusive. 'detectable pp': the smallest true effect this many pairs detect with 80% "
+             "power at 0.05, given the spread the study observed between pairs."]
+    if (st.family == "factorial").any():
+        notes.append(FACTORIAL_NOTE)
+    return "Study verdicts", df, notes
+
+
+def contrast_section(t: Tables) -> Optional[tuple[str, pd.DataFrame, list[str]]]:
+    """Every kind against every other kind and the factorial effects, at every aggregate and attack setting."""
+    from ..stats.study import FACTORIAL_NOTE
+
+    c = t.contrasts
+    if c.empty:
+        return None
+    df = pd.DataFrame({"contrast": c.contrast, "evaluation": c.evaluation, "setting": c.setting,
+                       "per-pair deltas pp": c.per_pair_delta_pp, **_interval_cells(c),
+                       "p": [f"{p:.2g}" for p in c.p_value], "pairs": c.n_pairs.astype(int),
+                       "n": [_n_label(int(n)).removeprefix("n=") for n in c.n_images]})
+    notes = ["Kinds compared directly: per seed, the first kind's per-image delta against the seed's standard "
+             "model minus the second kind's (standard cancels), then the same seed-level interval and p as the "
+             "across-seed tables. Main effects: key normalization = ((QUEST - standard) + (QKNorm-HS - QNorm)) / 2, "
+             "query normalization = ((QNorm - standard) + (QKNorm-HS - QUEST)) / 2; interaction = (QKNorm-HS - "
+             "QNorm) - (QUEST - standard). Secondary: no multiplicity correction across this table."]
+    if (c.family == "factorial").any():
+        notes.append(FACTORIAL_NOTE)
+    return "Contrasts between kinds", df, notes
 
 
 def seed_finding(row) -> str:
-    """What an across-seed row lets a reader say: 'QUEST better/worse' only when p < 0.05 (which implies that
-    the interval excludes zero), else 'not established with k pairs'."""
+    """What an across-seed row lets a reader say: better or worse only when p < 0.05 (which implies that the
+    interval excludes zero), else inconclusive beside the smallest effect those pairs could detect (80% power)."""
+    from ..stats.study import detectable_effect
+
     if row.p_value < 0.05:
         return "better" if row.delta_pp > 0 else "worse"
-    return f"not established ({int(row.n_pairs)} pairs)"
+    mde = detectable_effect(row.se, row.df) if "se" in row and "df" in row else float("nan")
+    return f"inconclusive ({int(row.n_pairs)} pairs" + (f"; detectable {mde:.1f} pp)" if mde == mde else ")")

@@ -13,8 +13,8 @@ from ..stats.metrics import (COMMON_CORRUPTIONS, CORRUPTION_GROUP, mce, mean_cor
                        wilson_interval)
 from ..store.results import Results
 from .checks import checks_table, flag_sentences
-from .compare import compare_pairs, compare_seeds, sweep_keys
-from ..config.labels import attack_label
+from .compare import RELATIVE, compare_kinds, compare_pairs, compare_seeds, sweep_keys
+from ..config.labels import attack_label, budget_label
 
 IMAGENET_DATASETS = ("imagenet", "imagefolder")
 # the columns of the corruption table that are not a corruption's error
@@ -40,6 +40,9 @@ class Tables:
     convergence: pd.DataFrame = field(default_factory=pd.DataFrame)  # patch robust % had the attack stopped early
     mechanism: pd.DataFrame = field(default_factory=pd.DataFrame)  # attention diagnostics per model
     n_diagnostics: int = 0  # images the diagnostics saw
+    contrasts: pd.DataFrame = field(default_factory=pd.DataFrame)  # compare_kinds(): kind vs kind, factorial
+    study: pd.DataFrame = field(default_factory=pd.DataFrame)  # study_table(): a verdict per contrast x endpoint
+    margin_pp: Optional[float] = None  # the study's declared equivalence margin
 
 
 def _model_meta(samples: pd.DataFrame) -> pd.DataFrame:
@@ -74,8 +77,11 @@ def corruption_tables(samples: pd.DataFrame, dataset: str) -> tuple[pd.DataFrame
               for model, g in corr.groupby("model", sort=True)}
     # one metric for the whole table (a column mixing mCE and unnormalized error could not be ranked): mCE only
     # when every model has all 15 common corruptions at all 5 severities
-    use_mce = imagenet and all(all(c in e and not np.isnan(e[c]).any() for c in COMMON_CORRUPTIONS)
-                               for e in errors.values())
+    # the grid is every (corruption, severity) any model has: a model without one of them (a missing job) gets no
+    # aggregate at all, never a mean over the settings it happens to have (issue 36)
+    grid = set(zip(sev.corruption, sev.severity))
+    complete_models = {m for m, g in sev.groupby("model") if set(zip(g.corruption, g.severity)) >= grid}
+    use_mce = imagenet and all((c, s) in grid for c in COMMON_CORRUPTIONS for s in range(1, 6))
     metric = "mCE (%, AlexNet-normalized)" if use_mce else "mean corruption error (%, unnormalized)"
     for model, g in corr.groupby("model", sort=True):
         errs = errors[model]
@@ -95,17 +101,25 @@ def corruption_tables(samples: pd.DataFrame, dataset: str) -> tuple[pd.DataFrame
                 row["relative"] = row["summary"] - (100 - row["clean_same_images"])
         for c, e in errs.items():
             row[c] = 100 * float(np.nanmean(e))
+        if model not in complete_models:
+            row.update({k: np.nan for k in ("summary", "relative_mce", "relative")})
+            for c in errs:
+                if any((c, s) in grid and np.isnan(errs[c][s - 1]) for s in range(1, 6)):
+                    row[c] = np.nan
         rows.append(row)
     if imagenet and metric.startswith("mCE") and corr.sample_id.nunique() < 50000:
         notes.append(f"mCE uses AlexNet's errors on the full 50,000-image validation set; these results cover "
                      f"{corr.sample_id.nunique()} images, so the normalization is approximate.")
     if imagenet and not use_mce:
-        notes.append("not every model has all 15 common corruptions at 5 severities: mean corruption error "
+        notes.append("the results do not hold all 15 common corruptions at 5 severities: mean corruption error "
                      "(unnormalized) instead of mCE.")
+    if len(complete_models) < corr.model.nunique():
+        notes.append("'missing': a model without every corruption setting the others have (a missing job) gets "
+                     "no corruption aggregate; run the suite again into this folder to finish it.")
     if not imagenet:
         notes.append(f"{dataset} has no AlexNet baseline: corruption error is the unnormalized mean error over "
                      "corruptions and severities (not mCE).")
-    df = pd.DataFrame(rows).sort_values(["summary", "model"]).reset_index(drop=True)
+    df = pd.DataFrame(rows).sort_values(["summary", "model"], na_position="last").reset_index(drop=True)
     return df, sev, metric, notes
 
 
@@ -213,6 +227,52 @@ def mechanism_table(diagnostics: pd.DataFrame) -> pd.DataFrame:
         "|k| max": g.k_norm_max.max(), "layers": g.layer.nunique()}).reset_index()
 
 
+STUDY_COLUMNS = ["family", "contrast", "endpoint", "evaluation", "setting", "n_pairs", "n_images", "delta_pp",
+                 "ci_low", "ci_high", "se", "df", "p_value", "p_holm", "p_equivalence", "p_equivalence_holm",
+                 "detectable_pp", "verdict"]
+
+
+def _endpoint_rows(samples: pd.DataFrame, endpoints: list[dict]) -> list[tuple[str, str, str]]:
+    """(endpoint name, evaluation label, setting label) of each declared endpoint, as the seed tables name them."""
+    att = samples[samples.evaluation == "attack"]
+    out = []
+    for e in endpoints:
+        if e["evaluation"] == "clean":
+            out.append((e["name"], "clean", "clean"))
+        elif e["evaluation"] == "corruption":
+            out.append((e["name"], "corruption", RELATIVE))
+        else:
+            g = att[att.sweep == e["sweep"]]
+            label = attack_label(g.sort_values("eps").setting.iloc[-1]) if not g.empty else e["name"]
+            out.append((e["name"], label, budget_label("pgd", e["eps"])))
+    return out
+
+
+def study_table(samples: pd.DataFrame, seeds: pd.DataFrame, contrasts: pd.DataFrame,
+                study: Optional[dict]) -> pd.DataFrame:
+    """A verdict for every contrast (each kind against standard, each kind against each other kind, the factorial
+    effects) at every declared primary endpoint: stats.study.conclude with Holm across the endpoints of one
+    contrast. Empty without a declared study or without two or more seeds."""
+    from ..stats.study import conclude
+
+    if not study or (seeds.empty and contrasts.empty):
+        return pd.DataFrame(columns=STUDY_COLUMNS)
+    endpoints = _endpoint_rows(samples, study["primary"])
+    margin = study.get("margin_pp")
+    rows = [r | {"family": "kind vs standard", "contrast": f"{r['attention']} - standard"}
+            for r in seeds.to_dict("records")] + contrasts.to_dict("records")
+    out = []
+    for contrast in dict.fromkeys(r["contrast"] for r in rows):
+        found = []
+        for name, evaluation, setting in endpoints:
+            hit = [r for r in rows if r["contrast"] == contrast and r["evaluation"] == evaluation
+                   and r["setting"] == setting]
+            if hit:
+                found.append(hit[0] | {"endpoint": name})
+        out += [{c: r.get(c) for c in STUDY_COLUMNS} for r in conclude(found, margin)]
+    return pd.DataFrame(out, columns=STUDY_COLUMNS)
+
+
 def compute_tables(results: Results) -> Tables:
     samples = results.samples
     dataset = results.provenance.get("dataset", {}).get("name", "")
@@ -231,8 +291,12 @@ def compute_tables(results: Results) -> Tables:
                 job_flags.append(f"{j['model']} {j['setting']}: {j['flags']}")
     provenance = results.provenance
     patch_samples = _patch_samples(samples)
+    seeds, contrasts = compare_seeds(results), compare_kinds(results)
+    study = provenance.get("suite", {}).get("study")
     return Tables(clean=clean_table(samples), corruptions=corr, severity=sev, attacks=att,
-                  pairs=compare_pairs(results), seeds=compare_seeds(results), flags=sorted(set(flags + job_flags)),
+                  pairs=compare_pairs(results), seeds=seeds, flags=sorted(set(flags + job_flags)),
+                  contrasts=contrasts, study=study_table(samples, seeds, contrasts, study),
+                  margin_pp=(study or {}).get("margin_pp"),
                   corruption_metric=metric, notes=notes, checks=checks, shifts=shift_table(samples),
                   shift_excluded=provenance.get("shifts", {}).get("imagenet-real", {}).get("excluded_without_labels")
                   or 0,

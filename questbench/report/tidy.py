@@ -10,6 +10,7 @@ import pandas as pd
 from ..config.labels import budget_label
 from ..stats.metrics import resolves_5pp
 from ..store.results import Results
+from .escaping import csv_text
 from .tables import CORRUPTION_SUMMARY_KEYS, Tables, compute_tables
 
 
@@ -99,6 +100,6 @@ def render_csv(results: Results) -> str:
             elif isinstance(v, (int, float)) and col not in text_cols:
                 out.append(f"{float(v):.6f}")
             else:
-                out.append(str(v))
+                out.append(csv_text(str(v)))
         w.writerow(out)
     return buf.getvalue()

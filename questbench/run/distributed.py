@@ -15,6 +15,8 @@ from pathlib import Path
 from datetime import timedelta
 from typing import Optional
 
+from ..errors import QuestbenchError
+
 
 @dataclass(frozen=True)
 class Ranks:
@@ -108,6 +110,9 @@ def launch(nproc: int, command: list[str], out: Path) -> None:
     config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=nproc, run_id=str(uuid.uuid4()),
                           rdzv_backend="c10d", rdzv_endpoint="localhost:0", max_restarts=0, monitor_interval=0.1,
                           logs_specs=DefaultLogsSpecs(log_dir=str(logs := Path(out) / LAUNCHER_LOGS)))
+    if logs.is_symlink():  # rmtree refuses a link and the launcher would then write through it
+        raise QuestbenchError(f"--out {out}: {LAUNCHER_LOGS} is a symbolic link; questbench writes nothing "
+                              "through a link (remove it)")
     shutil.rmtree(logs, ignore_errors=True)
     created = not Path(out).exists()
     saved = {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", LAUNCHER_ENV, "TORCHELASTIC_SIGNALS_TO_HANDLE")}

@@ -26,6 +26,11 @@ def check_writable(out: Path) -> None:
     if out.exists() and not out.is_dir():
         raise QuestbenchError(f"--out {out} exists and is not a folder")
     check_creatable(out, "--out")
+    from .merge import SHARDS_DIR
+    for name in (JOBS_DIR, SHARDS_DIR, LAUNCHER_LOGS, PROVENANCE):  # a planted link would redirect our writes
+        if (out / name).is_symlink():
+            raise QuestbenchError(f"--out {out}: {name} is a symbolic link; questbench writes nothing through a "
+                                  "link (remove it)")
     if out.is_dir() and _holds_anything(out) and not _is_results_folder(out):
         raise QuestbenchError(f"--out {out} is a non-empty folder that holds no questbench results; "
                               "choose an empty or new folder")

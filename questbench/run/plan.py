@@ -57,14 +57,17 @@ class PreparedData:
 
 
 def plan_jobs(suite, data: PreparedData, model_fp: dict[str, str], device_kind: str,
-              versions: dict[str, str], partners: Optional[dict[str, str]] = None) -> list[Job]:
+              versions: dict[str, str], partners: Optional[dict[str, str]] = None,
+              model_arch: Optional[dict[str, str]] = None) -> list[Job]:
     """Every job of ``suite`` (models in suite order; corruptions setting-major so that one corrupted batch
     serves every model). ``partners``: model -> the model of its trained pair a transfer check attacks from
-    (models without one get no transfer check)."""
+    (models without one get no transfer check). ``model_arch``: model -> hash of its architecture and preprocessing
+    (run.prepare.model_architecture); with the weights and the name it identifies the model a job ran."""
     s = suite
 
     def key(model: str, evaluation: str, ds) -> dict[str, Any]:
-        return {"format": STORE_FORMAT, "model_sha256": model_fp[model], "evaluation": evaluation,
+        return {"format": STORE_FORMAT, "model": model, "model_sha256": model_fp[model],
+                "model_architecture": (model_arch or {}).get(model), "evaluation": evaluation,
                 "dataset": {"name": ds.name, "split": s.data.split, "content": data.fingerprints[id(ds)],
                             "sample_ids": config_hash(list(ds.sample_ids))},
                 "seed": s.seed, "precision": s.precision, "batch_size": s.batch_size,
@@ -101,7 +104,8 @@ def plan_jobs(suite, data: PreparedData, model_fp: dict[str, str], device_kind: 
                     source = (partners or {}).get(m)
                     if source is None:
                         continue
-                    k["source"] = {"model": source, "model_sha256": model_fp[source]}
+                    k["source"] = {"model": source, "model_sha256": model_fp[source],
+                                   "model_architecture": (model_arch or {}).get(source)}
                     fields["source"] = source
                     setting += f"/from={source}"
                 jobs.append(Job(m, kind, setting, len(data.attacks[a_idx]), fields, k, chunk=bs))

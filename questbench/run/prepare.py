@@ -5,6 +5,7 @@ and both fingerprinted; the result is one value (Prepared) the later steps read.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -90,6 +91,21 @@ def model_fingerprint(model) -> str:
     return "state_dict:" + h.hexdigest()
 
 
+def model_architecture(model) -> str:
+    """A hash of everything about a loaded model except its weights that changes its outputs: the module tree
+    (each layer's class and settings, so an attention kind swapped in place shows), the preprocessing (input
+    size, interpolation, mean and std, kept in buffers that no checkpoint stores) and the registry spec. A job
+    is reused only for the same weights and the same architecture."""
+    h = hashlib.sha256(str(model).encode())
+    for k, v in sorted(model.named_buffers()):
+        h.update(k.encode())
+        h.update(v.detach().cpu().contiguous().numpy().tobytes())
+    spec = getattr(model, "spec", None)
+    if hasattr(spec, "model_dump"):
+        h.update(json.dumps(spec.model_dump(mode="json"), sort_keys=True).encode())
+    return h.hexdigest()
+
+
 def device_kind(device: str) -> str:
     """What of the device changes numbers: on a CPU, the instruction set the kernels use. oneDNN's AVX-512 and
     AVX2 convolutions round differently, and that flips single PGD outcomes (the default suite's PGD 8/255 cell
@@ -127,6 +143,7 @@ class Prepared:
     data: PreparedData
     models: dict[str, Any]  # name -> model on the device, in eval mode
     model_fp: dict[str, str]  # name -> checkpoint sha256 (or state_dict hash)
+    model_arch: dict[str, str]  # name -> hash of its module tree, preprocessing and spec (model_architecture)
     device_kind: str
     versions: dict[str, str]  # library versions that change numbers (python is not one)
     released_source: Optional[Callable] = None  # released corruption sets: dataset -> its grid source
@@ -144,14 +161,16 @@ class Prepared:
         return out
 
     def jobs(self) -> list[Job]:
-        return plan_jobs(self.suite, self.data, self.model_fp, self.device_kind, self.versions, self.partners())
+        return plan_jobs(self.suite, self.data, self.model_fp, self.device_kind, self.versions, self.partners(),
+                         self.model_arch)
 
     def run_config(self) -> dict[str, Any]:
         """What makes two runs the same run: a folder holds results of one such configuration only."""
         s = self.suite
         return {"suite": {k: v for k, v in s.as_dict().items() if k not in ("path", "sha256")},
                 "suite_sha256": s.sha256, "limit": self.limit, "device": self.device_kind,
-                "models": dict(sorted(self.model_fp.items())), "versions": self.versions}
+                "models": {m: {"sha256": fp, "architecture": self.model_arch[m]} for m, fp in sorted(self.model_fp.items())},
+                "versions": self.versions}
 
 
 def _load_data(s: Suite, limit: Optional[int]) -> PreparedData:
@@ -249,5 +268,5 @@ def prepare(suite: Suite, device: str, limit: Optional[int] = None, registry_fil
     released = _released_source(suite, data)
     _check_logits(suite, models, data, device)
     return Prepared(suite, device, limit, data, models, {m: model_fingerprint(model) for m, model in models.items()},
-                    device_kind(device), {k: v for k, v in library_versions().items() if k != "python"},
+                    {m: model_architecture(model) for m, model in models.items()}, device_kind(device), {k: v for k, v in library_versions().items() if k != "python"},
                     released, [warning] if warning else [])

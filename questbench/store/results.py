@@ -29,7 +29,7 @@ from .._io import atomic_write_bytes
 
 JOBS_DIR = "jobs"
 PROVENANCE = "provenance.json"
-STORE_FORMAT = 2  # bumped whenever the meaning of a job file changes; older folders are refused, not misread
+STORE_FORMAT = 3  # bumped whenever the meaning of a job file changes; older folders are refused, not misread
 SAMPLE_COLUMNS = ["model", "attention", "pair", "evaluation", "setting", "corruption", "severity", "attack",
                   "norm", "eps", "sweep", "sample_id", "label", "pred", "correct"]
 
@@ -55,9 +55,15 @@ def records_digest(records: list[dict[str, Any]]) -> str:
     return config_hash(records)
 
 
+def job_digest(job: dict[str, Any], records: list[dict[str, Any]]) -> str:
+    """The digest a job file carries: of its whole header (without the digest itself) and its records, so a
+    header field edited afterwards (an eps, a model name, a flag) is refused like an edited record."""
+    return config_hash({"job": {k: v for k, v in job.items() if k != "sha256"}, "records": records})
+
+
 def write_job(out: Path, job_id: str, job: dict[str, Any], records: list[dict[str, Any]]) -> None:
-    """The job file, with a digest of its records: a record edited by hand afterwards is refused on read."""
-    write_json(job_file(out, job_id), {"job": {**job, "records_sha256": records_digest(records)}, "records": records})
+    """The job file, with a digest of all of it: anything edited by hand afterwards is refused on read."""
+    write_json(job_file(out, job_id), {"job": {**job, "sha256": job_digest(job, records)}, "records": records})
 
 
 def job_done(out: Path, job_id: str) -> bool:
@@ -70,7 +76,7 @@ class _Strict(BaseModel):
 
 
 class JobInfo(_Strict):
-    format: Literal[2]
+    format: Literal[3]
     model: StrictStr
     attention: StrictStr
     pair: StrictStr
@@ -138,7 +144,7 @@ def read_job_file(f: Path, provenance: dict[str, Any]) -> dict[str, Any]:
     if job.evaluation != "diagnostics" and len(doc["records"]) != job.samples:
         raise QuestbenchError(f"job file {f} holds {len(doc['records'])} records for {job.samples} samples: "
                               "delete it and re-run to redo that job")
-    _check_records(f, job, doc["records"], provenance)
+    _check_records(f, job, doc["records"], provenance, doc["job"])
     return doc
 
 
@@ -150,20 +156,19 @@ def _planned_ids(job: "JobInfo", provenance: dict[str, Any]) -> Optional[list[st
     return ids.get(name) if name is not None else None
 
 
-def _check_records(f: Path, job: "JobInfo", records: list[dict[str, Any]], provenance: dict[str, Any]) -> None:
+def _check_records(f: Path, job: "JobInfo", records: list[dict[str, Any]], provenance: dict[str, Any],
+                   header: dict[str, Any]) -> None:
     """What the records must hold beyond their schema: the planned sample ids exactly once each, outcomes that
     follow from the predictions, and the digest written with them (so an edit that keeps them consistent is
     refused too)."""
     redo = "delete it and re-run to redo that job"
-    digest = (job.model_extra or {}).get("records_sha256")
+    digest = (job.model_extra or {}).get("sha256")
     if not isinstance(digest, str):
-        raise QuestbenchError(f"job file {f} has no digest of its records (written by an older questbench, or "
-                              f"edited): {redo}")
+        raise QuestbenchError(f"job file {f} has no digest (written by an older questbench, or edited): {redo}")
     if job.evaluation != "diagnostics":
         _check_outcomes(f, job, records, provenance, redo)
-    if digest != records_digest(records):
-        raise QuestbenchError(f"job file {f}: its records were changed after they were written (digest "
-                              f"mismatch): {redo}")
+    if digest != job_digest(header, records):
+        raise QuestbenchError(f"job file {f}: it was changed after it was written (digest mismatch): {redo}")
 
 
 def _check_outcomes(f: Path, job: "JobInfo", records: list[dict[str, Any]], provenance: dict[str, Any],

@@ -15,11 +15,38 @@ PAPER_RATES = {"standard": "25%", "qnorm": "49%", "qknorm_hs": "~0% (QKNorm)", "
 
 
 def signal_energy_accuracy(x: Any, pos: Any, signal_dims: int) -> float:
-    """Accuracy of the Bayes-optimal robust rule: the likelihood ratio N(0, Sigma) / N(0, I) grows with the
-    energy in the signal dimensions, so the answer is the token with the most energy there. ``x`` is
-    (samples, tokens, key_dim), ``pos`` the answer positions."""
+    """How often the token with the most energy in the signal dimensions is the answer *position*. Not the Bayes
+    ceiling of the task (the target is the answer's class, which other tokens can share): ``bayes_class_accuracy``
+    is. ``x`` is (samples, tokens, key_dim), ``pos`` the answer positions."""
     energy = (x[..., :signal_dims] ** 2).sum(-1)
     return float((energy.argmax(1) == pos).sum()) / len(pos)
+
+
+def bayes_class_posterior(x: Any, c: Any, signal_dims: int, signal_var: float, values: int) -> np.ndarray:
+    """P(answer class = v | tokens) for unbiased samples, (samples, values).
+
+    The answer sits at a uniformly random position; its key part is N(0, Sigma) with variance ``signal_var`` in
+    the first ``signal_dims`` dimensions and 1 elsewhere, every other token's N(0, I). So P(position j | x) is
+    proportional to the likelihood ratio N(x_j; 0, Sigma) / N(x_j; 0, I) = const * exp((1 - 1/signal_var) / 2 *
+    E_j), E_j the token's energy in the signal dimensions, and a class's posterior is the sum over the tokens
+    that carry it."""
+    x = np.asarray(x, dtype=np.float64)
+    c = np.asarray(c)
+    energy = (x[..., :signal_dims] ** 2).sum(-1)
+    logw = 0.5 * (1.0 - 1.0 / signal_var) * energy
+    w = np.exp(logw - logw.max(1, keepdims=True))
+    w /= w.sum(1, keepdims=True)
+    post = np.zeros((x.shape[0], values))
+    np.add.at(post, (np.arange(x.shape[0])[:, None], c), w)
+    return post
+
+
+def bayes_class_accuracy(x: Any, c: Any, pos: Any, signal_dims: int, signal_var: float, values: int) -> float:
+    """Accuracy of the Bayes rule on these samples: the class with the largest posterior (``bayes_class_posterior``)
+    against the answer's class. The ceiling of any model's unbiased accuracy, on average."""
+    c, pos = np.asarray(c), np.asarray(pos)
+    post = bayes_class_posterior(x, c, signal_dims, signal_var, values)
+    return float((post.argmax(1) == c[np.arange(len(pos)), pos]).mean())
 
 
 def tidy_csv(rows: Sequence[dict], columns: Sequence[str] | None = None) -> str:

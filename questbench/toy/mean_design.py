@@ -33,7 +33,7 @@ import torch.nn.functional as F
 
 from ..errors import QuestbenchError
 from .cls_design import ToyConfig, make_data, shortcut_bias, training_setup
-from .common import signal_energy_accuracy, success_heatmap, tidy_csv
+from .common import bayes_class_accuracy, success_heatmap, tidy_csv
 
 MEAN_KINDS = ("standard", "qnorm", "qknorm_hs", "quest", "qknorm_ds")
 SUCCESS_OF_BAYES = 0.9
@@ -155,9 +155,26 @@ def conflict_set(cfg: ToyConfig, n: int, gen: torch.Generator, bias: torch.Tenso
     return x, c, pos
 
 
-def bayes_accuracy(cfg: ToyConfig, x: torch.Tensor, pos: torch.Tensor) -> float:
-    """The Bayes-optimal robust rule on these very samples."""
-    return signal_energy_accuracy(x, pos, cfg.signal_dims)
+def bayes_accuracy(cfg: ToyConfig, x: torch.Tensor, c: torch.Tensor, pos: torch.Tensor) -> float:
+    """The Bayes rule's accuracy on these very unbiased samples: the answer's class with the largest posterior
+    (common.bayes_class_accuracy): the ceiling of a model's unbiased accuracy."""
+    return bayes_class_accuracy(x, c, pos, cfg.signal_dims, cfg.signal_var, cfg.values)
+
+
+def evaluation_sets(cfg: ToyConfig, data_seed: int, bias: torch.Tensor):
+    """The held-out unbiased, biased and conflict sets of a data seed: the same for both biased fractions and
+    every kind, init seed and learning rate (a pure function of the seed)."""
+    eval_gen = torch.Generator().manual_seed(30_000 + data_seed)
+    unbiased = make_data(cfg, cfg.eval_size, 0.0, eval_gen, bias)[:3]
+    biased = make_data(cfg, cfg.eval_size, 1.0, eval_gen, bias)[:3]
+    return unbiased, biased, conflict_set(cfg, cfg.eval_size, eval_gen, bias)
+
+
+def evaluation_bayes(cfg: ToyConfig, data_seed: int) -> float:
+    """The Bayes ceiling on a data seed's unbiased evaluation set (what each of its runs is scored against)."""
+    _, bias = shortcut_bias(cfg, data_seed)
+    xu, cu, pu = evaluation_sets(cfg, data_seed, bias)[0]
+    return bayes_accuracy(cfg, xu, cu, pu)
 
 
 def train_mean(cfg: ToyConfig, kind: str, lr: float, wd: float, init_seed: int, data_seed: int,
@@ -165,10 +182,7 @@ def train_mean(cfg: ToyConfig, kind: str, lr: float, wd: float, init_seed: int, 
     start = time.perf_counter()
     gen, bias = shortcut_bias(cfg, data_seed)
     x, c, pos, _ = make_data(cfg, cfg.train_size, biased_fraction, gen, bias)
-    eval_gen = torch.Generator().manual_seed(30_000 + data_seed)  # the same evaluation sets for both fractions
-    xu, cu, pu, _ = make_data(cfg, cfg.eval_size, 0.0, eval_gen, bias)
-    xb, cb, pb, _ = make_data(cfg, cfg.eval_size, 1.0, eval_gen, bias)
-    xc, cc, pc = conflict_set(cfg, cfg.eval_size, eval_gen, bias)
+    (xu, cu, pu), (xb, cb, pb), (xc, cc, pc) = evaluation_sets(cfg, data_seed, bias)
     y = c[torch.arange(len(c)), pos]
     torch.manual_seed(init_seed)
     model = (SplitRetriever if cfg.qk_from_key_part else MeanRetriever)(cfg, kind)
@@ -209,7 +223,7 @@ def train_mean(cfg: ToyConfig, kind: str, lr: float, wd: float, init_seed: int, 
             return float((out.argmax(1) == cs[torch.arange(len(cs)), ps]).float().mean()) \
                 if torch.isfinite(out).all() else 0.0
         acc_u, acc_b, acc_c = acc(xu, cu, pu), acc(xb, cb, pb), acc(xc, cc, pc)
-    bayes = bayes_accuracy(cfg, xu, pu)
+    bayes = bayes_accuracy(cfg, xu, cu, pu)
     unstable = bool(reasons)
     return MeanRun(kind, lr, wd, init_seed, data_seed, biased_fraction, acc_u, acc_b, acc_c, bayes,
                    (acc_u >= SUCCESS_OF_BAYES * bayes) and not unstable, unstable, "; ".join(reasons), max_logit,

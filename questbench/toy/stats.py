@@ -95,6 +95,9 @@ def _q(s: pd.Series) -> str:
 def markdown(df: pd.DataFrame, preset: str, image_prefix: str = "") -> str:
     df = with_outcomes(df)
     learn, dead = learning_rates(df)
+    none_learn = not learn
+    if none_learn:  # no kind succeeds in half its runs at any learning rate: every learning rate is read
+        learn, dead = sorted(df.lr.unique()), []
     kinds = list(dict.fromkeys(df.attention))
     main = df[df.biased_fraction == 0.5]
     ml = main[main.lr.isin(learn)]
@@ -105,13 +108,18 @@ def markdown(df: pd.DataFrame, preset: str, image_prefix: str = "") -> str:
              "`questbench/toy/stats.py`. Grid: learning rates " + ", ".join(f"{x:g}" for x in sorted(df.lr.unique()))
              + "; weight decays " + ", ".join(f"{x:g}" for x in sorted(df.wd.unique())) + f"; "
              f"{df.init_seed.nunique()} init seeds x {df.data_seed.nunique()} data seeds; biased fraction 0.5 "
-             f"(and 0 for the shortcut harm). Bayes-optimal unbiased accuracy on the evaluation samples: mean "
+             f"(and 0 for the shortcut harm). Bayes ceiling of unbiased accuracy (the answer's class with the largest "
+             f"posterior) on the evaluation samples: mean "
              f"{main.bayes_unbiased.mean():.3f}.", "",
-             f"Learning rates where some kind still learns (success >= 50% at 0.9 x Bayes): "
-             f"{', '.join(f'{x:g}' for x in learn)}. At {', '.join(f'{x:g}' for x in dead) or 'none'} every kind "
-             "fails; the tables below use the learning rates where some kind learns unless they say otherwise.", "",
+             ("No learning rate where some kind succeeds in >= 50% of its runs at 0.9 x Bayes: the tables below "
+              "read every learning rate." if none_learn else
+              f"Learning rates where some kind still learns (success >= 50% at 0.9 x Bayes): "
+              f"{', '.join(f'{x:g}' for x in learn)}. At {', '.join(f'{x:g}' for x in dead) or 'none'} every kind "
+              "fails; the tables below use the learning rates where some kind learns unless they say otherwise."),
+             "",
              "## Threshold-free (primary)", "",
-             "Median (interquartile range) over the runs at the learning rates where some kind learns.", "",
+             "Median (interquartile range) over the runs at "
+             + ("every learning rate." if none_learn else "the learning rates where some kind learns."), "",
              "| attention | runs | unbiased acc / Bayes | conflict-set acc | success at 0.85 / 0.90 / 0.95 x Bayes "
              "| reported (paper) |", "|---|---|---|---|---|---|"]
     for k in kinds:
@@ -121,8 +129,8 @@ def markdown(df: pd.DataFrame, preset: str, image_prefix: str = "") -> str:
     lines += ["", "All learning rates (as the paper's grid counts them): success at 0.9 x Bayes " + ", ".join(
         f"{k} {100 * main[main.attention == k]['success_0.90'].mean():.0f}%" for k in kinds) + ".", "",
               "## Differences between kinds", "",
-              f"Paired per grid point, averaged per lr x wd cell, 95% Student t interval over the {n_cells} cells "
-              "where some kind learns. 'tie' when the interval includes zero.", "",
+              f"Paired per grid point, averaged per lr x wd cell, 95% Student t interval over the {n_cells} cells"
+              + ("" if none_learn else " where some kind learns") + ". 'tie' when the interval includes zero.", "",
               "| comparison | unbiased acc / Bayes (x100) | conflict-set acc (pp) | success at 0.9 x Bayes (pp) | "
               f"conflict-set acc (pp), all {main.groupby(['lr', 'wd']).ngroups} cells |",
               "|---|---|---|---|---|"]
