@@ -87,6 +87,8 @@ def corruption_sweep(models, dataset, corruptions="common", severities=(1, 2, 3,
         if corruptions not in ("common", "all"):
             raise QuestbenchError(f"corruptions must be 'common', 'all' or a list of names, not {corruptions!r}")
         corruptions = COMMON_CORRUPTIONS if corruptions == "common" else ALL_CORRUPTIONS
+    if len(dataset) == 0:
+        raise QuestbenchError("corruption_sweep got an empty dataset: there is no error to measure")
     return corruption_errors(models, dataset, list(corruptions), severities, seed, mode, **kwargs)
 
 
@@ -95,6 +97,15 @@ def compare(results_or_dir, baseline: str, model: str, seed: int = 0):
     model_acc, delta_pp, ci_low, ci_high, p_value, p_holm (one row per setting, one per aggregate 'all')."""
     from .report.compare import compare as _compare
     return _compare(results_or_dir, baseline, model, seed=seed)
+
+
+def compare_kinds(results_or_dir):
+    """Every attention kind against every other kind across trained pairs (per seed, the shared standard model
+    cancels), and with all four kinds the factorial main effects of key and query normalization and their
+    interaction: family, contrast, evaluation, setting, n_pairs, n_images, per_pair_delta_pp, delta_pp, ci_low,
+    ci_high, se, df, p_value (the same seed-level method as ``compare_seeds``)."""
+    from .report.compare import compare_kinds as _compare_kinds
+    return _compare_kinds(results_or_dir)
 
 
 def compare_seeds(results_or_dir):
@@ -169,11 +180,17 @@ def attack(model, x, y, attack: str = "pgd", eps: float = 8 / 255, seed: int = 0
 
     if not isinstance(x, torch.Tensor) or x.ndim != 4 or not isinstance(y, torch.Tensor) or y.shape != x.shape[:1]:
         raise QuestbenchError("attack takes x as an NCHW tensor in [0, 1] and y as N integer labels")
+    if len(x) == 0:
+        raise QuestbenchError("attack got an empty batch")
+    if x.device.type == "meta":
+        raise QuestbenchError("attack cannot run on the meta device (tensors without data)")
     if not x.is_floating_point() or not bool(torch.isfinite(x).all()) or float(x.min()) < 0 or float(x.max()) > 1:
         raise QuestbenchError("attack takes float images in [0, 1] (normalization lives inside the model); "
                               "clamping them here would put the result outside the eps ball around the input")
     if y.is_floating_point() or y.dtype == torch.bool:
         raise QuestbenchError(f"attack takes integer labels, not {y.dtype}")
+    if x.dtype != torch.float32:  # the attacks' step sizes and budgets are float32 arithmetic, like the model's
+        raise QuestbenchError(f"attack takes float32 images, not {x.dtype} (x.float())")
     if isinstance(eps, bool) or not isinstance(eps, (int, float)):
         raise QuestbenchError(f"attack eps is a number (8/255, not \"8/255\"), not {eps!r}")
     try:
@@ -189,7 +206,11 @@ def attack(model, x, y, attack: str = "pgd", eps: float = 8 / 255, seed: int = 0
             return images[-1][0] if images else x.clone()
         from .evaluators.attacks import attack_batch
         with torch.no_grad():
-            num_classes = int(wrapped(x[:1]).shape[1])
+            probe = wrapped(x[:1])
+        if not isinstance(probe, torch.Tensor) or probe.ndim != 2 or not probe.is_floating_point():
+            got = type(probe).__name__ if not isinstance(probe, torch.Tensor) else f"{probe.dtype} {tuple(probe.shape)}"
+            raise QuestbenchError(f"attack needs a model that returns float logits (N, classes), not {got}")
+        num_classes = int(probe.shape[1])
         if int(y.min()) < 0 or int(y.max()) >= num_classes:
             raise QuestbenchError(f"attack labels must be in [0, {num_classes}) for this model's {num_classes} "
                                   f"outputs, not {int(y.min())}..{int(y.max())}")
@@ -208,6 +229,15 @@ def corrupt(x, corruption: str, severity: int = 3, seed: int = 0, mode: str = "n
 
     if not isinstance(x, torch.Tensor) or x.ndim not in (3, 4):
         raise QuestbenchError("corrupt takes a CHW or NCHW float tensor in [0, 1]")
+    if not x.is_floating_point():  # a uint8 batch would be read as 0/1 after the clamp
+        raise QuestbenchError(f"corrupt takes float images in [0, 1], not {x.dtype} (divide uint8 images by 255)")
+    channels = x.shape[-3]
+    if x.numel() == 0 or channels not in (1, 3):
+        raise QuestbenchError(f"corrupt takes a non-empty batch of 1- or 3-channel images, not shape "
+                              f"{tuple(x.shape)}")
+    if not bool(torch.isfinite(x).all()) or float(x.min()) < 0 or float(x.max()) > 1:
+        raise QuestbenchError("corrupt takes finite images in [0, 1]; these hold NaN, infinity or values outside "
+                              "it (0-255 images: divide by 255)")
     if isinstance(severity, bool) or not isinstance(severity, int) or not 1 <= severity <= 5:
         raise QuestbenchError(f"corrupt severity is an integer 1..5, not {severity!r}")
     batch = x if x.ndim == 4 else x[None]
@@ -223,7 +253,8 @@ def load_results(path):
     return _load(path)
 
 
-__all__ = ["ATTENTION_KINDS", "QuestbenchError", "attack", "attention_kind", "compare", "compare_seeds", "corrupt",
+__all__ = ["ATTENTION_KINDS", "QuestbenchError", "attack", "attention_kind", "compare", "compare_kinds", "compare_seeds",
+           "corrupt",
            "corruption_sweep",
            "evaluate", "list_models", "load_dataset", "load_model", "load_results", "metrics", "record_attention", "set_attention",
            "__version__"]

@@ -17,7 +17,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 
 @app.command()
 def run(suite: Optional[str] = typer.Argument(None, help="built-in suite name or suite TOML path (default: default)"),
-        out: Path = typer.Option(Path("runs/default"), "--out", help="results folder (resumes if it exists)"),
+        out: Optional[Path] = typer.Option(None, "--out", help="results folder (resumes if it exists; default "
+                                           "runs/<suite name>)"),
         device: Optional[str] = typer.Option(None, help="auto, cpu or cuda[:N] (default: the suite's)"),
         limit: Optional[int] = typer.Option(None, help="cap every sample count at N (smoke runs)"),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar, no leaderboard"),
@@ -36,7 +37,7 @@ def run(suite: Optional[str] = typer.Argument(None, help="built-in suite name or
     if ranks is not None and ranks > cores:
         raise QuestbenchError(f"--ranks {ranks} is more than this machine's {cores} CPU cores (each rank is a process "
                               "with its own copy of the models and data)")
-    if out == Path("runs/default") and s.name != "default":
+    if out is None:  # an --out given explicitly is used as given, runs/default included
         out = Path("runs") / s.name
     import torch
     nproc = distributed.local_ranks(resolve_device(device or s.device), ranks, torch.get_num_threads())

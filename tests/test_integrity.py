@@ -360,3 +360,84 @@ def test_an_aggregate_over_settings_needs_every_setting(tmp_path, tiny_pair):
     assert cells[2] == "missing" and cells[3] == "missing", row  # clean, corruption error
     other = next(line for line in head.splitlines() if line.startswith("| tiny-std"))
     assert "missing" not in other
+
+
+@pytest.mark.parametrize("damage", ["edit seed", "edit checkpoint sha256", "truncate", "delete"])
+def test_a_damaged_provenance_is_refused_by_reports_and_rebuilt_by_a_run(done, tiny_pair, damage):
+    """provenance.json carries a digest of itself: an edited seed or checksum is refused, never rendered; a run
+    of the same suite rebuilds a damaged or deleted one from the suite and the job files, computing nothing
+    again (issue 36)."""
+    prov = done / "provenance.json"
+    doc = json.loads(prov.read_text())
+    if damage == "edit seed":
+        doc["seed"] = 7
+        prov.write_text(json.dumps(doc))
+    elif damage == "edit checkpoint sha256":
+        doc["models"]["tiny-std"]["sha256"] = "0" * 64
+        prov.write_text(json.dumps(doc))
+    elif damage == "truncate":
+        prov.write_text(prov.read_text()[:100])
+    else:
+        prov.unlink()
+    with pytest.raises(QuestbenchError, match="rebuild it"):
+        load_results(done)
+    summary = run_suite(parse_suite(f'registry = ["{tiny_pair}"]\n' + SUITE, "t.toml"), done, device="cpu",
+                        quiet=True)
+    assert summary.jobs_run == 0 and summary.jobs_skipped == summary.jobs_total
+    assert load_results(done).provenance["seed"] == 1
+
+
+def test_one_eps_written_two_ways_is_refused():
+    text = 'models = ["m"]\n[[attacks]]\nattack = "pgd"\neps = ["8/255", 0.03137255]\n'
+    with pytest.raises(QuestbenchError, match="listed twice"):
+        parse_suite(text, "s.toml")
+
+
+@pytest.mark.parametrize("x, message", [
+    (torch.full((2, 3, 8, 8), float("nan")), "finite images in \\[0, 1\\]"),
+    (torch.rand(2, 3, 8, 8) * 255, "divide by 255"),
+    ((torch.rand(2, 3, 8, 8) * 255).to(torch.uint8), "not torch.uint8"),
+    (torch.rand(0, 3, 8, 8), "non-empty batch"),
+    (torch.rand(2, 5, 8, 8), "1- or 3-channel"),
+])
+def test_corrupt_checks_its_input_before_any_work(x, message):
+    with pytest.raises(QuestbenchError, match=message):
+        questbench.corrupt(x, "gaussian_noise", 1)
+
+
+def test_attack_checks_its_input_before_any_work():
+    model = make_tiny()
+    x, y = torch.rand(2, 1, 28, 28), torch.tensor([1, 2])
+    for bad_x, message in ((x.double(), "float32"), (x[:0], "empty batch")):
+        with pytest.raises(QuestbenchError, match=message):
+            questbench.attack(model, bad_x, y[: len(bad_x)] if len(bad_x) else y[:0], "fgsm", eps=8 / 255)
+
+    class TupleOut(torch.nn.Module):
+        def forward(self, x):
+            return model(x), 0
+
+    class IntLogits(torch.nn.Module):
+        def forward(self, x):
+            return model(x).round().long()
+
+    for net, message in ((TupleOut(), "not tuple"), (IntLogits(), "torch.int64")):
+        with pytest.raises(QuestbenchError, match=message):
+            questbench.attack(net, x, y, "fgsm", eps=8 / 255)
+
+
+def test_a_model_that_edits_its_input_does_not_change_the_next_models_error():
+    """One corrupted batch serves every model; each gets its own copy (issue 36)."""
+    ds = questbench.load_dataset("fashion-mnist").subset(range(16))
+    plain = make_tiny(seed=2)
+
+    class Vandal(torch.nn.Module):
+        def forward(self, x):
+            x.zero_()
+            return plain(x)
+
+    alone = questbench.corruption_sweep({"plain": plain}, ds, ["contrast"], [3], num_workers=0, quiet=True)
+    both = questbench.corruption_sweep({"vandal": Vandal(), "plain": plain}, ds, ["contrast"], [3], num_workers=0,
+                                       quiet=True)
+    assert both["plain"] == alone["plain"]
+    with pytest.raises(QuestbenchError, match="empty dataset"):
+        questbench.corruption_sweep({"plain": plain}, ds.subset([]), ["contrast"], [3], num_workers=0)

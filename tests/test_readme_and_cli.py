@@ -133,3 +133,15 @@ def test_readme_layout_matches_the_tree():
     readme = (ROOT / "README.md").read_text()
     current = readme[readme.index(layout.START):readme.index(layout.END)]
     assert current == layout.section(), "README's Layout is stale: run python tools/layout.py --write"
+
+
+def test_an_explicit_out_is_used_as_given(tmp_path, monkeypatch, capsys, tiny_pair):
+    """`--out runs/default` for another suite writes there, not to runs/<suite> (issue 37)."""
+    from conftest import write_suite
+    monkeypatch.chdir(tmp_path)
+    suite = write_suite(tmp_path, tiny_pair, 'models = ["tiny-std"]\nseed = 1\nbatch_size = 8\nnum_workers = 0\n'
+                                             '[data]\nsamples = 8\n')
+    code, _, err = _cli(["run", suite, "--out", "runs/default", "--quiet", "--device", "cpu", "--ranks", "1"], capsys)
+    assert code == 0, err
+    assert (tmp_path / "runs" / "default" / "provenance.json").is_file()
+    assert not (tmp_path / "runs" / "suite").exists()

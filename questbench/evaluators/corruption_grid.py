@@ -191,8 +191,12 @@ def evaluate_grid(models: Mapping[str, torch.nn.Module], grid: CorruptionGrid, s
             x = x.to(device)
             if engine is not None:
                 x = engine(x, grid.settings[s], [sample_ids[int(i)] for i in i_idx])
+            several = len(models) > 1
             for name, model in models.items():
-                pred = predictions(model(x), who=f"model {name} ({grid.settings[s].key})").cpu()
+                # each model gets its own copy when several share the batch: one that edits its input in place
+                # must not change what the next one sees (issue 36)
+                pred = predictions(model(x.clone() if several else x),
+                                   who=f"model {name} ({grid.settings[s].key})").cpu()
                 slot[name].extend(
                     (int(i), {"sample_id": sample_ids[int(i)], "label": int(lbl), "pred": int(p),
                               "correct": bool(p == lbl)})

@@ -15,7 +15,7 @@ from typing import Any, Iterator
 
 from ..errors import QuestbenchError
 from .._io import check_creatable
-from ..store.results import JOBS_DIR, PROVENANCE, STORE_FORMAT
+from ..store.results import JOBS_DIR, PROVENANCE, STORE_FORMAT, provenance_problem
 
 
 def check_writable(out: Path) -> None:
@@ -97,19 +97,20 @@ def claim(out: Path, run_config: dict[str, Any], planned_ids: set[str], overwrit
         raise QuestbenchError(f"--out {out} is a non-empty folder that holds no questbench results; "
                               "choose an empty or new folder")
     reason = ""
-    prov_path = out / PROVENANCE
-    try:
-        old = json.loads(prov_path.read_bytes()) if prov_path.is_file() else None
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        old = None
-    if not isinstance(old, dict) or old.get("format") != STORE_FORMAT:
-        reason = "its results were written by another questbench version or are damaged"
-    elif old.get("run_config") != run_config:
-        reason = f"it holds another configuration ({describe_difference(old.get('run_config', {}), run_config)})"
+    foreign = sorted(f.name for f in (out / JOBS_DIR).glob("*.json") if f.stem not in planned_ids) \
+        if (out / JOBS_DIR).is_dir() else []
+    if provenance_problem(out) is not None:
+        # a missing, damaged or edited provenance is rebuilt by this run when every job file is one it planned
+        # (a job's file name ends in its identity hash; each file is checked again when it is read)
+        if foreign or not (out / JOBS_DIR).is_dir():
+            reason = "its provenance.json is missing or damaged and it holds results this run did not plan"
     else:
-        foreign = sorted(f.name for f in (out / JOBS_DIR).glob("*.json") if f.stem not in planned_ids) \
-            if (out / JOBS_DIR).is_dir() else []
-        if foreign:
+        old = json.loads((out / PROVENANCE).read_bytes())
+        if old.get("format") != STORE_FORMAT:
+            reason = "its results were written by another questbench version"
+        elif old.get("run_config") != run_config:
+            reason = f"it holds another configuration ({describe_difference(old.get('run_config', {}), run_config)})"
+        elif foreign:
             reason = f"it holds {len(foreign)} job file(s) this run did not plan, e.g. {foreign[0]}"
     if not reason:
         return ""

@@ -22,7 +22,7 @@ from . import distributed
 from ..config.suite import Suite
 from ..errors import QuestbenchError
 from ..progress import JobProgress, progress_bar
-from ..store.results import PROVENANCE, job_done, job_file, write_json
+from ..store.results import job_done, job_file, write_provenance
 from .execute import Context, run_executor
 from .merge import SHARDS_DIR, Part, merge_job, part_done, write_part
 from .outdir import check_writable, claimed
@@ -95,7 +95,7 @@ class Runner:
                 if moved:
                     p.notes.append(moved)
                 if self.ranks.main:
-                    write_json(self.out / PROVENANCE, provenance(p, jobs, self.ranks.world))
+                    write_provenance(self.out, provenance(p, jobs, self.ranks.world))
                 # rank 0 counts before any rank writes; only its count is reported
                 pending = [j for j in jobs if not job_done(self.out, j.job_id)]
                 distributed.barrier(self.ranks)  # the folder is claimed before any rank writes into it

@@ -193,15 +193,41 @@ def _check_outcomes(f: Path, job: "JobInfo", records: list[dict[str, Any]], prov
                               f"against its prediction and label: {redo}")
 
 
-def read_provenance(out: Path) -> dict[str, Any]:
+REBUILD = "run the same suite into this folder again to rebuild it from the suite and the job files"
+
+
+def write_provenance(out: Path, doc: dict[str, Any]) -> None:
+    """The run's provenance with a digest of all of it: an edited seed, checksum or device is refused on read."""
+    write_json(Path(out) / PROVENANCE, {**doc, "sha256": config_hash({k: v for k, v in doc.items() if k != "sha256"})})
+
+
+def provenance_problem(out: Path) -> Optional[str]:
+    """Why the folder's provenance cannot be trusted (missing, not JSON, edited), or None. A folder whose job
+    files are intact can be rebuilt: the next run of its suite writes the provenance anew."""
     path = Path(out) / PROVENANCE
     if not path.is_file():
-        raise QuestbenchError(f"{out} has no {PROVENANCE}: not a results folder of this questbench version")
+        return f"{out} has no {PROVENANCE}"
     try:
         prov = json.loads(path.read_bytes())
     except (UnicodeDecodeError, json.JSONDecodeError):
-        raise QuestbenchError(f"damaged {path} (not JSON)") from None
-    if not isinstance(prov, dict) or prov.get("format") != STORE_FORMAT:
+        return f"damaged {path} (not JSON)"
+    if not isinstance(prov, dict):
+        return f"damaged {path} (not a provenance document)"
+    if prov.get("format") == STORE_FORMAT and prov.get("sha256") != config_hash(
+            {k: v for k, v in prov.items() if k != "sha256"}):
+        return f"{path} was changed after it was written (digest mismatch)"
+    return None
+
+
+def read_provenance(out: Path) -> dict[str, Any]:
+    path = Path(out) / PROVENANCE
+    problem = provenance_problem(out)
+    if problem is not None:
+        if not path.is_file() and not (Path(out) / JOBS_DIR).is_dir():
+            raise QuestbenchError(f"{problem}: not a results folder of this questbench version")
+        raise QuestbenchError(f"{problem}: {REBUILD}")
+    prov = json.loads(path.read_bytes())
+    if prov.get("format") != STORE_FORMAT:
         raise QuestbenchError(f"{path} is not a questbench provenance document of store format {STORE_FORMAT} "
                               "(written by another version): re-run the suite into a new --out folder")
     return prov
