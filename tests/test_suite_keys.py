@@ -31,6 +31,9 @@ NOT_COMPUTING = {
     "data.split": "selects the data: content hash and sample ids are in the key",
     "data.root": "where the data is read from: content hash and sample ids are in the key",
     "data.classes": "the class order of an image folder: the labels are in the content hash",
+    "data.resize": "the view of an image folder: resize and crop are in its content hash (run.prepare."
+                   "dataset_fingerprint), so every job's key",
+    "data.crop": "as data.resize",
     "corruptions.root": "released corruption files: their location is in the corruption jobs' key",
     "shifts": "distribution-shift sets from disk, each identified by content (tests/test_shifts.py)",
     "study": "which computed rows are the study's primary endpoints: it changes the report (tests/test_study.py), "

@@ -81,18 +81,25 @@ class DataSpec(_Schema):
     root: Optional[str] = None
     samples: Optional[PositiveInt] = None
     classes: Optional[str] = None  # image folders: a file of wnids, one per line, fixing the class order
+    # image folders: short side resized to `resize`, then a `crop` x `crop` center crop (ImageNet's 256 / 224);
+    # 0 skips that step, both 0 show the images as stored (a 32 px CIFAR folder to a 32 px model)
+    resize: Optional[Annotated[int, Field(ge=0)]] = None
+    crop: Optional[Annotated[int, Field(ge=0)]] = None
 
     @model_validator(mode="after")
     def _classes_need_a_folder(self) -> "DataSpec":
-        if self.classes is not None and self.dataset.lower() not in ("imagenet", "imagefolder"):
-            raise _rule(f"classes (a class order file) applies to image folders (dataset = \"imagenet\"), not "
-                        f"{self.dataset!r}")
+        folder = self.dataset.lower() in ("imagenet", "imagefolder")
+        for key in ("classes", "resize", "crop"):
+            if getattr(self, key) is not None and not folder:
+                raise _rule(f"{key} applies to image folders (dataset = \"imagenet\" or \"imagefolder\"), not "
+                            f"{self.dataset!r}")
         return self
 
     def loader_kwargs(self) -> dict[str, Any]:
-        """Extra arguments for the dataset loader: the class order file of an image folder."""
+        """Extra arguments for the dataset loader: the class order file and the view of an image folder."""
+        view = {k: getattr(self, k) for k in ("resize", "crop") if getattr(self, k) is not None}
         if self.classes is None:
-            return {}
+            return view
         path = Path(self.classes)
         if not path.is_file():
             raise QuestbenchError(f"suite data.classes: no file {path}")
@@ -102,7 +109,7 @@ class DataSpec(_Schema):
             raise QuestbenchError(f"suite data.classes: {path} is not a text file of class names") from None
         if not wnids:
             raise QuestbenchError(f"suite data.classes: {path} lists no classes")
-        return {"classes": wnids}
+        return {"classes": wnids, **view}
 
 
 class CorruptionSpec(_Schema):

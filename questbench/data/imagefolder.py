@@ -46,6 +46,13 @@ class ImageFolderDataset(Dataset):
         self.files, labels, self.class_names = scan_class_folders(self.root, classes)
         self.labels = np.asarray(labels, dtype=np.int64)
         self.sample_ids = [f"{f.parent.name}/{f.stem}" for f in self.files]
+        if len(set(self.sample_ids)) != len(self.sample_ids):  # a.jpg and a.png in one class: one id, two images
+            seen: dict[str, Path] = {}
+            for f, sid in zip(self.files, self.sample_ids):
+                if sid in seen:
+                    raise QuestbenchError(f"{seen[sid]} and {f} share the sample id {sid!r} (a sample is "
+                                          "<class>/<file name without extension>): rename or remove one")
+                seen[sid] = f
         self.resize, self.crop = resize, crop
         self.name = name
         self.source = f"folder:{self.root}"
@@ -65,9 +72,12 @@ class ImageFolderDataset(Dataset):
             raise QuestbenchError(f"cannot read image {self.files[i]}: {exc}") from None
 
     def eval_view_uint8(self, i: int) -> np.ndarray:
-        """The image as the model is shown it: short side to ``resize``, center crop ``crop`` (crop 0: as read)."""
+        """The image as the model is shown it: short side to ``resize``, center crop ``crop`` (0: that step skipped;
+        both 0: as stored)."""
         from .transforms import center_crop_resize
-        return center_crop_resize(self.image_uint8(i), self.resize, self.crop) if self.crop else self.image_uint8(i)
+        if not self.resize and not self.crop:
+            return self.image_uint8(i)
+        return center_crop_resize(self.image_uint8(i), self.resize, self.crop)
 
     def __getitem__(self, i: int):
         img = self.eval_view_uint8(i)

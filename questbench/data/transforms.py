@@ -19,9 +19,12 @@ def to_rgb(image: np.ndarray) -> np.ndarray:
 def center_crop_resize(image: np.ndarray, resize: int, crop: int) -> np.ndarray:
     """Short side to ``resize``, then center crop ``crop`` x ``crop``: torchvision's ``Resize(resize)`` and
     ``CenterCrop(crop)`` on a PIL image (bilinear, the long side truncated, the crop offset rounded), exactly the
-    transform that made ImageNet-C and that ImageNet evaluation uses."""
+    transform that made ImageNet-C and that ImageNet evaluation uses. 0 for either step skips it (images as
+    stored)."""
     from torchvision.transforms import InterpolationMode
     from torchvision.transforms import functional as TF
 
-    pil = TF.resize(Image.fromarray(to_rgb(image)), resize, interpolation=InterpolationMode.BILINEAR)
-    return np.asarray(TF.center_crop(pil, crop))
+    pil = Image.fromarray(to_rgb(image))
+    if resize:  # 0: the short side as stored
+        pil = TF.resize(pil, resize, interpolation=InterpolationMode.BILINEAR)
+    return np.asarray(TF.center_crop(pil, crop)) if crop else np.asarray(pil)

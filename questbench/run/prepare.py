@@ -222,8 +222,10 @@ def _check_logits(s: Suite, models: dict[str, Any], data: PreparedData, device: 
             with torch.no_grad(), autocast_for(s.precision, device):
                 z = model(x)
         except (RuntimeError, ValueError, TypeError, IndexError) as exc:
+            hint = (f"; its images reach it at {tuple(x.shape[1:])}: for another size set data.resize and "
+                    "data.crop (0: as stored) or give the model preprocessing with its input_size")
             raise QuestbenchError(f"model {name} fails on the suite's images "
-                                  f"({type(exc).__name__}: {str(exc).splitlines()[0][:200]})") from None
+                                  f"({type(exc).__name__}: {str(exc).splitlines()[0][:200]}){hint}") from None
         if isinstance(z, torch.Tensor):
             z = z.float()  # bf16 logits under autocast: the checks below read float32
         if not isinstance(z, torch.Tensor) or z.ndim != 2 or z.shape[0] != len(x):
@@ -231,6 +233,14 @@ def _check_logits(s: Suite, models: dict[str, Any], data: PreparedData, device: 
             raise QuestbenchError(f"model {name} returns {shape} for {len(x)} images, not (images, classes) logits")
         if z.shape[1] <= top_label:
             raise QuestbenchError(f"model {name} has {z.shape[1]} outputs but the data has label {top_label}")
+        folder_classes = getattr(ds, "class_names", None)
+        if folder_classes is not None and s.data.classes is None and len(folder_classes) != z.shape[1]:
+            # labels are the folder's sorted class order: with fewer (or more) classes than the model has
+            # outputs they name other classes of the model, and accuracy would be silently wrong (issue 38)
+            raise QuestbenchError(f"the image folder has {len(folder_classes)} class folders and model {name} has "
+                                  f"{z.shape[1]} outputs: labels follow the folder order, so they would not be the "
+                                  "model's classes; set data.classes to a file listing the model's classes in its "
+                                  "output order")
         if not torch.isfinite(z).all():
             raise QuestbenchError(f"model {name} gives non-finite logits (NaN or inf) on the suite's images: "
                                   "check its weights and its mean/std")
