@@ -135,7 +135,70 @@ long_steps = 30
     assert table["flags"].tolist() == [0, 0], table.to_dict("records")
     assert set(table.columns) >= {"one-step", "steps", "large budget", "transfer"}
     md = render_markdown(res)
-    assert "## Attack checks" in md and "Every check passed for every model." in md
+    # a pass is printed with what it is worth: the smallest gap a 100-image comparison can flag
+    assert "## Attack checks" in md and "Every check passed for every model; a comparison can flag only a gap " \
+        "of at least 8.0 pp at n = 100" in md
     assert "## Attack sweeps" in md and "check:" not in md.split("## Attack sweeps")[1].split("## ")[0]
     csv = render_csv(res)
     assert csv.count("\ncheck,") == 8  # one-step, steps, large budget, transfer for each model
+
+
+class Quantized(nn.Module):
+    """round(x * 4) / 4 in front of a model: zero input gradient almost everywhere (textbook masking)."""
+
+    def __init__(self, net):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x):
+        return self.net(torch.round(x * 4) / 4)
+
+
+def test_a_quantized_input_model_is_flagged_from_its_sweep_alone(tmp_path):
+    """No [checks] table: FGSM and PGD-10 sweeps up to 64/255 on a model behind input quantization leave images
+    robust at 64/255, and the large-budget check fires from the sweep itself (issue 38)."""
+    from conftest import make_tiny
+    from questbench.report.markdown import render_markdown
+
+    suite = {"seed": 0, "batch_size": 32, "num_workers": 0, "clean": True, "data": {"samples": 32},
+             "attacks": [{"attack": "fgsm", "eps": [0, "8/255", "64/255"]},
+                         {"attack": "pgd", "eps": [0, "8/255", "64/255"]}]}
+    res = questbench.evaluate(Quantized(make_tiny(seed=4).net), suite=suite, out=tmp_path / "out",
+                              preprocessing={"mean": [0.5], "std": [0.5]})
+    table, rows = checks_table(res.samples)
+    large = [r for r in rows if r["check"] == "large budget"]
+    assert {r["setting"].split()[0] for r in large} == {"fgsm", "pgd"} and all(r["flag"] for r in large)
+    md = render_markdown(res)
+    assert "Every check passed" not in md and "leaves images robust at a large budget" in md
+
+
+def test_the_detectable_gap_matches_the_exact_mcnemar_test():
+    from scipy.stats import binomtest
+
+    from questbench.report.checks import ALPHA, min_detectable_gap_pp
+    d = round(min_detectable_gap_pp(100))  # discordant samples needed, at n = 100
+    assert binomtest(d, d, 0.5).pvalue < ALPHA <= binomtest(d - 1, d - 1, 0.5).pvalue
+    assert min_detectable_gap_pp(1000) == pytest.approx(d / 10)
+
+
+def test_a_small_steps_gap_in_every_model_is_flagged_pooled():
+    """Each model's PGD-long leaves 2 of 100 fewer robust than PGD-short: no model's own McNemar test can flag
+    that, the sign test over 8 models does (issue 38)."""
+    from questbench.config.settings import AttackConfig
+
+    short = AttackConfig(attack="pgd", eps=EPS, norm="Linf", steps=10, step_size=EPS / 4, restarts=1,
+                         random_start=True, loss="ce")
+    long = AttackConfig(attack="pgd", eps=EPS, norm="Linf", steps=50, step_size=EPS / 4, restarts=3,
+                        random_start=True, loss="ce")
+    rows = []
+    for m in range(8):
+        robust = np.arange(100) < 40
+        rec = [dict(sample_id=f"test/{i}", label=0, pred=0, correct=bool(r)) for i, r in enumerate(robust)]
+        fewer = [dict(r, correct=r["correct"] and i >= 2) for i, r in enumerate(rec)]
+        rows += _check_rows(f"m{m}", "pgd-short", short, rec) + _check_rows(f"m{m}", "pgd-long", long, fewer)
+    samples = pd.DataFrame(rows)
+    table, long_rows = checks_table(samples)
+    assert not any(r["flag"] for r in long_rows if r["check"] == "steps")
+    pooled = [r for r in long_rows if r["check"] == "steps (pooled)"]
+    assert pooled and pooled[0]["flag"] and "8 of 8 models" in pooled[0]["sentence"]
+    assert any("all models" in f for f in check_flags(samples))

@@ -25,6 +25,8 @@ from ..stats.metrics import mcnemar
 
 ALPHA = 0.01
 LARGE_EPS_MAX = 0.01  # a fraction of the samples: more left robust at the large budget is flagged
+LARGE_EPS = 64 / 255  # an L-inf budget that can turn any image into another: any attack result at or above it
+POOLED_MIN_MODELS = 5  # the steps check pooled over a study's models (sign test) needs at least this many
 
 # (reported attack, challenger, check name, what it means when the challenger leaves fewer samples robust)
 ATTACK_ORDER = (("pgd", "fgsm", "one-step", "a one-step attack (FGSM) is stronger than the iterative one (PGD)"),
@@ -66,6 +68,14 @@ def _checks(samples: pd.DataFrame) -> Iterator[tuple[str, str, str, dict]]:
             if reported in by and challenger in by:
                 yield model, name, f"{norm} eps={eps:.6g}", {**_compare(by[reported], by[challenger]), "what": what,
                                                               "eps": eps}
+    # the large-budget check on the data, not on a config: every L-inf sweep result at or above LARGE_EPS
+    # (FGSM or PGD leaving images robust there is masking; [checks] only adds the run when a suite has none)
+    big = att[(att.norm == "Linf") & (att.eps >= LARGE_EPS - 1e-9)]
+    for (model, attack, eps), g in big.groupby(["model", "attack", "eps"], sort=True):
+        ok = _outcomes(g).to_numpy(bool)
+        yield model, "large budget", f"{attack} Linf eps={eps:.6g}", {
+            "n": len(ok), "robust": 100 * ok.mean(), "flag": bool(ok.mean() > LARGE_EPS_MAX), "eps": eps,
+            "what": f"{attack} leaves images robust at a large budget (> {100 * LARGE_EPS_MAX:g}% left)"}
     chk = samples[samples.evaluation == "check"]
     for model, g in chk.groupby("model", sort=True):
         by = {check_name(s): _outcomes(x) for s, x in g.groupby("setting")}
@@ -87,6 +97,33 @@ def _sentence(model: str, name: str, context: str, r: dict) -> str:
         return f"{model} {context}: {r['what']}: {r['robust']:.1f}% of {r['n']} samples stay robust"
     return (f"{model} {context}: {r['what']} on the same {r['n']} samples ({r['challenger']:.1f}% vs "
             f"{r['reported']:.1f}% robust, McNemar p = {r['p']:.2g})")
+
+
+def min_detectable_gap_pp(n: int, alpha: float = ALPHA) -> float:
+    """The smallest gap in robust accuracy (pp) a comparison on ``n`` samples can flag at all: every discordant
+    sample on the challenger's side, d of them, gives the exact McNemar p = 2 / 2**d, so a flag needs d with
+    2 / 2**d < alpha (8 at alpha 0.01), a gap of d / n."""
+    d = 1
+    while 2.0 / 2 ** d >= alpha:
+        d += 1
+    return 100.0 * d / n if n else float("inf")
+
+
+def pooled_steps(found: list[tuple[str, str, str, dict]]) -> Optional[dict]:
+    """The steps check pooled over models: how many models the longer PGD leaves fewer robust than the short one,
+    against how many it leaves more, with an exact sign test. Each model's own check lacks power at 100 images;
+    a study's models together do not (issue 38)."""
+    from scipy.stats import binomtest
+
+    steps = [r for _, name, _, r in found if name == "steps" and r["n"]]
+    if len(steps) < POOLED_MIN_MODELS:
+        return None
+    fewer = sum(r["challenger"] < r["reported"] for r in steps)
+    more = sum(r["challenger"] > r["reported"] for r in steps)
+    p = binomtest(fewer, fewer + more, 0.5).pvalue if fewer + more else 1.0
+    gap = float(np.mean([r["reported"] - r["challenger"] for r in steps]))
+    return {"models": len(steps), "fewer": fewer, "more": more, "p": float(p), "gap": gap,
+            "flag": bool(fewer > more and p < ALPHA)}
 
 
 def check_flags(samples: pd.DataFrame) -> list[str]:
@@ -131,6 +168,16 @@ def checks_table(samples: pd.DataFrame) -> Optional[tuple[pd.DataFrame, list[dic
                      "n": r["n"], "accuracy_pct": r.get("robust", r.get("challenger")),
                      "baseline_accuracy_pct": r.get("reported"), "p_value": r.get("p"), "flag": r["flag"],
                      "sentence": _sentence(model, name, context, r)})
+    pooled = pooled_steps(found)
+    if pooled is not None:
+        long.append({"model": "(all models)", "attention": "", "check": "steps (pooled)",
+                     "setting": f"{pooled['models']} models", "n": pooled["models"],
+                     "accuracy_pct": None, "baseline_accuracy_pct": None, "p_value": pooled["p"],
+                     "flag": pooled["flag"],
+                     "sentence": f"all models: PGD with more steps and restarts leaves fewer samples robust than "
+                                 f"the short PGD in {pooled['fewer']} of {pooled['models']} models and more in "
+                                 f"{pooled['more']} (sign test p = {pooled['p']:.2g}; {pooled['gap']:.1f} pp on "
+                                 "average): the short PGD had not converged"})
     df = pd.DataFrame(list(rows.values()))
     df = df[["model", "attention"] + [c for c in COLUMNS if (df[c] != "-").any()] + ["flags"]]
     return df, long

@@ -272,10 +272,7 @@ def sections(t: Tables) -> list[tuple[str, pd.DataFrame, list[str]]]:
             out.append(table)
     checks = t.checks
     if checks is not None:
-        flagged = checks[0][checks[0]["flags"] > 0].model.tolist()
-        verdict = (f"Flagged: {', '.join(flagged)} (the sentences under Flags say which check and by how much)."
-                   if flagged else "Every check passed for every model.")
-        out.append(("Attack checks", checks[0], CHECK_NOTES + [verdict]))
+        out.append(("Attack checks", checks[0], CHECK_NOTES + [checks_verdict(checks)]))
     mech = mechanism_section(t)
     if mech is not None:
         out.append(mech)
@@ -380,6 +377,23 @@ def contrast_section(t: Tables) -> Optional[tuple[str, pd.DataFrame, list[str]]]
     if (c.family == "factorial").any():
         notes.append(FACTORIAL_NOTE)
     return "Contrasts between kinds", df, notes
+
+
+def checks_verdict(checks) -> str:
+    """The checks' summary sentence, with the power behind a pass: the smallest gap a comparison could flag."""
+    from .checks import min_detectable_gap_pp
+    flagged = checks[0][checks[0]["flags"] > 0].model.tolist()
+    pooled = [r for r in checks[1] if r["check"] == "steps (pooled)"]
+    if pooled and pooled[0]["flag"]:
+        flagged.append("all models together (steps, pooled)")
+    if flagged:
+        return f"Flagged: {', '.join(flagged)} (the sentences under Flags say which check and by how much)."
+    ns = sorted({int(r["n"]) for r in checks[1] if r["check"] not in ("large budget", "steps (pooled)")})
+    if not ns:
+        return "Every check passed for every model."
+    gaps = ", ".join(f"{min_detectable_gap_pp(n):.1f} pp at n = {n}" for n in ns)
+    return (f"Every check passed for every model; a comparison can flag only a gap of at least {gaps} (every "
+            f"discordant sample on one side), so a smaller gap passes unseen.")
 
 
 def seed_finding(row) -> str:
