@@ -24,7 +24,7 @@ from questbench.run.runner import run_suite
 from questbench.store.results import load_results
 
 XSS = "</script><script>alert(1)</script>"
-FORMULA = "=HYPERLINK(\"x\")|pipe"
+FORMULA = "=HYPERLINK(\"x\")|[bold]pipe"  # a formula, a table pipe and rich markup in one name
 SUITE = """
 seed = 1
 batch_size = 8
@@ -94,10 +94,13 @@ def test_safe_name_is_never_a_path_and_names_stay_apart():
 
 
 def test_export_writes_only_inside_out(hostile, tmp_path):
+    import copy
+    import dataclasses
     out = tmp_path / "deep" / "er" / "export"
-    hostile.provenance["models"]["../../../../x"] = hostile.provenance["models"][XSS]
-    hostile.samples.loc[hostile.samples.model == XSS, "model"] = "../../../../x"
-    written, _ = export_robustbench(hostile, out, dataset="../../x")
+    res = dataclasses.replace(hostile, samples=hostile.samples.copy(), provenance=copy.deepcopy(hostile.provenance))
+    res.provenance["models"]["../../../../x"] = res.provenance["models"][XSS]
+    res.samples.loc[res.samples.model == XSS, "model"] = "../../../../x"
+    written, _ = export_robustbench(res, out, dataset="../../x")
     for f in written:
         assert f.resolve().is_relative_to(out.resolve()) and f.parent.parent.parent == out
     assert not list((tmp_path / "deep").glob("x*")) and not (tmp_path / "x").exists()
@@ -156,3 +159,18 @@ def test_evaluate_keeps_a_hostile_name_inside_runs(tmp_path, monkeypatch):
     made = [p for p in (tmp_path / "runs").iterdir()]
     assert len(made) == 1 and made[0].name == safe_name("../../x")
     assert not (tmp_path.parent / "x").exists()
+
+
+def test_the_terminal_view_prints_names_as_text_and_names_missing_jobs(hostile):
+    import io
+
+    from rich.console import Console
+
+    from questbench.report.terminal import render_rich
+    import dataclasses
+    buf = io.StringIO()
+    res = dataclasses.replace(hostile, missing_jobs=["x__clean__clean.0123456789abcdef"])
+    render_rich(res, console=Console(file=buf, width=200, color_system=None))
+    text = buf.getvalue()
+    assert "[bold]" in text and "</script>" in text  # shown as written, not eaten as markup
+    assert "1 planned job(s) have no results" in text and "x__clean__clean.0123456789abcdef" in text

@@ -18,6 +18,7 @@ def render_rich(results: Results, console=None, t: Optional[Tables] = None) -> N
     them already."""
     from rich import box
     from rich.console import Console
+    from rich.markup import escape  # names are data: a "[bold]" in a model name is text, not markup
     from rich.table import Table
 
     console = console or Console()
@@ -27,7 +28,7 @@ def render_rich(results: Results, console=None, t: Optional[Tables] = None) -> N
         parts = [(f"{title} / {ev}", g.drop(columns="evaluation")) for ev, g in df.groupby("evaluation", sort=False)] \
             if "evaluation" in df.columns else [(title, df)]
         for sub, part in parts:
-            table = Table(title=sub, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+            table = Table(title=escape(sub), title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
             sizes = []
             for c in part.columns:
                 text = c in _TEXT_COLUMNS  # names stay whole on one line
@@ -35,13 +36,20 @@ def render_rich(results: Results, console=None, t: Optional[Tables] = None) -> N
                 header = str(c)[:m.start()] + m.group(2) if m else str(c)
                 if m:
                     sizes.append(f"{header.rstrip('*')} {m.group(1)}{m.group(2)}")
-                table.add_column(header, justify="left" if text else "right", overflow="fold", no_wrap=text)
+                table.add_column(escape(header), justify="left" if text else "right", overflow="fold",
+                                 no_wrap=text)
             for _, r in part.iterrows():
-                table.add_row(*(cell_text(r[c]) for c in part.columns))
+                table.add_row(*(escape(cell_text(r[c])) for c in part.columns))
             console.print(table)
             if sizes:
-                console.print("n: " + ", ".join(sizes))
+                console.print("n: " + escape(", ".join(sizes)))
         for n in notes:
-            console.print(f"[dim]{n}[/dim]")
+            console.print(f"[dim]{escape(n)}[/dim]")
+    if results.missing_jobs:  # what `questbench run` shows must say so too, not only the markdown and html
+        console.print(f"[yellow]missing:[/yellow] {len(results.missing_jobs)} planned job(s) have no results in this "
+                      "folder (a killed or unfinished run): cells that need them read 'missing'. Run the suite "
+                      "again into this folder to finish them.")
+        for j in results.missing_jobs:
+            console.print(f"  {escape(j)}")
     for f in t.flags:
-        console.print(f"[yellow]flag:[/yellow] {f}")
+        console.print(f"[yellow]flag:[/yellow] {escape(f)}")
