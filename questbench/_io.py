@@ -22,6 +22,11 @@ def file_sha256(path: str | Path) -> str:
 _SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+=-]{0,99}")
 
 
+def slug(text: str) -> str:
+    """``text`` with every run of other characters than letters, digits and ``._=+-`` made one ``_``."""
+    return re.sub(r"[^A-Za-z0-9._=+-]+", "_", text).strip("_")
+
+
 def safe_name(name: str) -> str:
     """A file name for a name a user gave: the name itself when it is a plain one (letters, digits, ``._+=-``, not
     starting with a dot), else a slug of it plus a hash of the whole name, so that it is never a path, never
@@ -29,8 +34,8 @@ def safe_name(name: str) -> str:
     name = str(name)
     if _SAFE_NAME.fullmatch(name) and ".." not in name:
         return name
-    slug = re.sub(r"[^A-Za-z0-9._+=-]+", "_", name).strip("._")[:60] or "name"
-    return f"{slug}-{hashlib.sha256(name.encode()).hexdigest()[:10]}"
+    stem = slug(name).strip("._")[:60] or "name"
+    return f"{stem}-{hashlib.sha256(name.encode()).hexdigest()[:10]}"
 
 
 def check_no_symlink(path: Path, within: Path) -> None:

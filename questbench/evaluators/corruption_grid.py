@@ -184,6 +184,7 @@ def evaluate_grid(models: Mapping[str, torch.nn.Module], grid: CorruptionGrid, s
     pending: dict[int, dict[str, list[tuple[int, dict]]]] = {}
     seen: dict[int, int] = {}
     next_setting = 0
+    several = len(models) > 1
     with torch.inference_mode():
         for x, y, s_idx, i_idx in _grid_loader(grid, batch_size, num_workers):
             s = int(s_idx[0])
@@ -191,7 +192,6 @@ def evaluate_grid(models: Mapping[str, torch.nn.Module], grid: CorruptionGrid, s
             x = x.to(device)
             if engine is not None:
                 x = engine(x, grid.settings[s], [sample_ids[int(i)] for i in i_idx])
-            several = len(models) > 1
             for name, model in models.items():
                 # each model gets its own copy when several share the batch: one that edits its input in place
                 # must not change what the next one sees (issue 36)

@@ -19,7 +19,7 @@ per model, and the model-minus-baseline difference of those drops.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterator, Union
+from typing import Callable, Iterator, Optional, Union
 
 import numpy as np
 import pandas as pd
@@ -197,15 +197,18 @@ def _seeds_by_base(samples: pd.DataFrame) -> dict[str, dict[str, str]]:
     return seeds
 
 
-def contrast_table(res: Results, contrasts: dict[str, dict[str, float]]) -> list[dict]:
+def contrast_table(res: Results, contrasts: dict[str, dict[str, float]],
+                   cache: Optional[dict] = None) -> list[dict]:
     """Seed-level inference of weighted sums of kind-minus-standard deltas: ``contrasts`` maps a name to
     {kind: weight}. Each seed that holds every weighted kind contributes one per-image delta (its kinds'
     deltas against the seed's standard model, weighted and summed: standard cancels from a contrast between
     kinds), for every aggregate and single setting (other than single corruptions) that all its models share on
     the same images; ``metrics.seed_level_inference`` over the seeds. Contrasts with fewer than 2 seeds are left
-    out."""
+    out. ``cache``: each (evaluation, setting, standard model, model)'s per-image sums, computed once and shared
+    by every contrast that needs them (and by the callers that pass the same dict)."""
     s = res.samples
     seeds = _seeds_by_base(s)
+    cache = {} if cache is None else cache
     rows = []
     for name, weights in contrasts.items():
         kinds = [k for k, w in weights.items() if w]
@@ -218,8 +221,13 @@ def contrast_table(res: Results, contrasts: dict[str, dict[str, float]]) -> list
         for evaluation, setting, g, aggregate in settings_of(s[s.model.isin(names)]):
             if evaluation == "corruption" and not aggregate:
                 continue  # per-corruption seed tables would be 75 rows per contrast; the aggregate carries the claim
-            x = _contrast_deltas(s, g, setting, [{k: seeds[b][k] for k in kinds} | {"": b} for b in bases],
-                                 weights)
+            def sums(base: str, model: str, evaluation=evaluation, setting=setting, g=g):
+                key = (evaluation, setting, base, model)
+                if key not in cache:
+                    cache[key] = paired_sums(s, g, setting, base, model)
+                return cache[key]
+
+            x = _contrast_deltas(sums, [{k: seeds[b][k] for k in kinds} | {"": b} for b in bases], weights)
             if x is None:
                 continue
             r = seed_level_inference(x)
@@ -232,17 +240,16 @@ def contrast_table(res: Results, contrasts: dict[str, dict[str, float]]) -> list
     return rows
 
 
-def _contrast_deltas(s: pd.DataFrame, g: pd.DataFrame, setting: str, seeds: list[dict[str, str]],
-                     weights: dict[str, float]) -> np.ndarray | None:
+def _contrast_deltas(paired: Callable, seeds: list[dict[str, str]], weights: dict[str, float]) -> np.ndarray | None:
     """(seeds, images) weighted per-image deltas, or None when some model lacks the setting or the seeds' models
-    were evaluated on different images."""
+    were evaluated on different images. ``paired(base, model)``: ``paired_sums`` of the setting."""
     x, ids_ref = [], None
     for models in seeds:
         base, total = models[""], None
         for kind, w in weights.items():
             if not w:
                 continue
-            sums = paired_sums(s, g, setting, base, models[kind])
+            sums = paired(base, models[kind])
             if sums is None or (ids_ref is not None and not np.array_equal(sums[0], ids_ref)):
                 return None
             ids_ref, (_, a, b, m) = sums[0], sums
@@ -253,16 +260,16 @@ def _contrast_deltas(s: pd.DataFrame, g: pd.DataFrame, setting: str, seeds: list
     return np.stack(x)
 
 
-def compare_seeds(results_or_dir, seed: int = 0) -> pd.DataFrame:
+def compare_seeds(results_or_dir, seed: int = 0, cache: Optional[dict] = None) -> pd.DataFrame:
     """Per attention kind with two or more trained pairs: each pair's delta, their mean, a seed-level 95%
     interval and p-value (``metrics.seed_level_inference``), for every aggregate and single setting (other than
     single corruptions) that all pairs share on the same images. ``seed`` is unused (the method draws nothing);
-    it is kept so every compare function takes the same arguments."""
+    it is kept so every compare function takes the same arguments. ``cache``: as in ``contrast_table``."""
     res = _results(results_or_dir)
     kinds = sorted({kind for _, _, kind in standard_pairs(res.samples)})
     rows = [{**r, "attention": r["contrast"], "pairs": ", ".join(f"{m[r['contrast']]} - {b}"
                                                                  for m, b in zip(r["models"], r["bases"]))}
-            for r in contrast_table(res, {k: {k: 1.0} for k in kinds})]
+            for r in contrast_table(res, {k: {k: 1.0} for k in kinds}, cache)]
     return pd.DataFrame(rows, columns=SEED_COLUMNS)
 
 
@@ -270,14 +277,15 @@ CONTRAST_COLUMNS = ["family", "contrast", "evaluation", "setting", "n_pairs", "n
                     "delta_pp", "ci_low", "ci_high", "se", "df", "p_value", "p_floor", "method"]
 
 
-def compare_kinds(results_or_dir, seed: int = 0) -> pd.DataFrame:
+def compare_kinds(results_or_dir, seed: int = 0, cache: Optional[dict] = None) -> pd.DataFrame:
     """Every attention kind against every other kind, and (with all four kinds) the factorial main effects of key
     and query normalization and their interaction: seed-level rows like ``compare_seeds``', one per contrast
-    and setting (``stats.study``). ``seed`` is unused, as in ``compare_seeds``."""
+    and setting (``stats.study``). ``seed`` is unused, as in ``compare_seeds``; ``cache`` as in ``contrast_table``."""
     from ..stats.study import factorial_contrasts, kind_contrasts
 
     res = _results(results_or_dir)
     kinds = sorted({kind for _, _, kind in standard_pairs(res.samples)})
-    rows = [{**r, "family": "kinds"} for r in contrast_table(res, kind_contrasts(kinds))]
-    rows += [{**r, "family": "factorial"} for r in contrast_table(res, factorial_contrasts(kinds))]
+    cache = {} if cache is None else cache
+    rows = [{**r, "family": "kinds"} for r in contrast_table(res, kind_contrasts(kinds), cache)]
+    rows += [{**r, "family": "factorial"} for r in contrast_table(res, factorial_contrasts(kinds), cache)]
     return pd.DataFrame(rows, columns=CONTRAST_COLUMNS)

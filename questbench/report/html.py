@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import base64
 import html
-import json
 import re
 import tempfile
 from pathlib import Path
@@ -209,7 +208,7 @@ def render_html(results: Results, per_cell: int = DEFAULT_PER_CELL, max_images: 
         body.append("<h2>Flags</h2><ul>" + "".join(f"<li>{html.escape(f)}</li>" for f in t.flags) + "</ul>")
     body += [_plot_html(title, uri) for title, uri in plots if title != FOREST_TITLE]
     body.append("<h2>Provenance</h2><ul>" + "".join(
-        f"<li>{html.escape(line.removeprefix('- '))}</li>" for line in provenance_lines(results)) + "</ul>")
+        f"<li>{html.escape(line.removeprefix('- '))}</li>" for line in provenance_lines(results, plain=True)) + "</ul>")
     data = f"const PANELS={script_json(panels.specs)};\nconst IMAGES={script_json(panels.images)};\n"
     page = ("<!DOCTYPE html>\n<html lang=en><head><meta charset=utf-8>"
             f"<title>questbench leaderboard: {html.escape(name)}</title><style>{STYLE}</style></head><body>\n"

@@ -22,12 +22,14 @@ def _md_table(df: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def provenance_lines(results: Results) -> list[str]:
+def provenance_lines(results: Results, plain: bool = False) -> list[str]:
+    """The provenance as list items; ``plain``: names unescaped (for a renderer that escapes for its own format)."""
+    code, text = ((lambda v: f"`{v}`"), str) if plain else (md_code, md_text)
     p = results.provenance
     if not p:
         return ["(no provenance.json in this folder)"]
     v = p.get("versions", {})
-    lines = [f"- suite: {md_code(p['suite'].get('name'))} (sha256 `{p.get('suite_sha256', '')[:12]}`), seed {p.get('seed')}",
+    lines = [f"- suite: {code(p['suite'].get('name'))} (sha256 `{p.get('suite_sha256', '')[:12]}`), seed {p.get('seed')}",
              f"- dataset: {p.get('dataset', {}).get('name')} {p.get('dataset', {}).get('split')} "
              f"({p.get('dataset', {}).get('source')}), {len(p.get('sample_ids', {}).get('clean', []))} clean samples",
              f"- device: {p.get('device_name')}, dtype {p.get('dtype')}",
@@ -37,8 +39,8 @@ def provenance_lines(results: Results) -> list[str]:
         lines.append(f"- run time: {float(results.jobs.wall_s.sum()):.1f} s in {len(results.jobs)} jobs (the jobs' "
                      "own wall times, summed; ranks running side by side make the run shorter)")
     for name, m in sorted(p.get("models", {}).items()):
-        lines.append(f"- {md_code(name)}: {md_text(m.get('arch'))} / {md_text(m.get('attention'))}, "
-                     f"sha256 {md_code(str(m.get('sha256', ''))[:12])}")
+        lines.append(f"- {code(name)}: {text(m.get('arch'))} / {text(m.get('attention'))}, "
+                     f"sha256 {code(str(m.get('sha256', ''))[:12])}")
     return lines
 
 

@@ -301,9 +301,7 @@ def sections(t: Tables) -> list[tuple[str, pd.DataFrame, list[str]]]:
     if not t.seeds.empty:
         for kind, s in t.seeds.groupby("attention", sort=True):
             df = pd.DataFrame({"evaluation": s.evaluation, "setting": s.setting,
-                               "per-pair deltas pp": s.per_pair_delta_pp,
-                               "mean pp": [f"{d:+.2f}" for d in s.delta_pp],
-                               "95% CI": [f"{a:+.1f} to {b:+.1f}" for a, b in zip(s.ci_low, s.ci_high)],
+                               "per-pair deltas pp": s.per_pair_delta_pp, **_interval_cells(s),
                                "p": [f"{p:.2g}" for p in s.p_value],
                                "finding": [seed_finding(r) for _, r in s.iterrows()],
                                "n": [_n_label(n).removeprefix("n=") for n in s.n_images]})

@@ -291,7 +291,8 @@ def compute_tables(results: Results) -> Tables:
                 job_flags.append(f"{j['model']} {j['setting']}: {j['flags']}")
     provenance = results.provenance
     patch_samples = _patch_samples(samples)
-    seeds, contrasts = compare_seeds(results), compare_kinds(results)
+    paired: dict = {}  # per-image sums shared by the across-seed rows and the contrasts between kinds
+    seeds, contrasts = compare_seeds(results, cache=paired), compare_kinds(results, cache=paired)
     study = provenance.get("suite", {}).get("study")
     return Tables(clean=clean_table(samples), corruptions=corr, severity=sev, attacks=att,
                   pairs=compare_pairs(results), seeds=seeds, flags=sorted(set(flags + job_flags)),

@@ -15,7 +15,7 @@ from typing import Any, Iterator
 
 from ..errors import QuestbenchError
 from .._io import check_creatable
-from ..store.results import JOBS_DIR, PROVENANCE, STORE_FORMAT, provenance_problem
+from ..store.results import JOBS_DIR, PROVENANCE, STORE_FORMAT, load_provenance
 
 
 def check_writable(out: Path) -> None:
@@ -99,13 +99,13 @@ def claim(out: Path, run_config: dict[str, Any], planned_ids: set[str], overwrit
     reason = ""
     foreign = sorted(f.name for f in (out / JOBS_DIR).glob("*.json") if f.stem not in planned_ids) \
         if (out / JOBS_DIR).is_dir() else []
-    if provenance_problem(out) is not None:
+    old, problem = load_provenance(out)
+    if problem is not None:
         # a missing, damaged or edited provenance is rebuilt by this run when every job file is one it planned
         # (a job's file name ends in its identity hash; each file is checked again when it is read)
         if foreign or not (out / JOBS_DIR).is_dir():
             reason = "its provenance.json is missing or damaged and it holds results this run did not plan"
     else:
-        old = json.loads((out / PROVENANCE).read_bytes())
         if old.get("format") != STORE_FORMAT:
             reason = "its results were written by another questbench version"
         elif old.get("run_config") != run_config:

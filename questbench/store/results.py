@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Optional
@@ -25,7 +24,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, StrictBool, StrictInt, StrictStr, TypeAdapter, ValidationError
 
 from ..errors import QuestbenchError
-from .._io import atomic_write_bytes
+from .._io import atomic_write_bytes, slug  # noqa: F401  (slug: job file names, re-exported)
 
 JOBS_DIR = "jobs"
 PROVENANCE = "provenance.json"
@@ -36,10 +35,6 @@ SAMPLE_COLUMNS = ["model", "attention", "pair", "evaluation", "setting", "corrup
 
 def job_file(out: Path, job_id: str) -> Path:
     return Path(out) / JOBS_DIR / f"{job_id}.json"
-
-
-def slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._=+-]+", "_", text).strip("_")
 
 
 def config_hash(obj: Any) -> str:
@@ -198,38 +193,39 @@ REBUILD = "run the same suite into this folder again to rebuild it from the suit
 
 def write_provenance(out: Path, doc: dict[str, Any]) -> None:
     """The run's provenance with a digest of all of it: an edited seed, checksum or device is refused on read."""
-    write_json(Path(out) / PROVENANCE, {**doc, "sha256": config_hash({k: v for k, v in doc.items() if k != "sha256"})})
+    write_json(Path(out) / PROVENANCE, {**doc, "sha256": _provenance_digest(doc)})
 
 
-def provenance_problem(out: Path) -> Optional[str]:
-    """Why the folder's provenance cannot be trusted (missing, not JSON, edited), or None. A folder whose job
-    files are intact can be rebuilt: the next run of its suite writes the provenance anew."""
+def _provenance_digest(doc: dict[str, Any]) -> str:
+    return config_hash({k: v for k, v in doc.items() if k != "sha256"})
+
+
+def load_provenance(out: Path) -> tuple[Optional[dict[str, Any]], Optional[str]]:
+    """(the folder's provenance document, None), or (None, why it cannot be trusted: missing, not JSON, edited).
+    Read once. A folder whose job files are intact can be rebuilt: the next run of its suite writes it anew."""
     path = Path(out) / PROVENANCE
     if not path.is_file():
-        return f"{out} has no {PROVENANCE}"
+        return None, f"{out} has no {PROVENANCE}"
     try:
         prov = json.loads(path.read_bytes())
     except (UnicodeDecodeError, json.JSONDecodeError):
-        return f"damaged {path} (not JSON)"
+        return None, f"damaged {path} (not JSON)"
     if not isinstance(prov, dict):
-        return f"damaged {path} (not a provenance document)"
-    if prov.get("format") == STORE_FORMAT and prov.get("sha256") != config_hash(
-            {k: v for k, v in prov.items() if k != "sha256"}):
-        return f"{path} was changed after it was written (digest mismatch)"
-    return None
+        return None, f"damaged {path} (not a provenance document)"
+    if prov.get("format") == STORE_FORMAT and prov.get("sha256") != _provenance_digest(prov):
+        return None, f"{path} was changed after it was written (digest mismatch)"
+    return prov, None
 
 
 def read_provenance(out: Path) -> dict[str, Any]:
-    path = Path(out) / PROVENANCE
-    problem = provenance_problem(out)
+    prov, problem = load_provenance(out)
     if problem is not None:
-        if not path.is_file() and not (Path(out) / JOBS_DIR).is_dir():
+        if not (Path(out) / PROVENANCE).is_file() and not (Path(out) / JOBS_DIR).is_dir():
             raise QuestbenchError(f"{problem}: not a results folder of this questbench version")
         raise QuestbenchError(f"{problem}: {REBUILD}")
-    prov = json.loads(path.read_bytes())
     if prov.get("format") != STORE_FORMAT:
-        raise QuestbenchError(f"{path} is not a questbench provenance document of store format {STORE_FORMAT} "
-                              "(written by another version): re-run the suite into a new --out folder")
+        raise QuestbenchError(f"{Path(out) / PROVENANCE} is not a questbench provenance document of store format "
+                              f"{STORE_FORMAT} (written by another version): re-run the suite into a new --out folder")
     return prov
 
 
