@@ -1,11 +1,12 @@
-"""File helpers with no torch in them: atomic writes, sha256, output-path checks (used by the results store and
-the reports, which must not import torch)."""
+"""File helpers with no torch in them: atomic writes, sha256, output-path checks, TOML parsing (used by the results
+store, the reports and the configuration, which must not import torch)."""
 from __future__ import annotations
 
 import hashlib
 import os
 import re
 import tempfile
+import tomllib
 from pathlib import Path
 
 from .errors import QuestbenchError
@@ -68,6 +69,11 @@ def atomic_write_bytes(path: Path, data: bytes, within: Path | None = None) -> N
         with os.fdopen(fd, "wb") as f:
             f.write(data)
         os.replace(tmp, path)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        if exc.filename is None:  # a write error (a full disk) names no file: name the one being written
+            raise OSError(exc.errno, exc.strerror, str(path)) from None
+        raise
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -97,3 +103,14 @@ def check_output_file(path: str | Path) -> Path:
         raise QuestbenchError(f"output {p} is a folder; give a file name")
     check_creatable(p.parent, "output")
     return p
+
+
+def parse_toml(text: str, what: str) -> dict:
+    """TOML text as a mapping; a file that is not TOML, or nests deeper than Python's recursion limit, is one
+    error line naming ``what``."""
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise QuestbenchError(f"{what} is not valid TOML: {exc}") from None
+    except RecursionError:
+        raise QuestbenchError(f"{what} nests arrays or tables too deeply to read") from None

@@ -45,12 +45,15 @@ def run(suite: Optional[str] = typer.Argument(None, help="built-in suite name or
     if nproc > 1:  # the ranks are this command again, as under torchrun; this process reports
         import time
         t0 = time.perf_counter()
-        summary = Runner(s, out, device=device, limit=limit, registry_files=registry, overwrite=overwrite,
-                         ranks=distributed.Ranks()).preflight()
+        from .run.outdir import check_writable, exclusive
+        check_writable(out)  # before the lock makes the folder
         argv = ["run", *([suite] if suite else []), "--out", str(out), *(["--device", device] if device else []),
                 *(["--limit", str(limit)] if limit is not None else []), *(["--quiet"] if quiet else []),
                 *[a for r in registry for a in ("--registry", str(r))]]
-        _launch_ranks(nproc, argv, out)
+        with exclusive(out):  # held from the check to the last rank's end: a second run cannot start in between
+            summary = Runner(s, out, device=device, limit=limit, registry_files=registry, overwrite=overwrite,
+                             ranks=distributed.Ranks()).preflight()
+            _launch_ranks(nproc, argv, out)
         summary.wall_s = time.perf_counter() - t0
     else:
         if distributed.launched_by() is not None:
@@ -303,27 +306,29 @@ def _say_stopped(message: str) -> None:
 def main(argv: Optional[List[str]] = None) -> None:
     import signal
 
-    signal.signal(signal.SIGTERM, _raise_terminated)
-    signal.signal(signal.SIGINT, _raise_terminated)
+    from .run.distributed import first_to_report  # light: no torch
+
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(signum, _raise_terminated)
     resume = "; finished jobs are kept: run the same command again to resume"
     try:
         code = app(args=argv, standalone_mode=False)
     except QuestbenchError as exc:
-        if not getattr(exc, "silent", False):
+        if not getattr(exc, "silent", False) and first_to_report(str(exc)):
             typer.echo(f"error: {exc}", err=True)
         sys.exit(2)
     except OSError as exc:  # the file system refused a path the user gave (too long, not permitted, no space)
         name = str(exc.filename or "")
         name = name if len(name) <= 80 else name[:77] + "..."
-        typer.echo(f"error: {exc.strerror or exc}" + (f": {name}" if name else ""), err=True)
+        if first_to_report(str(exc.strerror or exc)):  # every rank that meets a full disk: said once
+            typer.echo(f"error: {exc.strerror or exc}" + (f": {name}" if name else ""), err=True)
         sys.exit(2)
     except (typer.Abort, KeyboardInterrupt):
         _say_stopped(f"interrupted{resume}")
         sys.exit(130)
     except Terminated as exc:
-        interrupted = exc.signum == signal.SIGINT
-        _say_stopped(f"{'interrupted' if interrupted else 'terminated'}{resume}")
-        sys.exit(130 if interrupted else 143)
+        _say_stopped(f"{'interrupted' if exc.signum == signal.SIGINT else 'terminated'}{resume}")
+        sys.exit(128 + exc.signum)  # the shell's convention: 130 for Ctrl-C, 143 for SIGTERM, 129 for SIGHUP
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
     except Exception as exc:  # the command-line parser's own errors (typer vendors its click: match by shape)

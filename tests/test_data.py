@@ -109,7 +109,7 @@ def test_cifar_c_layout(tmp_path):
     with pytest.raises(QuestbenchError, match="contrast.npy"):
         check_cifar_c_folder(tmp_path, ["fog", "contrast"])
     np.save(tmp_path / "labels.npy", labels)
-    with pytest.raises(QuestbenchError, match="50000 labels"):
+    with pytest.raises(QuestbenchError, match="50000 integer labels"):
         check_cifar_c_folder(tmp_path, ["fog"])
 
 

@@ -20,6 +20,7 @@ from pydantic import (BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
                       model_validator)
 from pydantic_core import PydanticCustomError
 
+from .._io import parse_toml
 from ..errors import QuestbenchError
 from .corruptions import ALL_CORRUPTIONS, COMMON_CORRUPTIONS, EXTRA_CORRUPTIONS
 from .settings import ATTACKS, SHIFT_DATASETS, AttackConfig, CorruptionSetting, PatchConfig, check_corruption
@@ -478,11 +479,7 @@ def _schema_error(exc: ValidationError, path: str) -> QuestbenchError:
 def parse_suite(text: str, path: str = "<string>") -> Suite:
     if not isinstance(text, str):
         raise QuestbenchError(f"a suite is TOML text, not {type(text).__name__}")
-    try:
-        raw = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise QuestbenchError(f"suite {path} is not valid TOML: {exc}") from None
-    return _from_mapping(raw, text, path)
+    return _from_mapping(parse_toml(text, f"suite {path}"), text, path)
 
 
 def _from_mapping(raw: dict, text: str, path: str) -> Suite:

@@ -8,16 +8,15 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from ..errors import QuestbenchError
+
 
 class ArrayDataset(Dataset):
     """uint8 images (N, H, W) or (N, H, W, C) and int labels -> (float CHW in [0, 1], int label)."""
 
     def __init__(self, images: np.ndarray, labels: np.ndarray, name: str, source: str,
                  sample_ids: Optional[Sequence[str]] = None, class_names: Optional[Sequence[str]] = None):
-        if images.dtype != np.uint8:
-            raise ValueError("images must be uint8")
-        if len(images) != len(labels):
-            raise ValueError("images and labels differ in length")
+        check_images_and_labels(images, np.asarray(labels), source)
         self.images = images
         self.labels = np.asarray(labels, dtype=np.int64)
         self.name = name
@@ -49,6 +48,31 @@ class ArrayDataset(Dataset):
         h.update(np.ascontiguousarray(self.images).tobytes())
         h.update(np.ascontiguousarray(self.labels).tobytes())
         return h.hexdigest()
+
+
+def check_images_and_labels(images: np.ndarray, labels: np.ndarray, source: str) -> None:
+    """What every array dataset must be before anything runs on it: uint8 images (N, H, W[, C]) and as many
+    non-negative integer class labels (none in an empty subset; a file that holds none is its loader's error)."""
+    if images.dtype != np.uint8 or images.ndim not in (3, 4):
+        raise QuestbenchError(f"{source}: images must be uint8 N x H x W [x C], not {images.dtype} {images.shape}")
+    if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
+        raise QuestbenchError(f"{source}: labels must be one integer class per image, not {labels.dtype} "
+                              f"{labels.shape}")
+    if len(images) != len(labels):
+        raise QuestbenchError(f"{source}: {len(images)} images but {len(labels)} labels")
+    if len(labels) and labels.min() < 0:
+        raise QuestbenchError(f"{source}: labels must be class indices >= 0, found {int(labels.min())}")
+
+
+def load_npy(path, what: str) -> np.ndarray:
+    """A NumPy array file, never unpickled (a .npy may carry a pickle payload); a file that is not one is one
+    error line naming it."""
+    try:
+        return np.load(path, allow_pickle=False)
+    except ValueError as exc:  # pickled objects, a bad header
+        raise QuestbenchError(f"{what} {path} is not a plain NumPy array file: {str(exc).splitlines()[0]}") from None
+    except (OSError, EOFError) as exc:
+        raise QuestbenchError(f"cannot read {what} {path}: {exc}") from None
 
 
 def to_tensor(img: np.ndarray) -> torch.Tensor:

@@ -9,7 +9,7 @@ from typing import Sequence
 import numpy as np
 
 from ..errors import QuestbenchError
-from .arrays import ArrayDataset
+from .arrays import ArrayDataset, load_npy
 
 PER_SEVERITY = 10_000
 
@@ -18,9 +18,10 @@ def _labels(root: Path) -> np.ndarray:
     p = root / "labels.npy"
     if not p.is_file():
         raise QuestbenchError(f"CIFAR-C folder {root} lacks labels.npy")
-    labels = np.load(p)
-    if labels.shape != (5 * PER_SEVERITY,):
-        raise QuestbenchError(f"{p}: expected 50000 labels (5 severities x 10000), found shape {labels.shape}")
+    labels = load_npy(p, "CIFAR-C labels")
+    if labels.shape != (5 * PER_SEVERITY,) or not np.issubdtype(labels.dtype, np.integer):
+        raise QuestbenchError(f"{p}: expected 50000 integer labels (5 severities x 10000), found {labels.dtype} "
+                              f"{labels.shape}")
     return labels
 
 
@@ -44,7 +45,11 @@ class CifarCSource:
 
     def array(self, corruption: str) -> np.ndarray:
         if corruption not in self._arrays:
-            arr = np.load(self.root / f"{corruption}.npy", mmap_mode="r")
+            try:
+                arr = np.load(self.root / f"{corruption}.npy", mmap_mode="r", allow_pickle=False)
+            except (ValueError, OSError, EOFError) as exc:
+                raise QuestbenchError(f"{self.root / (corruption + '.npy')} is not a plain NumPy array file: "
+                                      f"{str(exc).splitlines()[0]}") from None
             if arr.shape != (5 * PER_SEVERITY, 32, 32, 3) or arr.dtype != np.uint8:
                 raise QuestbenchError(f"{self.root / (corruption + '.npy')}: expected uint8 (50000, 32, 32, 3), "
                                       f"found {arr.dtype} {arr.shape}")
@@ -68,8 +73,8 @@ def load_cifar_c_clean(root, clean_root=None, **_) -> ArrayDataset:
     clean = Path(clean_root) if clean_root else root / "clean.npy"
     if not clean.is_file():
         raise QuestbenchError(f"CIFAR-C clean images not found at {clean} (10000 x 32 x 32 x 3 uint8 .npy)")
-    images = np.load(clean)
-    if images.shape != (PER_SEVERITY, 32, 32, 3):
-        raise QuestbenchError(f"{clean}: expected (10000, 32, 32, 3), found {images.shape}")
+    images = load_npy(clean, "CIFAR-C clean images")
+    if images.shape != (PER_SEVERITY, 32, 32, 3) or images.dtype != np.uint8:
+        raise QuestbenchError(f"{clean}: expected uint8 (10000, 32, 32, 3), found {images.dtype} {images.shape}")
     ids = [f"test/{i:05d}" for i in range(PER_SEVERITY)]
-    return ArrayDataset(images.astype(np.uint8), labels, "cifar-c", f"folder:{root}", ids)
+    return ArrayDataset(images, labels, "cifar-c", f"folder:{root}", ids)

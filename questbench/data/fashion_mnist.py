@@ -63,6 +63,8 @@ def load_fashion_mnist(split: str = "test", root=None, download: bool = False) -
             images, labels = read_idx(img), read_idx(lbl)
             if images.ndim != 3 or len(images) != len(labels):
                 raise QuestbenchError(f"{img}: expected N x 28 x 28 images matching {len(labels)} labels")
+            if len(images) == 0:
+                raise QuestbenchError(f"{img} holds no images")
             ids = [f"{split}/{i:05d}" for i in range(len(images))]
             return ArrayDataset(images, labels, "fashion-mnist", f"{source}:{folder}", ids, CLASS_NAMES)
     if root is not None:

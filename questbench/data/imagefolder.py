@@ -39,6 +39,17 @@ def scan_class_folders(root: Path, classes: Optional[Sequence[str]] = None) -> t
     return files, labels, classes
 
 
+def read_rgb(path: Path) -> np.ndarray:
+    """An image file as uint8 RGB; one that cannot be decoded is one error line naming it."""
+    try:
+        with Image.open(path) as im:
+            return np.asarray(im.convert("RGB"))
+    except FileNotFoundError:
+        raise QuestbenchError(f"image missing: {path}") from None
+    except (OSError, ValueError, Image.DecompressionBombError) as exc:  # a bomb: more pixels than PIL decodes
+        raise QuestbenchError(f"cannot read image {path}: {exc}") from None
+
+
 class ImageFolderDataset(Dataset):
     def __init__(self, root, classes: Optional[Sequence[str]] = None, resize: int = 256, crop: int = 224,
                  name: str = "imagefolder"):
@@ -65,11 +76,7 @@ class ImageFolderDataset(Dataset):
         return len(self.class_names)
 
     def image_uint8(self, i: int) -> np.ndarray:
-        try:
-            with Image.open(self.files[i]) as im:
-                return np.asarray(im.convert("RGB"))
-        except OSError as exc:
-            raise QuestbenchError(f"cannot read image {self.files[i]}: {exc}") from None
+        return read_rgb(self.files[i])
 
     def eval_view_uint8(self, i: int) -> np.ndarray:
         """The image as the model is shown it: short side to ``resize``, center crop ``crop`` (0: that step skipped;

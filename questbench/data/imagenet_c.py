@@ -7,11 +7,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
-import numpy as np
-from PIL import Image
-
 from ..errors import QuestbenchError
-from .imagefolder import ImageFolderDataset
+from .imagefolder import ImageFolderDataset, read_rgb
 
 
 def check_imagenet_c_tree(root, corruptions: Sequence[str], severities: Sequence[int]) -> None:
@@ -38,12 +35,7 @@ class ImageNetCSource:
         return self.root / setting.corruption / str(setting.severity) / (sid + self.suffixes[sid])
 
     def __call__(self, setting, i: int) -> np.ndarray:
-        p = self.path(setting, i)
-        try:
-            with Image.open(p) as im:
-                return np.asarray(im.convert("RGB"))
-        except FileNotFoundError:
-            raise QuestbenchError(f"ImageNet-C image missing: {p}") from None
+        return read_rgb(self.path(setting, i))
 
 
 def check_alignment(source: ImageNetCSource, settings) -> None:

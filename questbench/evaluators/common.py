@@ -177,9 +177,12 @@ class _Batches(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.ranges)
 
-    def __getitem__(self, k: int) -> tuple[int, int, torch.Tensor]:
+    def __getitem__(self, k: int):
         start, stop = self.ranges[k]
-        return start, stop, torch.stack([self.dataset[i][0] for i in range(start, stop)])
+        try:
+            return start, stop, torch.stack([self.dataset[i][0] for i in range(start, stop)])
+        except QuestbenchError as exc:  # handed back as a value: DataLoader would re-raise it wrapped in a traceback
+            return exc
 
 
 def loaded_batches(dataset, batch_size: int, device: str, spans: Spans = None, num_workers: int = 0
@@ -192,5 +195,8 @@ def loaded_batches(dataset, batch_size: int, device: str, spans: Spans = None, n
         _Batches(dataset, list(batch_starts(len(dataset), batch_size, spans))), batch_size=None,
         num_workers=num_workers, pin_memory=cuda, worker_init_fn=die_with_parent if num_workers else None,
         prefetch_factor=2 if num_workers else None)
-    for start, stop, x in loader:
+    for item in loader:
+        if isinstance(item, QuestbenchError):
+            raise item
+        start, stop, x = item
         yield start, stop, x.to(device, non_blocking=cuda)

@@ -117,9 +117,11 @@ def build_model(spec: ModelSpec) -> QuestbenchModel:
         net = timm.create_model(spec.arch, pretrained=False, **kwargs)
     except RuntimeError as exc:  # timm raises RuntimeError for unknown model names
         raise QuestbenchError(f"cannot build arch {spec.arch!r}: {exc}") from None
-    except TypeError as exc:  # an arch_kwargs key the architecture does not take
-        raise QuestbenchError(f"cannot build arch {spec.arch!r} with arch_kwargs "
-                              f"{sorted(spec.arch_kwargs)}: {exc}") from None
+    except (TypeError, ValueError, ZeroDivisionError, AssertionError) as exc:
+        # a key the architecture does not take, or a value it cannot build with (num_heads = 0, a patch size
+        # that does not divide the image): timm's own check, whatever type it raises
+        raise QuestbenchError(f"cannot build arch {spec.arch!r} with arch_kwargs {spec.arch_kwargs}: "
+                              f"{str(exc) or type(exc).__name__}") from None
     set_attention(net, spec.attention)
     return QuestbenchModel(net, spec)
 

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import os
 import re
-import tomllib
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Optional, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
+from .._io import parse_toml
 from ..errors import QuestbenchError
 from ..config.modelspec import ModelSpec
 from ..config.settings import ATTENTION_NAMES
@@ -75,13 +75,11 @@ def builtin_registry_file() -> Path:
 
 def _parse(path: Path) -> dict[str, RegistryEntry]:
     try:
-        data = tomllib.loads(path.read_bytes().decode("utf-8"))
+        data = parse_toml(path.read_bytes().decode("utf-8"), f"registry file {path}")
     except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
         raise QuestbenchError(f"registry file not found: {path}") from None
     except UnicodeDecodeError:
         raise QuestbenchError(f"registry file {path} is not a UTF-8 text file (TOML expected)") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise QuestbenchError(f"registry file {path} is not valid TOML: {exc}") from None
     try:
         schema = _RegistryFile.model_validate(data)
     except ValidationError as exc:
@@ -132,15 +130,37 @@ def _load_timm_pretrained(entry: RegistryEntry, timm_name: str) -> QuestbenchMod
 
     from .build import QuestbenchModel
 
+    from huggingface_hub import constants as hub
+
+    offline = hub.HF_HUB_OFFLINE or not _hub_reachable(hub.ENDPOINT)
+    was, hub.HF_HUB_OFFLINE = hub.HF_HUB_OFFLINE, offline  # offline: the cache answers at once, no retries
     try:
         net = timm.create_model(timm_name, pretrained=True, num_classes=entry.num_classes)
     except Exception as exc:  # hub/network errors have many types
-        raise QuestbenchError(f"cannot fetch timm pretrained weights {timm_name!r} (needs network access or a "
-                              f"filled HF cache): {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
-                              ) from None
+        where = "it is not in the local Hugging Face cache and the hub cannot be reached" if offline else \
+            "needs network access or a filled HF cache"
+        raise QuestbenchError(f"cannot fetch timm pretrained weights {timm_name!r} ({where}): "
+                              f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+    finally:
+        hub.HF_HUB_OFFLINE = was
     from .attention import set_attention
     set_attention(net, entry.attention)
     return QuestbenchModel(net, entry.spec(), {"source": entry.source})
+
+
+def _hub_reachable(endpoint: str, timeout_s: float = 3.0) -> bool:
+    """Whether a connection to the hub opens within ``timeout_s`` (a machine without network then fails in
+    seconds instead of after the hub client's ~55 s of retries)."""
+    import socket
+    from urllib.parse import urlparse
+
+    url = urlparse(endpoint)
+    try:
+        socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)),
+                                 timeout=timeout_s).close()
+        return True
+    except (OSError, ValueError):
+        return False
 
 
 def _load_robustbench(entry: RegistryEntry, rb_name: str) -> QuestbenchModel:
@@ -186,11 +206,12 @@ def load_model(name_or_path: str, registry_files=None, trust_pickle: bool = Fals
     if not isinstance(name_or_path, (str, Path)) or not str(name_or_path):
         raise QuestbenchError(f"a model is a registry name or a checkpoint path, not {name_or_path!r}")
     if not isinstance(device, str) or not re.match(r"^(cpu|cuda(:[0-9]+)?|mps)$", device):
-        raise QuestbenchError(f"device must be cpu or cuda[:N], not {device!r}")
-    if device.startswith("cuda"):
-        import torch
-        if not torch.cuda.is_available():
-            raise QuestbenchError(f"device {device!r} requested but CUDA is not available here")
+        raise QuestbenchError(f"device must be cpu, cuda[:N] or mps, not {device!r}")
+    import torch
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise QuestbenchError(f"device {device!r} requested but CUDA is not available here")
+    if device == "mps" and not torch.backends.mps.is_available():
+        raise QuestbenchError("device 'mps' requested but Apple's Metal (MPS) is not available here")
     path = Path(name_or_path)
     if path.suffix in (".safetensors", ".pt", ".pth", ".bin") or path.exists():
         spec = ModelSpec.from_dict(spec_fields) if spec_fields else None

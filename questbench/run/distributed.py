@@ -86,6 +86,7 @@ def local_ranks(device: str, requested: Optional[int], threads: int) -> int:
 
 
 LAUNCHER_ENV = "QUESTBENCH_LAUNCHER_PID"
+HELD_ENV = "QUESTBENCH_FOLDER_HELD"  # the results folder the launcher holds for the ranks it started
 
 
 def launch(nproc: int, command: list[str], out: Path) -> None:
@@ -96,6 +97,7 @@ def launch(nproc: int, command: list[str], out: Path) -> None:
     (one run holds a folder at a time, so a folder a killed launcher left is removed by the next)."""
     import logging
     import shutil
+    import signal
     import uuid
 
     from torch.distributed.elastic.multiprocessing import DefaultLogsSpecs
@@ -115,13 +117,17 @@ def launch(nproc: int, command: list[str], out: Path) -> None:
                               "through a link (remove it)")
     shutil.rmtree(logs, ignore_errors=True)
     created = not Path(out).exists()
-    saved = {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", LAUNCHER_ENV, "TORCHELASTIC_SIGNALS_TO_HANDLE")}
+    saved = {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", LAUNCHER_ENV, "TORCHELASTIC_SIGNALS_TO_HANDLE",
+                                            HELD_ENV)}
     # Ctrl-C stays this command's (it raises here, and the launcher then stops the ranks with SIGTERM)
-    os.environ.update({"OMP_NUM_THREADS": "1", LAUNCHER_ENV: str(os.getpid()),
+    os.environ.update({"OMP_NUM_THREADS": "1", LAUNCHER_ENV: str(os.getpid()), HELD_ENV: str(Path(out).resolve()),
                        "TORCHELASTIC_SIGNALS_TO_HANDLE": "SIGTERM,SIGHUP,SIGQUIT"})
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)}
     try:
         elastic_launch(config, command[0])(*command[1:])
     finally:
+        for signum, handler in handlers.items():  # the launcher's own handlers raise its SignalException
+            signal.signal(signum, handler)
         shutil.rmtree(logs, ignore_errors=True)  # the launcher's per-rank error files; the ranks print their own
         if created and Path(out).is_dir() and not any(Path(out).iterdir()):  # the ranks refused to start: leave no folder behind
             Path(out).rmdir()
@@ -136,6 +142,26 @@ def launched_by() -> Optional[int]:
     """The pid of the `questbench run` that launched this rank, if one did."""
     pid = os.environ.get(LAUNCHER_ENV)
     return int(pid) if pid and from_env().world > 1 else None
+
+
+def first_to_report(key: str) -> bool:
+    """Whether this process is the first rank of its launch to report ``key``: an error every rank meets (a full
+    disk, a missing file) is printed once. A process questbench did not launch always reports."""
+    import hashlib
+
+    from .outdir import LAUNCHER_LOGS
+
+    held = os.environ.get(HELD_ENV)
+    if launched_by() is None or not held:
+        return True
+    marker = Path(held) / LAUNCHER_LOGS / f"reported-{hashlib.sha256(key.encode()).hexdigest()[:16]}"
+    try:
+        os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))  # an empty file: no data block needed
+        return True
+    except FileExistsError:
+        return False
+    except OSError:
+        return True
 
 
 def watch_launcher() -> None:

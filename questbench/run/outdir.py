@@ -9,13 +9,14 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import threading
 import time
 from pathlib import Path
 from typing import Any, Iterator
 
 from ..errors import QuestbenchError
 from .._io import check_creatable
-from ..store.results import JOBS_DIR, PROVENANCE, STORE_FORMAT, load_provenance
+from ..store.results import JOBS_DIR, PROVENANCE, STORE_FORMAT, job_file, load_provenance, read_job_file
 
 
 def check_writable(out: Path) -> None:
@@ -127,6 +128,10 @@ def exclusive(out: Path) -> Iterator[None]:
     out = Path(out)
     created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
+    key = str(out.resolve())
+    if (key, threading.get_ident()) in _HELD or _held_by_launcher(key):  # this process, or the launcher of this rank, holds it already
+        yield
+        return
     try:
         import fcntl
     except ImportError:  # pragma: no cover - Windows: no concurrent-run guard
@@ -139,13 +144,25 @@ def exclusive(out: Path) -> Iterator[None]:
             except BlockingIOError:
                 raise QuestbenchError(f"--out {out} is in use by another questbench run; wait for it or use "
                                       "another --out") from None
+        _HELD.add((key, threading.get_ident()))
         yield
     except BaseException:
         if created and out.is_dir() and not _holds_anything(out):
             out.rmdir()
         raise
     finally:
+        _HELD.discard((key, threading.get_ident()))
         os.close(fd)
+
+
+_HELD: set[tuple[str, int]] = set()  # (folder, thread) holding its lock: a nested claim does not lock itself out
+
+
+def _held_by_launcher(key: str) -> bool:
+    """The rank launcher holds the folder for the ranks it started (from before their launch to after the last
+    one ends, so a second run cannot slip in between)."""
+    from .distributed import HELD_ENV, launched_by
+    return os.environ.get(HELD_ENV) == key and launched_by() == os.getppid()
 
 
 @contextlib.contextmanager
@@ -157,3 +174,35 @@ def claimed(out: Path, run_config: dict[str, Any], planned_ids: set[str], overwr
         moved = claim(out, run_config, planned_ids, overwrite)
         with exclusive(out) if moved else contextlib.nullcontext():  # the folder was moved: lock the new one
             yield moved
+
+
+DAMAGED_DIR = "damaged"  # job files a run found it could not trust, kept for a look and redone
+
+
+def set_aside_damaged(out: Path, job_ids, provenance: dict[str, Any]) -> list[str]:
+    """Every planned job file that is there but cannot be trusted (edited, truncated, a folder in its place) is
+    moved to ``out/damaged/`` so that the run redoes the job instead of skipping it (it exists) or refusing the
+    folder. One note per file, with the reason."""
+    notes = []
+    for job_id in job_ids:
+        f = job_file(out, job_id)
+        if not (f.exists() or f.is_symlink()):
+            continue
+        try:
+            if f.is_symlink() or not f.is_file():
+                raise QuestbenchError(f"{f} is not a plain file")
+            read_job_file(f, provenance)
+            continue
+        except QuestbenchError as exc:
+            reason = str(exc)
+        target = out / DAMAGED_DIR / f"{f.name}.{time.strftime('%Y%m%d-%H%M%S')}"
+        n = 1
+        while target.exists() or target.is_symlink():
+            target, n = target.with_name(f"{f.name}.{time.strftime('%Y%m%d-%H%M%S')}-{n}"), n + 1
+        if (out / DAMAGED_DIR).is_symlink():
+            raise QuestbenchError(f"--out {out}: {DAMAGED_DIR} is a symbolic link; questbench writes nothing "
+                                  "through a link (remove it)")
+        target.parent.mkdir(exist_ok=True)
+        f.rename(target)
+        notes.append(f"job {job_id} redone, its file moved to {target}: {reason}")
+    return notes

@@ -25,7 +25,7 @@ from ..progress import JobProgress, progress_bar
 from ..store.results import job_done, job_file, write_provenance
 from .execute import Context, run_executor
 from .merge import SHARDS_DIR, Part, merge_job, part_done, write_part
-from .outdir import check_writable, claimed
+from .outdir import check_writable, claimed, set_aside_damaged
 from .plan import KINDS, Job, RankWork, Unit, rank_work
 from .prepare import Prepared, prepare, resolve_device
 from .provenance import job_header, provenance
@@ -95,7 +95,9 @@ class Runner:
                 if moved:
                     p.notes.append(moved)
                 if self.ranks.main:
-                    write_provenance(self.out, provenance(p, jobs, self.ranks.world))
+                    doc = provenance(p, jobs, self.ranks.world)
+                    write_provenance(self.out, doc)
+                    p.notes.extend(set_aside_damaged(self.out, [j.job_id for j in jobs], doc))
                 # rank 0 counts before any rank writes; only its count is reported
                 pending = [j for j in jobs if not job_done(self.out, j.job_id)]
                 distributed.barrier(self.ranks)  # the folder is claimed before any rank writes into it
