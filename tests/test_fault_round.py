@@ -162,6 +162,22 @@ def test_timm_weights_in_the_cache_load_offline(tmp_path, monkeypatch):
     assert torch.equal(model.net.pos_embed, net.pos_embed)
 
 
+def test_a_model_with_integer_logits_is_refused_before_any_job(tmp_path):
+    import torch
+
+    class Rounded(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = torch.nn.Linear(784, 10)
+
+        def forward(self, x):
+            return self.fc(x.flatten(1)).round().long()
+    with pytest.raises(QuestbenchError, match="int64 logits"):
+        questbench.evaluate(Rounded(), {"data": {"samples": 4}, "attacks": [{"attack": "fgsm", "eps": 0.1}]},
+                            out=tmp_path / "o", preprocessing={"input_size": (1, 28, 28)})
+    assert not (tmp_path / "o" / "jobs").exists()
+
+
 # --- results folders -----------------------------------------------------------------------------------
 def test_a_damaged_job_is_redone_not_skipped(tmp_path, tiny_pair):
     from questbench.config.suite import parse_suite

@@ -226,6 +226,9 @@ def _check_logits(s: Suite, models: dict[str, Any], data: PreparedData, device: 
                     "data.crop (0: as stored) or give the model preprocessing with its input_size")
             raise QuestbenchError(f"model {name} fails on the suite's images "
                                   f"({type(exc).__name__}: {str(exc).splitlines()[0][:200]}){hint}") from None
+        if isinstance(z, torch.Tensor) and not z.is_floating_point():  # attacks need a gradient through them
+            raise QuestbenchError(f"model {name} returns {z.dtype} logits; a classifier's logits are floating point "
+                                  "(the attacks differentiate through them)")
         if isinstance(z, torch.Tensor):
             z = z.float()  # bf16 logits under autocast: the checks below read float32
         if not isinstance(z, torch.Tensor) or z.ndim != 2 or z.shape[0] != len(x):
