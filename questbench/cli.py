@@ -107,21 +107,23 @@ def _launch_ranks(nproc: int, argv: list[str], out: Path) -> None:
 
 
 @app.command()
-def leaderboard(results: Path = typer.Argument(..., help="a results folder written by `questbench run`"),
+def leaderboard(results: List[Path] = typer.Argument(..., help="results folder(s) written by `questbench run` "
+                                                   "(several: one table of all their models)"),
                 format: str = typer.Option("md", "--format", "-f", help="md, rich, csv or html"),
                 output: Optional[Path] = typer.Option(None, "--output", "-o", help="write to FILE (md: plots beside it)"),
                 images_per_cell: int = typer.Option(6, "--images-per-cell", min=0, help="html: discordant images "
                                                     "shown per side of each setting (0: none)")):
-    """Render the leaderboard of a results folder."""
+    """Render the leaderboard of a results folder, or of several as one (same suite and data, other models or
+    machines)."""
     from .report.leaderboard import leaderboard as lb
 
-    text = lb(results, format, str(output) if output else None, images_per_cell)
+    text = lb(list(results), format, str(output) if output else None, images_per_cell)
     if text is not None and output is None:
         typer.echo(text, nl=False)
 
 
 @app.command()
-def compare(results: Path = typer.Argument(..., help="results folder"),
+def compare(results: List[Path] = typer.Argument(..., help="results folder(s)"),
             baseline: str = typer.Argument(..., help="baseline model name (e.g. the standard one)"),
             model: str = typer.Argument(..., help="model compared against it")):
     """Paired comparison on shared samples: delta, bootstrap 95% CI over images, McNemar / sign-flip p, Holm."""
@@ -132,7 +134,7 @@ def compare(results: Path = typer.Argument(..., help="results folder"),
     from .report.compare import compare as compare_models
     from .store.results import load_results, slug
 
-    res = load_results(results)
+    res = load_results(list(results))
     df = compare_models(res, baseline, model)
     console = Console()
     mine = [j for j in res.missing_jobs if j.startswith((slug(f"{baseline}__"), slug(f"{model}__")))]
@@ -152,7 +154,7 @@ def compare(results: Path = typer.Argument(..., help="results folder"),
 
 
 @app.command()
-def export(results: Path = typer.Argument(..., help="a results folder written by `questbench run`"),
+def export(results: List[Path] = typer.Argument(..., help="results folder(s) written by `questbench run`"),
            format: str = typer.Option("robustbench", "--format", help="robustbench"),
            out: Path = typer.Option(..., "--out", help="folder to write into"),
            dataset: Optional[str] = typer.Option(None, "--dataset", help="RobustBench's name for the run's "
@@ -167,7 +169,7 @@ def export(results: Path = typer.Argument(..., help="a results folder written by
     if format != "robustbench":
         raise QuestbenchError(f"export format must be robustbench, not {format!r}")
     chosen = parse_eps(eps, "--eps") if eps is not None else None
-    written, notes = export_robustbench(load_results(results), out, dataset, chosen)
+    written, notes = export_robustbench(load_results(list(results)), out, dataset, chosen)
     for note in notes:
         typer.echo(note, err=True)
     for path in written:

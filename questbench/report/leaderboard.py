@@ -23,7 +23,8 @@ def leaderboard(results_dir, fmt: str = "md", output: Optional[str] = None, imag
         check_output_file(output)
     results = load_results(results_dir)
     if results.samples.empty and results.diagnostics.empty:
-        raise QuestbenchError(f"{results_dir} holds no finished jobs")
+        where = ", ".join(map(str, results_dir)) if isinstance(results_dir, (list, tuple)) else results_dir
+        raise QuestbenchError(f"{where} holds no finished jobs")
     if fmt == "rich":
         render_rich(results)
         return None

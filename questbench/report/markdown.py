@@ -38,9 +38,14 @@ def provenance_lines(results: Results, plain: bool = False) -> list[str]:
     if not results.jobs.empty and "wall_s" in results.jobs:
         lines.append(f"- run time: {float(results.jobs.wall_s.sum()):.1f} s in {len(results.jobs)} jobs (the jobs' "
                      "own wall times, summed; ranks running side by side make the run shorter)")
+    for src in p.get("sources", []):
+        lines.append(f"- results folder {code(src['folder'])}: {len(src['models'])} model(s) on "
+                     f"{text(src['device_name'])}, suite sha256 `{str(src['suite_sha256'])[:12]}`, "
+                     + ", ".join(f"{k} {src['versions'][k]}" for k in ("torch", "timm") if k in src["versions"]))
     for name, m in sorted(p.get("models", {}).items()):
+        where = f", from {code(m['folder'])}" if "folder" in m else ""
         lines.append(f"- {code(name)}: {text(m.get('arch'))} / {text(m.get('attention'))}, "
-                     f"sha256 {code(str(m.get('sha256', ''))[:12])}")
+                     f"sha256 {code(str(m.get('sha256', ''))[:12])}{where}")
     return lines
 
 

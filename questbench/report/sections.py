@@ -295,6 +295,9 @@ def sections(t: Tables) -> list[tuple[str, pd.DataFrame, list[str]]]:
                                "95% CI": [f"{a:+.1f} to {b:+.1f}" for a, b in zip(df.ci_low, df.ci_high)],
                                "p": [f"{p:.2g}" for p in df.p_value], "p Holm": [f"{p:.2g}" for p in df.p_holm],
                                "n": [_n_label(n).removeprefix("n=") for n in df.n_images]})
+            if t.devices.get(model) != t.devices.get(base):  # joined folders: say where each side ran
+                notes = notes + [f"{model} ran on {t.devices[model]}, {base} on {t.devices[base]} (results of "
+                                 "several folders joined; the images and settings are the same)."]
             out.append((f"Paired: {model} minus {base}", df, notes))
             notes = []
     seed_sections = []

@@ -43,6 +43,7 @@ class Tables:
     contrasts: pd.DataFrame = field(default_factory=pd.DataFrame)  # compare_kinds(): kind vs kind, factorial
     study: pd.DataFrame = field(default_factory=pd.DataFrame)  # study_table(): a verdict per contrast x endpoint
     margin_pp: Optional[float] = None  # the study's declared equivalence margin
+    devices: dict[str, str] = field(default_factory=dict)  # model -> device, when joined folders ran on several
 
 
 def _model_meta(samples: pd.DataFrame) -> pd.DataFrame:
@@ -303,4 +304,13 @@ def compute_tables(results: Results) -> Tables:
                   or 0,
                   patches=patch_table(patch_samples), convergence=convergence_table(patch_samples),
                   mechanism=mechanism_table(results.diagnostics),
-                  n_diagnostics=len(provenance.get("sample_ids", {}).get("diagnostics", [])))
+                  n_diagnostics=len(provenance.get("sample_ids", {}).get("diagnostics", [])),
+                  devices=model_devices(provenance))
+
+
+def model_devices(provenance: dict) -> dict[str, str]:
+    """Each model's device when the results join folders that ran on more than one (else empty: one device,
+    named once in the provenance)."""
+    devices = {name: str(m.get("device_name")) for name, m in provenance.get("models", {}).items()
+               if "folder" in m}
+    return devices if len(set(devices.values())) > 1 else {}

@@ -7,7 +7,6 @@ moved aside (``<out>.replaced-<time>``), never mixed with the new results.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import threading
 import time
@@ -16,6 +15,7 @@ from typing import Any, Iterator
 
 from ..errors import QuestbenchError
 from .._io import check_creatable
+from ..store.combine import describe_difference
 from ..store.results import JOBS_DIR, PROVENANCE, STORE_FORMAT, job_file, load_provenance, read_job_file
 
 
@@ -46,37 +46,6 @@ def _holds_anything(out: Path) -> bool:
 
 def _is_results_folder(out: Path) -> bool:
     return (out / PROVENANCE).is_file() or (out / JOBS_DIR).is_dir()
-
-
-def _flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(obj, dict):
-        flat: dict[str, Any] = {}
-        for k, v in obj.items():
-            flat.update(_flatten(v, f"{prefix}{k}."))
-        return flat
-    if isinstance(obj, list) and obj and all(isinstance(v, (dict, list)) for v in obj):
-        flat = {}
-        for i, v in enumerate(obj):
-            flat.update(_flatten(v, f"{prefix}{i}."))
-        return flat
-    return {prefix.rstrip("."): obj}
-
-
-def _short(v: Any) -> str:
-    text = json.dumps(v, default=str)
-    return text if len(text) <= 40 else text[:37] + "..."
-
-
-def describe_difference(old: dict[str, Any], new: dict[str, Any]) -> str:
-    """'seed 0 -> 1; data.samples 2000 -> 100' for the keys whose values differ (at most 4 named)."""
-    a, b = _flatten(old), _flatten(new)
-    keys = [k for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
-    if len(keys) > 1:  # the suite file's hash changes with any setting in it: name the setting instead
-        keys = [k for k in keys if k != "suite_sha256"]
-    if keys == ["suite_sha256"]:
-        return "same settings, different suite file text"
-    named = [f"{k} {_short(a.get(k))} -> {_short(b.get(k))}" for k in keys[:4]]
-    return "; ".join(named) + (f"; and {len(keys) - 4} more" if len(keys) > 4 else "")
 
 
 def _move_aside(out: Path) -> Path:

@@ -241,6 +241,16 @@ class Results:
 
 
 def load_results(path) -> Results:
+    """A results folder's verified results; a list of folders: theirs as one (``store/combine.py``), each folder
+    verified on its own and refused in one line if it was made with another configuration."""
+    if isinstance(path, (list, tuple)):
+        folders = [Path(p) for p in path]
+        if not folders:
+            raise QuestbenchError("no results folder given")
+        if len(folders) == 1:
+            return load_results(folders[0])
+        from .combine import combine_results
+        return combine_results(folders, [load_results(f) for f in folders])
     out = Path(path)
     jobs_dir = out / JOBS_DIR
     if not jobs_dir.is_dir():
