@@ -11,6 +11,7 @@ import importlib.abc
 import importlib.util
 import sys
 from collections.abc import Mapping
+from typing import Optional
 
 from .stats import metrics  # noqa: F401  (light: numpy)
 from .errors import QuestbenchError
@@ -65,31 +66,55 @@ def list_models(**kwargs):
     return _list(**kwargs)
 
 
-def load_dataset(name: str, split: str = "test", **kwargs):
+def load_dataset(name: str, split: str = "test", samples: Optional[int] = None, seed: int = 0, **kwargs):
+    """A dataset by name (``root=`` for one on disk). ``samples``: the seeded subset a suite with this ``seed``
+    and ``samples`` uses (the same images, in the same order), else all of it."""
     from .data import load_dataset as _load
-    return _load(name, split, **kwargs)
+    ds = _load(name, split, **kwargs)
+    if samples is None:
+        return ds
+    if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
+        raise QuestbenchError(f"samples is a positive number of images, not {samples!r}")
+    from .run.prepare import sample_order
+    return ds.subset(sample_order(len(ds), seed)[:samples])
+
+
+def _corruption_spec(corruptions, severities, mode, engine, params):
+    """The suite schema's [corruptions] table for these arguments: the API takes the suites' defaults and rules
+    (engine torch for native on-the-fly corruptions, its constants "auto": CIFAR-10-C's at <= 64 px)."""
+    from pydantic import ValidationError
+
+    from .config.suite import CorruptionSpec
+    fields = {"names": corruptions if isinstance(corruptions, str) else list(corruptions),
+              "severities": list(severities), "mode": mode, "engine": engine, "params": params}
+    try:
+        return CorruptionSpec(**{k: v for k, v in fields.items() if v is not None})
+    except ValidationError as exc:
+        from .config.modelspec import describe
+        raise QuestbenchError(f"corruption settings: {describe(exc)}") from None
 
 
 def corruption_sweep(models, dataset, corruptions="common", severities=(1, 2, 3, 4, 5), seed: int = 0,
-                     mode: str = "native", **kwargs) -> dict:
+                     mode: str = "native", engine: Optional[str] = None, params: Optional[str] = None,
+                     **kwargs) -> dict:
     """Error per model, corruption and severity, {model: {corruption: [fraction at each severity]}}, generated on
-    the fly. ``models``: registry names / checkpoint paths, or a mapping name -> model; ``corruptions``: "common"
-    (the 15 of mCE), "all" (with the 4 extras) or a list of names. Keyword arguments: batch_size, num_workers,
-    device, quiet."""
+    the fly as a suite's [corruptions] table with the same keys would (the same defaults: the torch engine with
+    "auto" constants for native corruptions). ``models``: registry names / checkpoint paths, or a mapping name ->
+    model; ``corruptions``: "common" (the 15 of mCE), "extra", "all" or a list of names. Keyword arguments:
+    batch_size, num_workers, device, quiet."""
     from .evaluators.corruptions import corruption_errors
-    from .stats.metrics import ALL_CORRUPTIONS, COMMON_CORRUPTIONS
 
     if isinstance(models, str):
         models = [models]
     if not isinstance(models, Mapping):
         models = {name: load_model(name) for name in models}
-    if isinstance(corruptions, str):
-        if corruptions not in ("common", "all"):
-            raise QuestbenchError(f"corruptions must be 'common', 'all' or a list of names, not {corruptions!r}")
-        corruptions = COMMON_CORRUPTIONS if corruptions == "common" else ALL_CORRUPTIONS
+    if isinstance(corruptions, str) and corruptions not in ("common", "extra", "all"):
+        raise QuestbenchError(f"corruptions must be 'common', 'extra', 'all' or a list of names, not {corruptions!r}")
+    spec = _corruption_spec(corruptions, severities, mode, engine, params)
     if len(dataset) == 0:
         raise QuestbenchError("corruption_sweep got an empty dataset: there is no error to measure")
-    return corruption_errors(models, dataset, list(corruptions), severities, seed, mode, **kwargs)
+    return corruption_errors(models, dataset, spec.names, spec.severities, seed, mode, engine=spec.engine,
+                             params=spec.params, **kwargs)
 
 
 def compare(results_or_dir, baseline: str, model: str, seed: int = 0):
@@ -218,14 +243,17 @@ def attack(model, x, y, attack: str = "pgd", eps: float = 8 / 255, seed: int = 0
         return x_adv
 
 
-def corrupt(x, corruption: str, severity: int = 3, seed: int = 0, mode: str = "native"):
-    """One batch (NCHW or CHW float in [0, 1]) through an ImageNet-C corruption (imagecorruptions), each image
-    seeded from (seed, its index in the batch, corruption, severity). Returns float RGB images in [0, 1] at the
-    size the corruption worked at (images under 32 px are upsampled to 32 first, as in suites)."""
+def corrupt(x, corruption: str, severity: int = 3, seed: int = 0, mode: str = "native", engine: Optional[str] = None,
+            params: Optional[str] = None):
+    """One batch (NCHW or CHW float in [0, 1]) through a corruption, as a suite's [corruptions] table with the same
+    keys makes it (the same defaults: the torch engine, "auto" constants; ``engine="imagecorruptions"``: the
+    reference library), each image seeded from (seed, its index in the batch, corruption, severity). Returns float
+    RGB images in [0, 1] at the size the corruption worked at (images under 32 px are upsampled to 32 first, as
+    in suites)."""
     import numpy as np
     import torch
 
-    from .evaluators.corruption_reference import corrupted_sample
+    from .evaluators.corruption_reference import corrupted_sample, prepare_image
 
     if not isinstance(x, torch.Tensor) or x.ndim not in (3, 4):
         raise QuestbenchError("corrupt takes a CHW or NCHW float tensor in [0, 1]")
@@ -240,11 +268,20 @@ def corrupt(x, corruption: str, severity: int = 3, seed: int = 0, mode: str = "n
                               "it (0-255 images: divide by 255)")
     if isinstance(severity, bool) or not isinstance(severity, int) or not 1 <= severity <= 5:
         raise QuestbenchError(f"corrupt severity is an integer 1..5, not {severity!r}")
+    spec = _corruption_spec([corruption], [severity], mode, engine, params)
     batch = x if x.ndim == 4 else x[None]
     arrays = (batch.detach().cpu().clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
-    out = [corrupted_sample(a[..., 0] if a.shape[-1] == 1 else a, str(i), corruption, severity, seed, mode)
-           for i, a in enumerate(arrays)]
-    result = torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2).float().div_(255.0).to(x.device)
+    arrays = [a[..., 0] if a.shape[-1] == 1 else a for a in arrays]
+    ids = [str(i) for i in range(len(arrays))]
+    if spec.engine == "torch":  # as in a suite: the prepared uint8 image, corrupted as a batch on x's device
+        from .config.settings import CorruptionSetting
+        from .evaluators.corruptions import TorchEngine
+        prepared = torch.from_numpy(np.stack([prepare_image(a, mode) for a in arrays])).permute(0, 3, 1, 2)
+        result = TorchEngine(seed, spec.params)(prepared.float().div_(255.0).to(x.device),
+                                               CorruptionSetting(corruption, severity), ids).clamp_(0, 1)
+    else:
+        out = [corrupted_sample(a, sid, corruption, severity, seed, mode) for a, sid in zip(arrays, ids)]
+        result = torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2).float().div_(255.0).to(x.device)
     return result if x.ndim == 4 else result[0]
 
 

@@ -153,7 +153,7 @@ def test_corruption_sweep_from_python_reduces_to_errors():
     ds = ArrayDataset((rng.random((5, 28, 28)) * 255).astype(np.uint8), rng.integers(0, 10, 5), "t", "t")
     models = {"a": make_tiny("standard"), "b": make_tiny("quest", seed=1)}
     errors = questbench.corruption_sweep(models, ds, ["fog", "pixelate"], severities=(2, 5), num_workers=0,
-                                         batch_size=4, quiet=True)
+                                         batch_size=4, quiet=True, engine="imagecorruptions")
     records = {(st.key, name): r for st, name, r in evaluate_corruptions(
         models, ds, [CorruptionSetting(c, s) for c in ("fog", "pixelate") for s in (2, 5)], batch_size=4,
         num_workers=0)}
@@ -166,7 +166,7 @@ def test_corruption_sweep_from_python_reduces_to_errors():
         assert mean_corruption_error(errors[name]) == pytest.approx(100 * sum(per_setting) / 4)
     with pytest.raises(QuestbenchError, match="unknown corruption"):
         questbench.corruption_sweep(models, ds, ["rain"], quiet=True)
-    with pytest.raises(QuestbenchError, match="'common', 'all' or a list"):
+    with pytest.raises(QuestbenchError, match="'common', 'extra', 'all' or a list"):
         questbench.corruption_sweep(models, ds, "fogs", quiet=True)
 
 

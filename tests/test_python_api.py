@@ -68,13 +68,13 @@ def test_corrupt_one_batch_equals_imagecorruptions_with_the_derived_seed():
     from questbench.evaluators.corruption_reference import corruption_seed
     rng = np.random.default_rng(5)
     x = torch.from_numpy((rng.random((2, 3, 40, 48)) * 255).astype(np.uint8)).float() / 255
-    out = questbench.corrupt(x, "impulse_noise", severity=3, seed=7)
+    out = questbench.corrupt(x, "impulse_noise", severity=3, seed=7, engine="imagecorruptions")
     for i in range(2):
         img = (x[i].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
         ref = ic_corrupt(img, corruption_name="impulse_noise", severity=3,
                          seed=corruption_seed(7, str(i), "impulse_noise", 3))
         assert torch.equal((out[i].permute(1, 2, 0) * 255).round().to(torch.uint8), torch.from_numpy(ref))
-    single = questbench.corrupt(x[0], "fog", severity=1)
+    single = questbench.corrupt(x[0], "fog", severity=1, engine="imagecorruptions")
     assert single.shape == (3, 40, 48) and 0 <= float(single.min()) and float(single.max()) <= 1
 
 
@@ -144,3 +144,32 @@ def test_robustbench_export_has_robustbench_fields_and_layout(tmp_path, tiny_pai
     with pytest.raises(SystemExit) as exc:
         main(["export", str(tmp_path / "res"), "--format", "csv", "--out", str(tmp_path / "x")])
     assert exc.value.code == 2 and "robustbench" in capsys.readouterr().err
+
+
+def test_the_api_and_a_suite_agree_on_corruptions(tmp_path, tiny_pair):
+    """The Python API takes the suites' defaults (the torch engine, "auto" constants) and a suite's seeded subset,
+    so corruption_sweep gives a run's per-setting errors exactly, and corrupt() the images its models saw."""
+    from questbench.config.settings import CorruptionSetting
+    from questbench.config.suite import parse_suite
+    from questbench.evaluators.corruptions import seen_images
+    from questbench.run.runner import run_suite
+    suite = parse_suite(f'registry = ["{tiny_pair}"]\nmodels = ["tiny-std", "tiny-quest"]\nnum_workers = 0\nseed = 3\n'
+                        '[data]\nsamples = 12\n[corruptions]\nnames = ["fog", "gaussian_noise"]\n'
+                        'severities = [2, 5]\n', "t.toml")
+    assert suite.corruptions.engine == "torch" and suite.corruptions.params == "auto"  # the schema's defaults
+    res = questbench.load_results(run_suite(suite, tmp_path / "o", device="cpu", quiet=True).out)
+    ds = questbench.load_dataset("fashion-mnist", samples=12, seed=3)
+    models = {m: questbench.load_model(m, registry_files=[tiny_pair]) for m in ("tiny-std", "tiny-quest")}
+    errors = questbench.corruption_sweep(models, ds, ["fog", "gaussian_noise"], (2, 5), seed=3, num_workers=0,
+                                         quiet=True)
+    rows = res.samples[res.samples.evaluation == "corruption"]
+    for (model, corruption, severity), g in rows.groupby(["model", "corruption", "severity"]):
+        assert errors[model][corruption][(2, 5).index(int(severity))] == 1 - g.correct.mean()
+    from questbench.data.arrays import ArrayDataset
+    four = ArrayDataset(ds.images[:4], ds.labels[:4], "f", "f", ["0", "1", "2", "3"])  # corrupt() seeds by index
+    seen = seen_images(four, range(4), CorruptionSetting("fog", 5), 3, engine="torch", params="auto")
+    x = torch.stack([four[i][0] for i in range(4)])
+    got = (questbench.corrupt(x, "fog", severity=5, seed=3) * 255).round().to(torch.uint8).permute(0, 2, 3, 1)
+    assert got.shape == (4, 32, 32, 3)
+    for i in range(4):
+        assert torch.equal(got[i], torch.from_numpy(seen[i]))

@@ -64,7 +64,7 @@ VARIANTS: dict[str, tuple[str, Any]] = {
     "corruptions.severities": ("corruptions", [4]),
     "corruptions.mode": ("corruptions", "faithful"),
     "corruptions.samples": ("corruptions", 3),
-    "corruptions.engine": ("corruptions", "torch"),
+    "corruptions.engine": ("corruptions", "imagecorruptions"),
     "corruptions.params": ("corruptions", "cifar-c"),
     "attacks.attack": ("attacks", "fgsm"),
     "attacks.eps": ("attacks", ["4/255"]),

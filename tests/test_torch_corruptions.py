@@ -181,7 +181,7 @@ def test_runner_uses_the_torch_engine_and_records_it(tmp_path, tiny_pair):
 
 @pytest.mark.parametrize("body, message", [
     ('engine = "torch"\nmode = "faithful"', 'runs in mode "native" only'),
-    ('params = "cifar-c"', 'needs engine = "torch"'),
+    ('engine = "imagecorruptions"\nparams = "cifar-c"', 'needs engine = "torch"'),
     ('engine = "numpy"', "engine"),
 ])
 def test_bad_engine_settings_are_one_line_errors(tmp_path, body, message):

@@ -120,7 +120,9 @@ class CorruptionSpec(_Schema):
     mode: Literal["native", "faithful", "imagenet-c", "cifar-c"] = "native"  # on the fly, or released from disk
     root: Optional[str] = None
     samples: Optional[PositiveInt] = None
-    engine: Literal["imagecorruptions", "torch"] = "imagecorruptions"  # the reference, or batched in torch
+    # the reference library, or questbench's batched torch engine (validated against it, bench/RESULTS.md); unset:
+    # torch for on-the-fly native corruptions (what every built-in suite and the Python API use), else the reference
+    engine: Optional[Literal["imagecorruptions", "torch"]] = None
     # the torch engine's constants; unset: "auto" (cifar-c at <= 64 px) for torch, "imagenet-c" otherwise
     params: Optional[Literal["imagenet-c", "cifar-c", "auto"]] = None
 
@@ -148,6 +150,8 @@ class CorruptionSpec(_Schema):
 
     @model_validator(mode="after")
     def _engine_rules(self) -> "CorruptionSpec":
+        if self.engine is None:
+            self.engine = "torch" if self.mode == "native" else "imagecorruptions"
         if self.params is None:
             self.params = "auto" if self.engine == "torch" else "imagenet-c"
         if self.engine == "torch" and self.mode != "native":
