@@ -4,12 +4,30 @@ from __future__ import annotations
 
 import os
 import sys
+from enum import Enum
 from pathlib import Path
 from typing import List, Optional
 
 import typer
 
 from .errors import QuestbenchError
+
+class Format(str, Enum):  # choices as types, so --help lists them and typer refuses anything else
+    md = "md"
+    rich = "rich"
+    csv = "csv"
+    html = "html"
+
+
+class ExportFormat(str, Enum):
+    robustbench = "robustbench"
+
+
+class Design(str, Enum):
+    mean = "mean"
+    split = "split"
+    cls = "cls"
+
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Robustness benchmark for ViTs: QUEST vs standard attention under corruptions and attacks.")
@@ -109,7 +127,7 @@ def _launch_ranks(nproc: int, argv: list[str], out: Path) -> None:
 @app.command()
 def leaderboard(results: List[Path] = typer.Argument(..., help="results folder(s) written by `questbench run` "
                                                    "(several: one table of all their models)"),
-                format: str = typer.Option("md", "--format", "-f", help="md, rich, csv or html"),
+                format: Format = typer.Option(Format.md, "--format", "-f", help="the rendering"),
                 output: Optional[Path] = typer.Option(None, "--output", "-o", help="write to FILE (md: plots beside it)"),
                 images_per_cell: int = typer.Option(6, "--images-per-cell", min=0, help="html: discordant images "
                                                     "shown per side of each setting (0: none)")):
@@ -117,7 +135,7 @@ def leaderboard(results: List[Path] = typer.Argument(..., help="results folder(s
     machines)."""
     from .report.leaderboard import leaderboard as lb
 
-    text = lb(list(results), format, str(output) if output else None, images_per_cell)
+    text = lb(list(results), format.value, str(output) if output else None, images_per_cell)
     if text is not None and output is None:
         typer.echo(text, nl=False)
 
@@ -155,7 +173,7 @@ def compare(results: List[Path] = typer.Argument(..., help="results folder(s)"),
 
 @app.command()
 def export(results: List[Path] = typer.Argument(..., help="results folder(s) written by `questbench run`"),
-           format: str = typer.Option("robustbench", "--format", help="robustbench"),
+           format: ExportFormat = typer.Option(ExportFormat.robustbench, "--format", help="the other tool's format"),
            out: Path = typer.Option(..., "--out", help="folder to write into"),
            dataset: Optional[str] = typer.Option(None, "--dataset", help="RobustBench's name for the run's "
                                                  "dataset (cifar10, cifar100, imagenet) when questbench's differs"),
@@ -166,8 +184,6 @@ def export(results: List[Path] = typer.Argument(..., help="results folder(s) wri
     from .store.results import load_results
     from .config.suite import parse_eps
 
-    if format != "robustbench":
-        raise QuestbenchError(f"export format must be robustbench, not {format!r}")
     chosen = parse_eps(eps, "--eps") if eps is not None else None
     written, notes = export_robustbench(load_results(list(results)), out, dataset, chosen)
     for note in notes:
@@ -235,7 +251,7 @@ def train(attention: str = typer.Option("quest", help="attention kind"),
 @app.command()
 def toy(out: Path = typer.Option(Path("runs/toy"), "--out"),
         quick: bool = typer.Option(False, "--quick", help="the small grid (a few minutes on 2 CPU cores)"),
-        design: str = typer.Option("mean", "--design", help="mean (every token queries; the default), split (the "
+        design: Design = typer.Option(Design.mean, "--design", help="mean (every token queries; the default), split (the "
                                    "mean design with q, k from each token's key part only, v from its value part, "
                                    "a finer lr grid with warmup) or cls (the first design: a learned query token)"),
         quiet: bool = typer.Option(False, "--quiet", "-q")):
@@ -246,6 +262,7 @@ def toy(out: Path = typer.Option(Path("runs/toy"), "--out"),
         raise QuestbenchError(f"--out {out} exists and is not a folder")
     check_creatable(out, "--out")  # a folder holding runs.jsonl is resumed
     preset = "quick" if quick else "full"
+    design = design.value
     if design == "split":
         design, preset = "mean", "split-quick" if quick else "split"
     if design == "mean":
@@ -253,15 +270,13 @@ def toy(out: Path = typer.Option(Path("runs/toy"), "--out"),
         runs = run_mean_grid(preset, out, quiet=quiet)
         write_mean_outputs(runs, preset, out)
         typer.echo(f"{len(runs)} runs; statistics in {out / 'toy.md'}")
-    elif design == "cls":
+    else:
         from ._io import atomic_write_bytes
         from .toy.cls_design import run_grid, success_rates, toy_markdown
         runs = run_grid(preset, out, quiet=quiet)
         atomic_write_bytes(out / "toy.md", toy_markdown(runs, preset).encode())
         for kind, rate in success_rates(runs).items():
             typer.echo(f"{kind:10s} success {100 * rate:5.1f}%")
-    else:
-        raise QuestbenchError(f"toy design must be mean, split or cls, not {design!r}")
     typer.echo(f"runs.csv, plots and toy.md in {out}")
 
 

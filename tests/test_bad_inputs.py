@@ -120,7 +120,9 @@ def test_suite_errors_name_the_key_and_the_type(tmp_path, capsys):
     (["run", "--ranks", "999"], "more than this machine's"),
     (["run", "--bogus"], "No such option"),
     (["frobnicate"], "No such command"),
-    (["leaderboard", "--format", "pdf", "."], "format must be one of"),
+    (["leaderboard", "--format", "pdf", "."], "'pdf' is not one of 'md', 'rich', 'csv', 'html'"),
+    (["export", ".", "--format", "onnx", "--out", "x"], "'onnx' is not one of 'robustbench'"),
+    (["toy", "--design", "grid"], "'grid' is not one of 'mean', 'split', 'cls'"),
     (["leaderboard"], "Missing argument"),
 ])
 def test_bad_arguments_are_one_line(args, contains, capsys):

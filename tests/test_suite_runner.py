@@ -91,7 +91,7 @@ def test_end_to_end_run_results_and_leaderboards(tmp_path, tiny_pair):
     assert r.returncode == 0 and "…" not in r.stdout
     assert all(name in r.stdout for name in ("tiny-quest", "fmnist-vit-standard-s2", "deit_tiny_patch16_224.fb_in1k"))
     r = _run_cli(["leaderboard", str(out), "--format", "pdf"])
-    assert r.returncode == 2 and r.stderr.startswith("error: format must be one of")
+    assert r.returncode == 2 and r.stderr.startswith("error: ") and "'pdf' is not one of 'md', 'rich', 'csv', 'html'" in r.stderr
 
 
 @pytest.mark.parametrize("corruptions,side,warns", [
