@@ -25,7 +25,7 @@ from questbench.data.arrays import ArrayDataset
 from questbench.evaluators.corruption_grid import CorruptionGrid, OnTheFly, _grid_loader
 from questbench.config.settings import CorruptionSetting
 from questbench.evaluators.corruption_reference import corrupt_image, corruption_seed, prepare_image
-from questbench.stats.metrics import COMMON_CORRUPTIONS
+from questbench.config.corruptions import COMMON_CORRUPTIONS
 
 
 def plain_loop(images, settings):

@@ -18,7 +18,7 @@ import pandas as pd
 
 
 def synthetic_results(n_img: int, n_corr: int, eps=(0, 1 / 255, 2 / 255, 4 / 255, 8 / 255)):
-    from questbench.stats.metrics import ALL_CORRUPTIONS
+    from questbench.config.corruptions import ALL_CORRUPTIONS
     from questbench.store.results import Results
 
     rng = np.random.default_rng(0)

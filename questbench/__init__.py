@@ -178,6 +178,7 @@ def evaluate(model, suite="default", out=None, preprocessing=None, name: str = "
                                           and set(preprocessing) <= {"mean", "std", "input_size"}):
         raise QuestbenchError("preprocessing is a mapping of 'mean' and 'std' (one value per channel) and "
                               "'input_size' ((channels, height, width) the model needs; inputs are adapted to it)")
+    given = model  # the module as the caller handed it: restored as found after the run
     if not isinstance(model, (QuestbenchModel, ExternalModel)):
         model = ExternalModel(model, name, **dict(preprocessing or {}))
     if isinstance(suite, Mapping):
@@ -188,7 +189,7 @@ def evaluate(model, suite="default", out=None, preprocessing=None, name: str = "
 
     from ._io import safe_name
     out = out if out is not None else Path("runs") / safe_name(name)  # a name is data, never a path
-    with _Preserved(model):
+    with _Preserved(given):
         run_suite(s, out, device=device, limit=limit, quiet=quiet, overwrite=overwrite, models={name: model})
     return load_results(out)
 

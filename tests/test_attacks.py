@@ -5,7 +5,8 @@ import torch.nn as nn
 
 from questbench.data.arrays import ArrayDataset
 from questbench.errors import QuestbenchError
-from questbench.evaluators.attacks import AttackConfig, evaluate_attack, sweep_flags
+from questbench.evaluators.attacks import AttackConfig, evaluate_attack
+from questbench.stats.metrics import sweep_flags
 from questbench.evaluators.common import derive_seed, run_with_batch_fallback
 
 from conftest import make_tiny

@@ -9,7 +9,7 @@ from questbench.evaluators.corruption_grid import CorruptionGrid, OnTheFly, _gri
 from questbench.config.settings import CorruptionSetting
 from questbench.evaluators.corruption_reference import corrupted_sample, corruption_seed, jpeg_round_trip, prepare_image
 from questbench.evaluators.corruptions import evaluate_corruptions
-from questbench.stats.metrics import ALL_CORRUPTIONS
+from questbench.config.corruptions import ALL_CORRUPTIONS
 
 from conftest import make_tiny
 

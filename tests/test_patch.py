@@ -6,7 +6,7 @@ import torch
 from conftest import make_tiny
 from questbench.data.arrays import ArrayDataset
 from questbench.errors import QuestbenchError
-from questbench.evaluators.attacks import sweep_flags
+from questbench.stats.metrics import sweep_flags
 from questbench.evaluators.patch import _masks, attack_patch_batch, evaluate_patch, patch_tiles, token_grid
 from questbench.config.settings import PatchConfig
 from questbench.config.suite import parse_suite

@@ -17,16 +17,19 @@ def test_evaluate_an_nn_module_matches_the_registry_run(tmp_path, tiny_pair):
     from questbench.models.registry import load_model
     registered = load_model("tiny-quest", registry_files=[tiny_pair])
     net = registered.net  # a bare timm ViT: normalization must come from `preprocessing`
+    net.train()  # as a user's model may be found: in training mode, one parameter frozen
+    net.pos_embed.requires_grad_(False)
     res = questbench.evaluate(net, SUITE, out=tmp_path / "mine", name="mine", device="cpu",
                               preprocessing={"mean": [0.5], "std": [0.5], "input_size": (1, 28, 28)})
-    ref = questbench.evaluate(registered, SUITE, out=tmp_path / "reg", name="mine", device="cpu")
+    assert net.training is True  # left as found
+    assert [p.requires_grad for p in net.parameters()] == [n != "pos_embed" for n, _ in net.named_parameters()]
+    ref = questbench.evaluate(registered, SUITE, out=tmp_path / "reg", name="mine", device="cpu")  # eval, as found
     key = ["evaluation", "setting", "sample_id"]
     a = res.samples.sort_values(key).reset_index(drop=True)
     b = ref.samples.sort_values(key).reset_index(drop=True)
     assert len(a) == 12 + 12 + 6 and a[key + ["pred", "correct"]].equals(b[key + ["pred", "correct"]])
     assert res.provenance["models"]["mine"]["sha256"].startswith("state_dict:")
     assert res.provenance["models"]["mine"]["attention"] == "quest"
-    assert net.training is False and all(p.requires_grad for p in net.parameters())  # left as found
     again = questbench.evaluate(net, SUITE, out=tmp_path / "mine", name="mine", device="cpu",
                                 preprocessing={"mean": [0.5], "std": [0.5], "input_size": (1, 28, 28)})
     assert len(again.samples) == len(res.samples)

@@ -114,7 +114,7 @@ def test_train_without_the_training_split_says_how_to_get_it(tmp_path, monkeypat
 
 
 def test_results_get_the_users_normal_permissions(tmp_path):
-    from questbench.models.build import atomic_write_bytes
+    from questbench._io import atomic_write_bytes
     old = os.umask(0o022)
     try:
         atomic_write_bytes(tmp_path / "a.json", b"{}")

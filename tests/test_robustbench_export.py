@@ -21,7 +21,7 @@ import pytest
 
 from conftest import write_tiny_pair
 from questbench.errors import QuestbenchError
-from questbench.stats.metrics import COMMON_CORRUPTIONS
+from questbench.config.corruptions import COMMON_CORRUPTIONS
 
 ROOT = Path(__file__).resolve().parents[1]
 RB_DIR = Path(os.environ.get("QUESTBENCH_ROBUSTBENCH_DIR", ROOT / ".ci" / "robustbench")) / "robustbench"

@@ -16,7 +16,8 @@ import sys
 from pathlib import Path
 
 import questbench
-from questbench.models.build import card_path, file_sha256, load_checkpoint
+from questbench._io import file_sha256
+from questbench.models.build import card_path, load_checkpoint
 from questbench.models.train import evaluate_accuracy
 
 ZOO = Path(__file__).resolve().parents[1] / "questbench" / "zoo"

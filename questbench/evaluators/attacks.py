@@ -17,7 +17,6 @@ from typing import Any, Callable, Optional
 import torch
 import torch.nn as nn
 
-from ..stats.metrics import sweep_flags  # noqa: F401  (re-exported: it checks attack results)
 from ..config.settings import AttackConfig
 from .common import Spans, batches, derive_seed, frozen, predictions, seeded
 

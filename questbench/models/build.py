@@ -16,7 +16,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .attention import attention_class, set_attention
-from .._io import atomic_write_bytes, check_creatable, check_output_file, file_sha256  # noqa: F401
+from .._io import atomic_write_bytes, file_sha256
 from ..errors import QuestbenchError
 from ..config.modelspec import ModelSpec
 

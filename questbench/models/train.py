@@ -23,7 +23,8 @@ from ..data import load_dataset
 from ..data.arrays import ArrayDataset
 from .._io import safe_name
 from ..errors import QuestbenchError
-from .build import ModelSpec, QuestbenchModel, atomic_write_bytes, build_model, save_checkpoint
+from .._io import atomic_write_bytes
+from .build import ModelSpec, QuestbenchModel, build_model, save_checkpoint
 from ..progress import progress_bar
 from ..versions import library_versions
 

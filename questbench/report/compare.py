@@ -25,7 +25,8 @@ import numpy as np
 import pandas as pd
 
 from ..errors import QuestbenchError
-from ..stats.metrics import (ALL_CORRUPTIONS, SEED_METHOD, cluster_bootstrap, holm, mcnemar, min_sign_flip_p,
+from ..config.corruptions import ALL_CORRUPTIONS
+from ..stats.metrics import (SEED_METHOD, cluster_bootstrap, holm, mcnemar, min_sign_flip_p,
                        per_image_sums, resolves_5pp, seed_level_inference, sign_flip_test)
 from ..store.results import Results, load_results
 from ..config.labels import attack_family, attack_label, budget_label, corruption_label

@@ -27,7 +27,8 @@ import pandas as pd
 from .._io import atomic_write_bytes, check_creatable, safe_name
 from .escaping import csv_text
 from ..errors import QuestbenchError
-from ..stats.metrics import COMMON_CORRUPTIONS, alexnet_errors, mce
+from ..config.corruptions import COMMON_CORRUPTIONS
+from ..stats.metrics import alexnet_errors, mce
 from ..store.results import Results
 from .checks import checks_table
 from ..config.labels import eps_label

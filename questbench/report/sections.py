@@ -155,7 +155,7 @@ def sweep_table(t: Tables) -> tuple[str, pd.DataFrame, list[str]]:
 
 def corruption_detail(t: Tables) -> tuple[str, pd.DataFrame, list[str]]:
     """Error (%) per corruption averaged over severities: corruptions as rows, models as columns."""
-    from ..stats.metrics import ALL_CORRUPTIONS
+    from ..config.corruptions import ALL_CORRUPTIONS
     names = short_names(t.corruptions.model)
     present = [c for c in ALL_CORRUPTIONS if c in t.corruptions.columns] + \
         [c for c in t.corruptions.columns if c not in ALL_CORRUPTIONS and c not in CORRUPTION_SUMMARY_KEYS]

@@ -9,8 +9,8 @@ from typing import Optional
 import numpy as np
 import pandas as pd
 
-from ..stats.metrics import (COMMON_CORRUPTIONS, CORRUPTION_GROUP, mce, mean_corruption_error, relative_mce, sweep_flags,
-                       wilson_interval)
+from ..config.corruptions import COMMON_CORRUPTIONS, CORRUPTION_GROUP
+from ..stats.metrics import mce, mean_corruption_error, relative_mce, sweep_flags, wilson_interval
 from ..store.results import Results
 from .checks import checks_table, flag_sentences
 from .compare import RELATIVE, compare_kinds, compare_pairs, compare_seeds, sweep_keys
@@ -44,10 +44,6 @@ class Tables:
     study: pd.DataFrame = field(default_factory=pd.DataFrame)  # study_table(): a verdict per contrast x endpoint
     margin_pp: Optional[float] = None  # the study's declared equivalence margin
     devices: dict[str, str] = field(default_factory=dict)  # model -> device, when joined folders ran on several
-
-
-def _model_meta(samples: pd.DataFrame) -> pd.DataFrame:
-    return samples.groupby("model", sort=True)[["attention", "pair"]].first()
 
 
 def clean_table(samples: pd.DataFrame) -> pd.DataFrame:

@@ -13,7 +13,8 @@ from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
-from ..config.corruptions import ALL_CORRUPTIONS, COMMON_CORRUPTIONS, CORRUPTION_GROUP, EXTRA_CORRUPTIONS  # noqa: F401,E501  (part of the metrics API)
+# the public `questbench.metrics.COMMON_CORRUPTIONS` (README); questbench itself imports them from config.corruptions
+from ..config.corruptions import ALL_CORRUPTIONS, COMMON_CORRUPTIONS, CORRUPTION_GROUP, EXTRA_CORRUPTIONS  # noqa: F401
 from ..errors import QuestbenchError
 
 # AlexNet top-1 error on clean ImageNet val: torchvision's alexnet acc@1 56.522 -> 43.478% error.
@@ -302,17 +303,6 @@ def holm(p_values: Sequence[float]) -> list[float]:
         running = max(running, min(1.0, (len(p) - rank) * p[i]))
         adjusted[i] = running
     return [float(x) for x in adjusted]
-
-
-def paired_bootstrap(a_correct: Iterable[bool], b_correct: Iterable[bool], n_boot: int = 2000,
-                     seed: int = 0) -> dict[str, float]:
-    """Paired bootstrap of the accuracy difference b - a (percentage points) with a 95% interval, one row per
-    independently sampled unit."""
-    a = np.asarray(list(a_correct), dtype=float)
-    b = np.asarray(list(b_correct), dtype=float)
-    if a.shape != b.shape or a.size == 0:
-        raise QuestbenchError("paired bootstrap needs the same, non-empty samples for both models")
-    return cluster_bootstrap(a, b, np.ones_like(a), n_boot=n_boot, seed=seed)
 
 
 def sweep_flags(points: Sequence[tuple[float, float]], clean_accuracy: float, tol: float = 1e-9) -> list[str]:
