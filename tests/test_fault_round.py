@@ -200,6 +200,22 @@ def test_a_damaged_job_is_redone_not_skipped(tmp_path, tiny_pair):
     assert again == {name: json.loads(data)["records"] for name, data in good.items()}  # the same rows again
     assert len(list((out / "damaged").iterdir())) == 2
     questbench.load_results(out)
+    # a job file that is a link to a file elsewhere: the link is set aside, its target never touched
+    target = tmp_path / "precious.json"
+    target.write_text("mine")
+    (out / "jobs" / edited).unlink()
+    (out / "jobs" / edited).symlink_to(target)
+    assert run_suite(suite, out, device="cpu", quiet=True).jobs_run == 1
+    assert target.read_text() == "mine" and (out / "jobs" / edited).is_file()
+    # damaged/ planted as a link: refused, nothing moved through it
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (out / "damaged").rename(tmp_path / "old-damaged")
+    (out / "damaged").symlink_to(elsewhere)
+    (out / "jobs" / edited).write_text("{}")
+    with pytest.raises(QuestbenchError, match="damaged is a symbolic link"):
+        run_suite(suite, out, device="cpu", quiet=True)
+    assert not any(elsewhere.iterdir())
 
 
 # --- ranks -----------------------------------------------------------------------------------------------
