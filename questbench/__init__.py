@@ -158,22 +158,61 @@ class _Preserved:
             p.requires_grad_(flag)
 
 
+def run_suite(suite="default", out=None, device=None, limit=None, quiet: bool = True, overwrite: bool = False,
+              registry=()):
+    """Run a suite (a built-in name, a TOML path or a mapping of the same keys) as ``questbench run`` does, in
+    this process, and return what ``load_results`` gives. Results go to ``out`` (default runs/<suite name>), a
+    folder of the same configuration is resumed. (Not ``questbench.run``: that name is the package of the
+    runner, which importing it binds.)"""
+    from pathlib import Path
+
+    from .config.suite import suite_from
+    from .run.runner import run_suite as _run
+
+    s = suite_from(suite)
+    out = Path(out) if out is not None else Path("runs") / s.name
+    _run(s, out, device=device, limit=limit, quiet=quiet, overwrite=overwrite, registry_files=list(registry))
+    return load_results(out)
+
+
+def make_table(results, format: str = "md") -> str:
+    """The leaderboard of results (what ``load_results`` or ``run_suite`` gives, or a folder, or a list of folders) as
+    text: "md", "csv" or "html" (the same renderers as ``questbench leaderboard``)."""
+    from .report.leaderboard import render
+    if format not in ("md", "csv", "html"):
+        raise QuestbenchError(f"make_table format must be md, csv or html, not {format!r}")
+    if not hasattr(results, "samples"):
+        results = load_results(results)
+    return render(results, format)
+
+
 def evaluate(model, suite="default", out=None, preprocessing=None, name: str = "model", device=None,
              limit=None, quiet: bool = True, overwrite: bool = False):
-    """Run ``suite`` (a built-in name, a TOML path or a mapping of the same keys) on your own ``nn.Module`` and
-    return what ``load_results`` gives. The model takes [0, 1] NCHW images, or pass
+    """Run ``suite`` (a built-in name, a TOML path or a mapping of the same keys) on models and return what
+    ``load_results`` gives. ``model``: your own ``nn.Module`` (named ``name``), or registry names / checkpoint
+    paths (a string or a list of them). A module takes [0, 1] NCHW images, or pass
     ``preprocessing={"mean": [...], "std": [...], "input_size": (c, h, w)}`` to have them adapted (channels,
-    size) and normalized in front of it, as registry models do. It is identified in
-    the results by a hash of its state_dict, so a folder is resumed only for the same weights. The suite's own
-    ``models`` list is replaced by this model (named ``name``); results go to ``out`` (default runs/<name>)."""
+    size) and normalized in front of it, as registry models do. It is identified in the results by a hash of its
+    state_dict, so a folder is resumed only for the same weights. The suite's own ``models`` list is replaced
+    by these; results go to ``out`` (default runs/<name>, or runs/<suite name> for registry models)."""
     import torch.nn as nn
 
     from .models.build import ExternalModel, QuestbenchModel
-    from .run.runner import run_suite
+    from .run.runner import run_suite as _run
     from .config.suite import suite_from
 
+    if isinstance(model, str) or (isinstance(model, (list, tuple)) and model
+                                  and all(isinstance(m, str) for m in model)):
+        if preprocessing is not None:
+            raise QuestbenchError("preprocessing applies to your own nn.Module; a registry model or checkpoint "
+                                  "carries its own")
+        names = [model] if isinstance(model, str) else list(model)
+        s = suite_from({**suite, "models": names} if isinstance(suite, Mapping) else suite)
+        s.models = names
+        return run_suite(s, out, device=device, limit=limit, quiet=quiet, overwrite=overwrite)
     if not isinstance(model, nn.Module):
-        raise QuestbenchError(f"evaluate takes a torch nn.Module, not {type(model).__name__}")
+        raise QuestbenchError(f"evaluate takes a torch nn.Module, a registry name or checkpoint path, or a list of "
+                              f"those, not {type(model).__name__}")
     if preprocessing is not None and not (isinstance(preprocessing, Mapping)
                                           and set(preprocessing) <= {"mean", "std", "input_size"}):
         raise QuestbenchError("preprocessing is a mapping of 'mean' and 'std' (one value per channel) and "
@@ -190,7 +229,7 @@ def evaluate(model, suite="default", out=None, preprocessing=None, name: str = "
     from ._io import safe_name
     out = out if out is not None else Path("runs") / safe_name(name)  # a name is data, never a path
     with _Preserved(given):
-        run_suite(s, out, device=device, limit=limit, quiet=quiet, overwrite=overwrite, models={name: model})
+        _run(s, out, device=device, limit=limit, quiet=quiet, overwrite=overwrite, models={name: model})
     return load_results(out)
 
 
@@ -294,5 +333,6 @@ def load_results(path):
 __all__ = ["ATTENTION_KINDS", "QuestbenchError", "attack", "attention_kind", "compare", "compare_kinds", "compare_seeds",
            "corrupt",
            "corruption_sweep",
-           "evaluate", "list_models", "load_dataset", "load_model", "load_results", "metrics", "record_attention", "set_attention",
+           "evaluate", "list_models", "load_dataset", "load_model", "load_results", "make_table", "metrics", "record_attention",
+           "run_suite", "set_attention",
            "__version__"]

@@ -88,19 +88,17 @@ def run(suite: Optional[str] = typer.Argument(None, help="built-in suite name or
             return
     for note in summary.notes:
         typer.echo(note, err=True)
-    from .report.markdown import render_markdown
-    from .report.terminal import render_rich
+    from .report.leaderboard import render
     from .report.tables import compute_tables
     from .store.results import load_results
     results = load_results(out)
     tables = compute_tables(results)  # once for the three renderings (bootstrap intervals are the costly part)
     if not quiet:
-        render_rich(results, t=tables)
+        render(results, "rich", t=tables)
     from ._io import atomic_write_bytes
     board = out / "leaderboard.md"
-    atomic_write_bytes(board, render_markdown(results, board, tables).encode())
-    from .report.html import render_html
-    atomic_write_bytes(board.with_suffix(".html"), render_html(results, t=tables).encode())
+    atomic_write_bytes(board, render(results, "md", board, t=tables).encode())
+    atomic_write_bytes(board.with_suffix(".html"), render(results, "html", t=tables).encode())
     typer.echo(f"{summary.jobs_run} job(s) run, {summary.jobs_skipped} already done, "
                f"{summary.wall_s:.1f} s; results in {out}, leaderboard {board} (and .html)", err=True)
 

@@ -38,8 +38,21 @@ def test_evaluate_an_nn_module_matches_the_registry_run(tmp_path, tiny_pair):
     with pytest.raises(QuestbenchError, match="models.mine"):
         questbench.evaluate(net, SUITE, out=tmp_path / "mine", name="mine", device="cpu",
                             preprocessing={"mean": [0.5], "std": [0.5], "input_size": (1, 28, 28)})
-    with pytest.raises(QuestbenchError, match="nn.Module"):
-        questbench.evaluate("tiny-quest", SUITE, out=tmp_path / "x")
+    with pytest.raises(QuestbenchError, match="nn.Module, a registry name"):
+        questbench.evaluate(3.5, SUITE, out=tmp_path / "x")
+
+
+def test_evaluate_by_name_run_suite_and_make_table_give_the_cli_leaderboard(tmp_path, tiny_pair):
+    from questbench.report.leaderboard import leaderboard
+    suite = {**SUITE, "registry": [str(tiny_pair)]}
+    by_name = questbench.evaluate(["tiny-std", "tiny-quest"], suite, out=tmp_path / "a")
+    assert sorted(by_name.provenance["models"]) == ["tiny-quest", "tiny-std"]
+    ran = questbench.run_suite({**suite, "models": ["tiny-std", "tiny-quest"]}, out=tmp_path / "b")
+    assert questbench.make_table(by_name, "csv") == questbench.make_table(tmp_path / "b", "csv") != ""
+    assert questbench.make_table(ran, "md") == leaderboard(tmp_path / "b", "md")
+    assert questbench.make_table([tmp_path / "b"], "html") == leaderboard(tmp_path / "b", "html")
+    with pytest.raises(QuestbenchError, match="preprocessing applies to your own"):
+        questbench.evaluate("tiny-std", suite, out=tmp_path / "c", preprocessing={"mean": [0.5]})
 
 
 def test_attack_one_batch_stays_in_budget_and_matches_the_evaluator():

@@ -37,7 +37,7 @@ def test_readme_python_blocks_run_as_written(tmp_path, monkeypatch, capsys):
     for k, block in enumerate(blocks):
         exec(compile(block, f"README.md python block {k + 1}", "exec"), {"__name__": "__readme__"})
     out = capsys.readouterr().out
-    assert "9 9" in out and "100.0" in out  # the values the README's comments promise
+    assert "9 9" in out and "100.0" in out and "# questbench leaderboard: default" in out  # as the comments promise
 
 
 def test_csv_is_tidy_and_typed(tmp_path, tiny_pair):

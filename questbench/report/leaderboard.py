@@ -14,8 +14,26 @@ from .tidy import render_csv
 FORMATS = ("md", "rich", "csv", "html")
 
 
+def render(results, fmt: str = "md", output: Optional[Path] = None, images_per_cell: int = 6, t=None) -> str:
+    """Loaded results in one format: md (its plots written beside ``output`` when given), csv, html; rich is
+    printed to the terminal and gives "". ``t``: the results' tables when the caller has them already (one
+    computation for several renderings)."""
+    if fmt not in FORMATS:
+        raise QuestbenchError(f"format must be one of {', '.join(FORMATS)}, not {fmt!r}")
+    if fmt == "rich":
+        render_rich(results, t=t)
+        return ""
+    if fmt == "html":
+        return render_html(results, images_per_cell, t=t)
+    if fmt == "md":
+        return render_markdown(results, output, t)
+    return render_csv(results)
+
+
 def leaderboard(results_dir, fmt: str = "md", output: Optional[str] = None, images_per_cell: int = 6
                 ) -> Optional[str]:
+    """`questbench leaderboard`: the results of a folder (or of several, joined) rendered, to ``output`` or
+    returned (rich: printed, None)."""
     if fmt not in FORMATS:
         raise QuestbenchError(f"format must be one of {', '.join(FORMATS)}, not {fmt!r}")
     if output is not None:
@@ -25,16 +43,10 @@ def leaderboard(results_dir, fmt: str = "md", output: Optional[str] = None, imag
     if results.samples.empty and results.diagnostics.empty:
         where = ", ".join(map(str, results_dir)) if isinstance(results_dir, (list, tuple)) else results_dir
         raise QuestbenchError(f"{where} holds no finished jobs")
-    if fmt == "rich":
-        render_rich(results)
-        return None
     out_path = Path(output) if output else None
-    if fmt == "html":
-        text = render_html(results, images_per_cell)
-    elif fmt == "md":
-        text = render_markdown(results, out_path)
-    else:
-        text = render_csv(results)
+    text = render(results, fmt, out_path, images_per_cell)
+    if fmt == "rich":
+        return None
     if out_path is not None:
         from .._io import atomic_write_bytes
         atomic_write_bytes(out_path, text.encode())
