@@ -247,3 +247,32 @@ def test_warmup_schedule_rises_linearly_then_decays():
         sched.step()
     assert lrs[0] == pytest.approx(0.01) and lrs[9] == pytest.approx(0.1) and lrs[-1] < 0.001
     assert all(a < b for a, b in zip(lrs[:10], lrs[1:10])) and all(a >= b for a, b in zip(lrs[10:], lrs[11:]))
+
+
+def test_shortcut_effect_is_the_difference_in_differences_of_a_known_grid():
+    """Synthetic runs whose conflict-set accuracy is a kind's own level, plus a shortcut loss at fraction 0.5 that
+    differs by kind, plus cell noise shared by both fractions: the control gap is the level gap, the
+    difference-in-differences the shortcut gap, exactly; the interval is scipy's t over the cells."""
+    import pandas as pd
+    from scipy import stats as sps
+
+    from questbench.toy.stats import shortcut_effect
+    level, loss = {"quest": 0.70, "standard": 0.65}, {"quest": 0.10, "standard": 0.25}
+    rng = np.random.default_rng(0)
+    rows = []
+    for lr in (0.01, 0.03, 0.1):
+        for wd in (0.0, 0.1):
+            cell = {k: rng.normal(0, 0.02) for k in level}  # a cell's own shift, the same at both fractions
+            for seed in (0, 1):
+                for f in (0.0, 0.5):
+                    for k in level:
+                        rows.append(dict(attention=k, lr=lr, wd=wd, init_seed=seed, data_seed=0, biased_fraction=f,
+                                         acc_conflict=level[k] + cell[k] - (loss[k] if f == 0.5 else 0.0)))
+    e = shortcut_effect(pd.DataFrame(rows), "quest", "standard")
+    assert e["did"][0] == pytest.approx(loss["standard"] - loss["quest"])
+    assert e["did"][3] == 6 and e["did"][2] - e["did"][1] == pytest.approx(0, abs=1e-12)  # no spread left
+    control = pd.DataFrame(rows).query("biased_fraction == 0").pivot_table(
+        index=["lr", "wd"], columns="attention", values="acc_conflict", aggfunc="mean")
+    gaps = (control.quest - control.standard).to_numpy()
+    lo, hi = sps.t.interval(0.95, len(gaps) - 1, loc=gaps.mean(), scale=sps.sem(gaps))
+    assert e["without"][:3] == pytest.approx((gaps.mean(), lo, hi))

@@ -4,7 +4,8 @@ The ceiling of unbiased accuracy is the Bayes rule on the answer's *class* (ques
 bayes_class_accuracy), not the old position rule. A run's evaluation samples are a pure function of its data seed
 (questbench.toy.mean_design.evaluation_sets), so the ceiling of each run is recomputed exactly; in the mean and split
 designs a run's success is unbiased accuracy >= 0.9 x that ceiling and no instability flag, so the success column
-is recomputed too. Then each design's markdown and success heatmap are rebuilt from the re-scored runs.csv.
+is recomputed too. Then each design's markdown, success heatmap and per-learning-rate curves are rebuilt from the
+re-scored runs.csv (re-running it on runs already re-scored changes nothing in runs.csv).
 
     python tools/rescore_toy.py [--leaderboards leaderboards]
 """
@@ -19,7 +20,7 @@ from questbench._io import atomic_write_bytes
 from questbench.toy.cls_design import ToyConfig
 from questbench.toy.common import success_heatmap
 from questbench.toy.mean_design import SUCCESS_OF_BAYES, evaluation_bayes
-from questbench.toy.stats import load_runs, markdown
+from questbench.toy.stats import load_runs, markdown, success_curves
 
 MEAN_DESIGNS = {"toy": "full", "toy-split": "split"}
 
@@ -44,6 +45,7 @@ def rescore_mean(folder: Path, name: str, preset: str) -> None:
     success_heatmap(((r.attention, r.lr, r.wd, str(r.success) == "True") for r in main.itertuples()),
                     folder / name / "success_heatmap.png",
                     "success rate (biased fraction 0.5) per learning rate x weight decay")
+    success_curves(df, folder / name / "success_curves.png")
     atomic_write_bytes(folder / f"{name}.md", markdown(df, preset, image_prefix=f"{name}/").encode())
     print(f"{name}: ceilings {', '.join(f'seed {s}: {b:.4f}' for s, b in ceiling.items())}; "
           f"{int(main.success.astype(str).eq('True').sum())} of {len(main)} biased-fraction-0.5 runs succeed")

@@ -301,7 +301,8 @@ def write_mean_outputs(runs: Sequence[MeanRun], preset: str, out: Path) -> str:
     traces = [dict(zip(key_cols + trace_cols, (*map(str, r.key), *t))) for r in runs for t in r.trace]
     atomic_write_bytes(out / "traces.csv", tidy_csv(traces, key_cols + trace_cols).encode())
     _plots(runs, out)
-    from .stats import load_runs, markdown
+    from .stats import load_runs, markdown, success_curves
+    success_curves(load_runs(out / "runs.csv"), out / "success_curves.png")
     md = markdown(load_runs(out / "runs.csv"), preset)
     atomic_write_bytes(out / "toy.md", md.encode())
     return md

@@ -87,6 +87,92 @@ def shortcut_harm(df: pd.DataFrame, kind: str) -> tuple[float, float, float, int
     return t_interval(d.groupby(level=["lr", "wd"]).mean().to_numpy())
 
 
+def _paired_cells(df: pd.DataFrame, kind: str, column: str, fraction: float) -> pd.Series:
+    k = df[(df.attention == kind) & (df.biased_fraction == fraction)]
+    return k.set_index(POINT)[column].astype(float)
+
+
+def shortcut_effect(df: pd.DataFrame, a: str, b: str, column: str = "acc_conflict"
+                    ) -> dict[str, tuple[float, float, float, int]]:
+    """Kind a minus kind b in ``column``, trained with the shortcut (fraction 0.5), trained without it (fraction 0:
+    the "can it learn the cue" control) and their difference-in-differences, (a - b at 0.5) - (a - b at 0): the
+    part of the gap the shortcut makes. Each paired per grid point, averaged per lr x wd cell, t over the cells."""
+    out = {}
+    d_with = _paired_cells(df, a, column, 0.5) - _paired_cells(df, b, column, 0.5)
+    d_without = _paired_cells(df, a, column, 0.0) - _paired_cells(df, b, column, 0.0)
+    for name, d in (("with", d_with), ("without", d_without), ("did", d_with - d_without)):
+        d = d.dropna()
+        out[name] = (t_interval(d.groupby(level=["lr", "wd"]).mean().to_numpy()) if not d.empty
+                     else (math.nan, math.nan, math.nan, 0))
+    return out
+
+
+def _ci(m: float, lo: float, hi: float, scale: float = 100.0) -> str:
+    return f"{scale * m:+.1f} ({scale * lo:+.1f} to {scale * hi:+.1f})"
+
+
+def control_section(df: pd.DataFrame, kinds: list[str]) -> list[str]:
+    """The fraction-0 control beside fraction 0.5 per kind, and the shortcut's own effect between kinds."""
+    lines = ["## Can each kind learn the cue? (fraction-0 control)", "",
+             "Trained without the shortcut (biased fraction 0), a kind that cannot reach the Bayes ceiling cannot "
+             "learn the real cue at all; what it loses with the shortcut (0.5) is then not the shortcut's doing. "
+             "Medians (interquartile range) over every run of the grid.", "",
+             "| attention | acc / Bayes, fraction 0 | acc / Bayes, fraction 0.5 | conflict-set acc, fraction 0 | "
+             "conflict-set acc, fraction 0.5 |", "|---|---|---|---|---|"]
+    for k in kinds:
+        g0, g5 = df[(df.attention == k) & (df.biased_fraction == 0.0)], df[(df.attention == k) & (df.biased_fraction == 0.5)]
+        if g0.empty:
+            continue
+        lines.append(f"| {k} | {_q(g0.ratio)} | {_q(g5.ratio)} | {_q(g0.acc_conflict)} | {_q(g5.acc_conflict)} |")
+    lines += ["", "Conflict-set accuracy between kinds, in pp: the gap trained with the shortcut, the gap trained "
+              "without it, and their difference-in-differences (the part of the gap the shortcut makes). Paired "
+              "per grid point, averaged per lr x wd cell, 95% t interval over every cell of the grid (the cells are "
+              f"the units; only {df.data_seed.nunique()} data seed(s) were drawn, so variation between data "
+              "realizations is not resampled).", "",
+              "| comparison | gap at fraction 0.5 | gap at fraction 0 (control) | shortcut effect (DiD) | cells |",
+              "|---|---|---|---|---|"]
+    for a, b in COMPARISONS:
+        if a not in kinds or b not in kinds:
+            continue
+        e = shortcut_effect(df, a, b)
+        lines.append(f"| {a} - {b} | {_ci(*e['with'][:3])} | {_ci(*e['without'][:3])} | {_ci(*e['did'][:3])} | "
+                     f"{e['did'][3]} |")
+    return lines + [""]
+
+
+def success_curves(df: pd.DataFrame, path: Path) -> None:
+    """Per learning rate and kind: success rate at 0.9 x Bayes and median conflict-set accuracy (fraction 0.5),
+    and success without the shortcut (fraction 0, dashed), as a png."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    df = with_outcomes(df)
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, kind in enumerate(dict.fromkeys(df.attention)):
+        k = df[df.attention == kind]
+        for fraction, style in ((0.5, "-"), (0.0, "--")):
+            g = k[k.biased_fraction == fraction].groupby("lr")
+            if not len(g):
+                continue
+            axes[0].plot(g["success_0.90"].mean().index, 100 * g["success_0.90"].mean(), style, marker="o", ms=3,
+                         color=colors[i % len(colors)], label=kind if fraction == 0.5 else None)
+            axes[1].plot(g.acc_conflict.median().index, g.acc_conflict.median(), style, marker="o", ms=3,
+                         color=colors[i % len(colors)])
+    lrs = sorted(df.lr.unique())
+    for ax, title in zip(axes, ("success at 0.9 x Bayes (%)", "median conflict-set accuracy")):
+        ax.set_xscale("log")
+        ax.set_xticks(lrs, [f"{x:g}" for x in lrs], fontsize=7)
+        ax.minorticks_off()
+        ax.set_xlabel("learning rate")
+        ax.set_title(title + "; dashed: no shortcut", fontsize=9)
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def _q(s: pd.Series) -> str:
     q1, med, q3 = np.percentile(s, [25, 50, 75])
     return f"{med:.3f} ({q1:.3f}-{q3:.3f})"
@@ -175,7 +261,9 @@ def markdown(df: pd.DataFrame, preset: str, image_prefix: str = "") -> str:
         un_d = kd[kd.lr.isin(dead)].unstable.mean() if dead else math.nan
         lines.append(f"| {k} | {m:+.2f} ({lo:+.2f} to {hi:+.2f}, {n}) | {100 * un_l:.0f}% | "
                      + (f"{100 * un_d:.0f}%" if dead else "-") + " |")
-    lines += ["", f"![success per learning rate and weight decay]({image_prefix}success_heatmap.png)", "",
+    lines += [""] + control_section(df, kinds)
+    lines += [f"![success and conflict-set accuracy per learning rate]({image_prefix}success_curves.png)", "",
+              f"![success per learning rate and weight decay]({image_prefix}success_heatmap.png)", "",
               f"![max attention logit, entropy and key norm during training]({image_prefix}training_traces.png)", ""]
     return "\n".join(lines)
 
