@@ -50,8 +50,9 @@ def test_end_to_end_run_results_and_leaderboards(tmp_path, tiny_pair):
     summary = run_suite(suite, out, device="cpu", quiet=True)
     n_jobs = 2 * (1 + 6 + 6 + 1)
     assert summary.jobs_run == n_jobs and summary.jobs_total == n_jobs
-    assert [n for n in summary.notes if n.startswith("warning: corruptions use ImageNet-C's constants")
-            and "on 28 px images" in n and 'engine = "torch"' in n]  # the suite's default engine at 28 px
+    # the default engine (torch, constants "auto") takes CIFAR-10-C's at 28 px: no small-image warning
+    assert not [n for n in summary.notes if n.startswith("warning: corruptions use ImageNet-C's constants")]
+    assert questbench.load_results(out).provenance["suite"]["corruptions"]["params"] == "auto"
     res = questbench.load_results(out)
     s = res.samples
     assert len(s[(s.evaluation == "clean")]) == 2 * 24
