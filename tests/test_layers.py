@@ -1,4 +1,4 @@
-"""The package's layers and which may import which (README, "Layout"): every import of every module, at the top
+"""The package's layers and which may import which (docs/layout.md): every import of every module, at the top
 or inside a function, goes down the table, never up; and the torch-free layers load without torch."""
 from __future__ import annotations
 

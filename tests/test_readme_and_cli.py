@@ -25,17 +25,20 @@ def _cli(args, capsys):
 
 
 def test_readme_python_blocks_run_as_written(tmp_path, monkeypatch, capsys):
-    """The README's set-up runs `questbench run` first (here capped at 4 samples), then its Python blocks."""
+    """The README's set-up runs `questbench run` first (here capped at 4 samples), then the Python blocks of the
+    README and of every page under docs/."""
     monkeypatch.chdir(tmp_path)
     code, _, err = _cli(["run", "--limit", "4", "--quiet", "--device", "cpu"], capsys)
     assert code == 0, err
     # --quiet still names the results folder and the leaderboard it wrote
     assert "results in runs/default" in err and "leaderboard runs/default/leaderboard.md" in err
     assert (tmp_path / "runs" / "default" / "leaderboard.md").read_text().startswith("# questbench leaderboard")
-    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+    pages = [README] + sorted((ROOT / "docs").glob("*.md"))  # the README and every docs page, as written
+    blocks = [(page, block) for page in pages
+              for block in re.findall(r"```python\n(.*?)```", page.read_text(), flags=re.S)]
     assert len(blocks) >= 2
-    for k, block in enumerate(blocks):
-        exec(compile(block, f"README.md python block {k + 1}", "exec"), {"__name__": "__readme__"})
+    for k, (page, block) in enumerate(blocks):
+        exec(compile(block, f"{page.name} python block {k + 1}", "exec"), {"__name__": "__readme__"})
     out = capsys.readouterr().out
     assert "9 9" in out and "100.0" in out and "# questbench leaderboard: default" in out  # as the comments promise
 
@@ -124,15 +127,15 @@ def test_results_get_the_users_normal_permissions(tmp_path):
 
 
 def test_readme_layout_matches_the_tree():
-    """The README's Layout section is what tools/layout.py makes from the tree today (its modules, their
+    """The Layout page (docs/layout.md) is what tools/layout.py makes from the tree today (its modules, their
     docstrings, the layer table tests/test_layers.py enforces)."""
     import importlib.util
     spec = importlib.util.spec_from_file_location("layout", ROOT / "tools" / "layout.py")
     layout = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(layout)
-    readme = (ROOT / "README.md").read_text()
-    current = readme[readme.index(layout.START):readme.index(layout.END)]
-    assert current == layout.section(), "README's Layout is stale: run python tools/layout.py --write"
+    page = layout.PAGE.read_text()
+    current = page[page.index(layout.START):page.index(layout.END)]
+    assert current == layout.section(), "docs/layout.md is stale: run python tools/layout.py --write"
 
 
 def test_an_explicit_out_is_used_as_given(tmp_path, monkeypatch, capsys, tiny_pair):

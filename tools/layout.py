@@ -1,8 +1,8 @@
-"""Print the README's "Layout" section from the tree: every package and module with the first sentence of its
+"""Print the "Layout" page (docs/layout.md) from the tree: every package and module with the first sentence of its
 docstring, the layers and which may import which (the table `tests/test_layers.py` enforces).
 
     python tools/layout.py            # print the section
-    python tools/layout.py --write    # replace it in README.md (tests/test_readme_and_cli.py checks they agree)
+    python tools/layout.py --write    # replace it in docs/layout.md (tests/test_readme_and_cli.py checks they agree)
 """
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 WIDTH = 46  # the path column
-START, END = "## Layout\n", "\n## Built-in zoo"
+PAGE = ROOT / "docs" / "layout.md"
+START, END = "# Layout\n", "\n[Back to the README]"
 LAYER_NOTES = {
     "foundation": "errors, file helpers, versions, progress bars: imported by every layer",
     "config": "suites, settings, model specs, catalogues; validated, no torch",
@@ -90,10 +91,9 @@ def main() -> None:
     if not a.write:
         sys.stdout.write(text)
         return
-    readme = ROOT / "README.md"
-    body = readme.read_text()
+    body = PAGE.read_text()
     i, j = body.index(START), body.index(END)
-    readme.write_text(body[:i] + text + body[j:])
+    PAGE.write_text(body[:i] + text + body[j:])
 
 
 if __name__ == "__main__":
