@@ -11,7 +11,6 @@ per chunk), and every job file and part file is written in one atomic rename.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import time
 from dataclasses import dataclass, field
@@ -22,7 +21,7 @@ from . import distributed
 from ..config.suite import Suite
 from ..errors import QuestbenchError
 from ..progress import JobProgress, progress_bar
-from ..store.results import job_done, job_file, write_provenance
+from ..store.results import job_done, write_provenance
 from .execute import Context, run_executor
 from .merge import SHARDS_DIR, Part, merge_job, part_done, write_part
 from .outdir import check_writable, claimed, set_aside_damaged
@@ -38,8 +37,7 @@ class RunSummary:
     jobs_run: int
     jobs_skipped: int
     wall_s: float
-    flags: list[str]
-    notes: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # the leaderboard reports flags, from the job files
 
 
 class Runner:
@@ -81,7 +79,7 @@ class Runner:
         with self._claimed(p, jobs) as moved:
             pass
         pending = sum(not job_done(self.out, j.job_id) for j in jobs)
-        return RunSummary(self.out, len(jobs), pending, len(jobs) - pending, time.perf_counter() - start, [],
+        return RunSummary(self.out, len(jobs), pending, len(jobs) - pending, time.perf_counter() - start,
                           p.notes + ([moved] if moved else []))
 
     def run(self) -> RunSummary:
@@ -107,9 +105,8 @@ class Runner:
                     self._merge(p, pending)
         finally:
             distributed.shutdown(self.ranks)
-        flags = self._flags(pending) if self.ranks.main else []
         return RunSummary(self.out, len(jobs), len(pending), len(jobs) - len(pending), time.perf_counter() - start,
-                          flags, p.notes)
+                          p.notes)
 
     def _written(self, u: Unit) -> bool:
         return job_done(self.out, u.job_id) or part_done(self.out, u.job_id, u.start, u.stop)
@@ -180,14 +177,6 @@ class Runner:
                                       "run the same command again to compute them")
         with contextlib.suppress(OSError):  # absent, or parts of another chunking are left in it
             (self.out / SHARDS_DIR).rmdir()
-
-    def _flags(self, jobs: list[Job]) -> list[str]:
-        flags = []
-        for job in jobs:
-            f = job_file(self.out, job.job_id)
-            if job.evaluation in ("attack", "check") and f.is_file():
-                flags += [f"{job.model} {job.setting}: {x}" for x in json.loads(f.read_bytes())["job"]["flags"]]
-        return flags
 
 
 def run_suite(suite: Suite, out, **kwargs) -> RunSummary:
