@@ -189,3 +189,43 @@ def test_bad_engine_settings_are_one_line_errors(tmp_path, body, message):
     text = f'name = "x"\nmodels = ["fmnist-vit-quest-s0"]\n[data]\ndataset = "fashion-mnist"\n[corruptions]\n{body}\n'
     with pytest.raises(QuestbenchError, match=message):
         parse_suite(text)
+
+
+# The severity constants of hendrycks/robustness ImageNet-C/create_c/make_cifar_c.py (commit ca36008), the code
+# that generated CIFAR-10-C, transcribed per function as that file states them (elastic_transform's as fractions
+# of its IMSIZE = 32; zoom_blur's np.arange(1, stop, 0.01) by its stop).
+PUBLISHED_CIFAR_C = {
+    "gaussian_noise": [0.04, 0.06, 0.08, 0.09, 0.10], "shot_noise": [500, 250, 100, 75, 50],
+    "impulse_noise": [0.01, 0.02, 0.03, 0.05, 0.07], "speckle_noise": [0.06, 0.1, 0.12, 0.16, 0.2],
+    "gaussian_blur": [0.4, 0.6, 0.7, 0.8, 1],
+    "glass_blur": [(0.05, 1, 1), (0.25, 1, 1), (0.4, 1, 1), (0.25, 1, 2), (0.4, 1, 2)],
+    "defocus_blur": [(0.3, 0.4), (0.4, 0.5), (0.5, 0.6), (1, 0.2), (1.5, 0.1)],
+    "motion_blur": [(6, 1), (6, 1.5), (6, 2), (8, 2), (9, 2.5)],
+    "zoom_blur": [1.06, 1.11, 1.16, 1.21, 1.26],
+    "snow": [(0.1, 0.2, 1, 0.6, 8, 3, 0.95), (0.1, 0.2, 1, 0.5, 10, 4, 0.9), (0.15, 0.3, 1.75, 0.55, 10, 4, 0.9),
+             (0.25, 0.3, 2.25, 0.6, 12, 6, 0.85), (0.3, 0.3, 1.25, 0.65, 14, 12, 0.8)],
+    "frost": [(1, 0.2), (1, 0.3), (0.9, 0.4), (0.85, 0.4), (0.75, 0.45)],
+    "fog": [(0.2, 3), (0.5, 3), (0.75, 2.5), (1, 2), (1.5, 1.75)],
+    "brightness": [0.05, 0.1, 0.15, 0.2, 0.3], "contrast": [0.75, 0.5, 0.4, 0.3, 0.15],
+    "elastic_transform": [(32 * 0, 32 * 0, 32 * 0.08), (32 * 0.05, 32 * 0.2, 32 * 0.07),
+                          (32 * 0.08, 32 * 0.06, 32 * 0.06), (32 * 0.1, 32 * 0.04, 32 * 0.05),
+                          (32 * 0.1, 32 * 0.03, 32 * 0.03)],
+    "pixelate": [0.95, 0.9, 0.85, 0.75, 0.65], "jpeg_compression": [80, 65, 58, 50, 40],
+    "spatter": [(0.62, 0.1, 0.7, 0.7, 0.5, 0), (0.65, 0.1, 0.8, 0.7, 0.5, 0), (0.65, 0.3, 1, 0.69, 0.5, 0),
+                (0.65, 0.1, 0.7, 0.69, 0.6, 1), (0.65, 0.1, 0.5, 0.68, 0.6, 1)],
+    "saturate": [(0.3, 0), (0.1, 0), (1.5, 0), (2, 0.1), (2.5, 0.2)],
+}
+
+
+def test_cifar_c_constants_are_the_published_generation_codes():
+    """Every CIFAR-10-C constant behind the committed Fashion-MNIST numbers equals make_cifar_c.py's."""
+    ours = PARAMS["cifar-c"]
+    assert set(ours) == set(PUBLISHED_CIFAR_C)
+    for name, published in PUBLISHED_CIFAR_C.items():
+        for severity, (mine, theirs) in enumerate(zip(ours[name], published), start=1):
+            if name == "zoom_blur":  # np.arange(1, stop, 0.01): same start, step and stop
+                assert np.allclose(mine, np.arange(1, theirs, 0.01)), (name, severity)
+            elif name == "elastic_transform":  # ours are fractions of the image size
+                assert np.allclose(np.asarray(mine) * 32, theirs), (name, severity)
+            else:
+                assert np.allclose(np.atleast_1d(mine), np.atleast_1d(theirs)), (name, severity)
