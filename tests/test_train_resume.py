@@ -84,3 +84,22 @@ def test_a_checkpoint_of_another_recipe_or_without_resume_is_refused(fmnist, tmp
     state.write_bytes(b"not a checkpoint")
     with pytest.raises(QuestbenchError, match="cannot be read"):
         _run(fmnist, "quest", checkpoint=state, resume=True)
+
+
+def test_the_train_command_writes_a_checkpoint_and_removes_its_state(tmp_path, capsys):
+    """`questbench train` end to end on IDX files in the on-disk layout (a slice of the built-in test split as
+    both splits): the checkpoint and its card are written and the per-epoch training state is gone."""
+    from questbench.cli import main
+    from questbench.data.idx import write_idx
+    test = load_dataset("fashion-mnist", "test").subset(range(96))
+    data = tmp_path / "fmnist"
+    data.mkdir()
+    for split in ("train", "t10k"):
+        write_idx(data / f"{split}-images-idx3-ubyte", test.images)
+        write_idx(data / f"{split}-labels-idx1-ubyte", test.labels)
+    with pytest.raises(SystemExit) as exc:
+        main(["train", "--attention", "quest", "--seed", "1", "--epochs", "1", "--out", str(tmp_path / "zoo"),
+              "--data-root", str(data), "--quiet"])
+    assert exc.value.code == 0, capsys.readouterr().err
+    written = sorted(p.name for p in (tmp_path / "zoo").iterdir())
+    assert written == ["fmnist-vit-quest-s1.json", "fmnist-vit-quest-s1.safetensors"]

@@ -242,6 +242,7 @@ def train_fmnist(attention: str, seed: int, out: Path, epochs: int = 10, device:
     if safe_name(name) != name:  # the name becomes the file name: never a path, a hidden file or a link's target
         raise QuestbenchError(f"--name {name!r} is not a plain name (letters, digits and ._+=- only, not starting "
                               f"with a dot); for example {safe_name(name)!r}")
+    state = Path(out) / f"{name}.train-state.pt"
     model, card = train(spec, recipe, train_data, test_data, device=device, quiet=quiet, checkpoint=state,
                         resume=resume)
     card["name"] = name
