@@ -12,6 +12,7 @@ import typer
 
 from .errors import QuestbenchError
 
+
 class Format(str, Enum):  # choices as types, so --help lists them and typer refuses anything else
     md = "md"
     rich = "rich"
@@ -148,7 +149,8 @@ def compare(results: List[Path] = typer.Argument(..., help="results folder(s)"),
     from rich.table import Table
 
     from .report.compare import compare as compare_models
-    from .store.results import load_results, slug
+    from ._io import slug
+    from .store.results import load_results
 
     res = load_results(list(results))
     df = compare_models(res, baseline, model)

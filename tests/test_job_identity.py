@@ -3,7 +3,6 @@ architecture and preprocessing (attention kind, mean/std, input size), not the w
 from __future__ import annotations
 
 import pytest
-import torch
 
 import questbench
 from conftest import make_tiny, write_tiny_pair

@@ -62,8 +62,6 @@ def test_conclude_applies_holm_across_the_family():
 def _seed_registry(folder, seeds=3):
     """Standard and QUEST tiny ViTs for ``seeds`` seeds (each pair shares its weights, as the zoo's recipe shares
     the initialization), with a registry pairing each QUEST model with the standard model of its seed."""
-    import torch
-
     from conftest import TINY, make_tiny
     from questbench.models.attention import set_attention
     from questbench.models.build import save_checkpoint

@@ -7,6 +7,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
+
 from ..errors import QuestbenchError
 from .imagefolder import ImageFolderDataset, read_rgb
 

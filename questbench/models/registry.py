@@ -128,9 +128,9 @@ def get_entry(name: str, registry_files=None) -> RegistryEntry:
 def _load_timm_pretrained(entry: RegistryEntry, timm_name: str) -> QuestbenchModel:
     import timm
 
-    from .build import QuestbenchModel
-
     from huggingface_hub import constants as hub
+
+    from .build import QuestbenchModel
 
     offline = hub.HF_HUB_OFFLINE or not _hub_reachable(hub.ENDPOINT)
     was, hub.HF_HUB_OFFLINE = hub.HF_HUB_OFFLINE, offline  # offline: the cache answers at once, no retries

@@ -28,7 +28,7 @@ def check_writable(out: Path) -> None:
         raise QuestbenchError(f"--out {out} exists and is not a folder")
     check_creatable(out, "--out")
     from .merge import SHARDS_DIR
-    for name in (JOBS_DIR, SHARDS_DIR, LAUNCHER_LOGS, PROVENANCE):  # a planted link would redirect our writes
+    for name in (JOBS_DIR, SHARDS_DIR, LAUNCHER_LOGS, PROVENANCE, DAMAGED_DIR):  # a planted link would redirect our writes
         if (out / name).is_symlink():
             raise QuestbenchError(f"--out {out}: {name} is a symbolic link; questbench writes nothing through a "
                                   "link (remove it)")
@@ -48,12 +48,17 @@ def _is_results_folder(out: Path) -> bool:
     return (out / PROVENANCE).is_file() or (out / JOBS_DIR).is_dir()
 
 
+def _unused(base: Path) -> Path:
+    """``<base>-<time>``, or ``<base>-<time>-<n>`` with the first n that names nothing yet (not even a link)."""
+    stamp = f"{base}-{time.strftime('%Y%m%d-%H%M%S')}"
+    target, n = Path(stamp), 1
+    while target.exists() or target.is_symlink():
+        target, n = Path(f"{stamp}-{n}"), n + 1
+    return target
+
+
 def _move_aside(out: Path) -> Path:
-    target = out.with_name(f"{out.name}.replaced-{time.strftime('%Y%m%d-%H%M%S')}")
-    n = 1
-    while target.exists():
-        target = out.with_name(f"{out.name}.replaced-{time.strftime('%Y%m%d-%H%M%S')}-{n}")
-        n += 1
+    target = _unused(out.with_name(f"{out.name}.replaced"))
     out.rename(target)
     return target
 
@@ -98,7 +103,7 @@ def exclusive(out: Path) -> Iterator[None]:
     created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     key = str(out.resolve())
-    if (key, threading.get_ident()) in _HELD or _held_by_launcher(key):  # this process, or the launcher of this rank, holds it already
+    if (key, threading.get_ident()) in _HELD or _held_by_launcher(key):  # held here, or by this rank's launcher
         yield
         return
     try:
@@ -164,13 +169,7 @@ def set_aside_damaged(out: Path, job_ids, provenance: dict[str, Any]) -> list[st
             continue
         except QuestbenchError as exc:
             reason = str(exc)
-        target = out / DAMAGED_DIR / f"{f.name}.{time.strftime('%Y%m%d-%H%M%S')}"
-        n = 1
-        while target.exists() or target.is_symlink():
-            target, n = target.with_name(f"{f.name}.{time.strftime('%Y%m%d-%H%M%S')}-{n}"), n + 1
-        if (out / DAMAGED_DIR).is_symlink():
-            raise QuestbenchError(f"--out {out}: {DAMAGED_DIR} is a symbolic link; questbench writes nothing "
-                                  "through a link (remove it)")
+        target = _unused(out / DAMAGED_DIR / f.name)  # damaged/ itself is no link: check_writable refused one
         target.parent.mkdir(exist_ok=True)
         f.rename(target)
         notes.append(f"job {job_id} redone, its file moved to {target}: {reason}")

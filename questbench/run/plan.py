@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
-from ..store.results import STORE_FORMAT, config_hash, slug
+from .._io import slug
+from ..store.results import STORE_FORMAT, config_hash
 
 KINDS = ("clean", "shift", "corruption", "attack", "check", "diagnostics")  # the order a rank runs its units in
 ATTACK_KINDS = ("attack", "check")  # jobs an attack evaluator computes (a check is an attack run to check others)

@@ -24,7 +24,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, StrictBool, StrictInt, StrictStr, TypeAdapter, ValidationError
 
 from ..errors import QuestbenchError
-from .._io import atomic_write_bytes, slug  # noqa: F401  (slug: job file names, re-exported)
+from .._io import atomic_write_bytes
 
 JOBS_DIR = "jobs"
 PROVENANCE = "provenance.json"
