@@ -3,6 +3,7 @@ store, the reports and the configuration, which must not import torch)."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import tempfile
@@ -21,6 +22,11 @@ def file_sha256(path: str | Path) -> str:
 
 
 _SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+=-]{0,99}")
+
+
+def config_hash(obj) -> str:
+    """sha256 of a canonical JSON rendering (sorted keys, no whitespace): equal configurations, equal hashes."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str).encode()).hexdigest()
 
 
 def slug(text: str) -> str:

@@ -24,22 +24,15 @@ def progress_bar(quiet: bool = False) -> Iterator[Progress]:
         yield progress
 
 
-# what one unit of progress is, per kind of job (shown beside the counts)
-UNITS = {"clean": "images", "corruption": "images x settings", "attack": "images x attack settings",
-         "check": "images x check attacks",
-         "diagnostics": "images", "shift": "images"}
-LABELS = {"clean": "clean", "corruption": "corruptions", "attack": "attacks", "check": "attack checks",
-          "diagnostics": "diagnostics",
-          "shift": "shifts"}
-
-
 class JobProgress:
-    """One bar per kind of job (its own count, unit and ETA) whose text says what runs now."""
+    """One bar per kind of job (its own count, unit and ETA) whose text says what runs now. ``bars``: kind ->
+    (its label, what one step counts, total steps)."""
 
-    def __init__(self, progress: Progress, totals: dict[str, int]):
+    def __init__(self, progress: Progress, bars: dict[str, tuple[str, str, int]]):
         self.progress = progress
-        self.tasks = {kind: progress.add_task(LABELS[kind], total=total, unit=UNITS[kind])
-                      for kind, total in totals.items() if total}
+        self.labels = {kind: label for kind, (label, _, _) in bars.items()}
+        self.tasks = {kind: progress.add_task(label, total=total, unit=unit)
+                      for kind, (label, unit, total) in bars.items() if total}
 
     def advance(self, kind: str, n: int) -> None:
         if kind in self.tasks:
@@ -47,4 +40,4 @@ class JobProgress:
 
     def show(self, kind: str, now: str) -> None:
         if kind in self.tasks:
-            self.progress.update(self.tasks[kind], description=f"{LABELS[kind]}: {now}")
+            self.progress.update(self.tasks[kind], description=f"{self.labels[kind]}: {now}")

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-from typing import Callable, Iterator, Optional, Sequence, TypeVar
+from typing import Any, Callable, Iterator, Optional, Sequence, TypeVar
 
 import torch
 import torch.nn as nn
@@ -24,6 +24,11 @@ class NonFiniteLogits(QuestbenchError):
 
     def named(self, who: str) -> "NonFiniteLogits":
         return NonFiniteLogits(who, self.bad, self.total)
+
+
+# fields a record gains from the model's logits and the labels of its batch (one dict per sample): how a kind
+# that reads more than the prediction (calibration: the probabilities) reuses an evaluator's batches
+Extra = Callable[[torch.Tensor, torch.Tensor], list[dict[str, Any]]]
 
 
 def predictions(logits: torch.Tensor, who: str = "the model") -> torch.Tensor:

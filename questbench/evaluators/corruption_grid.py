@@ -11,7 +11,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from ..config.settings import CorruptionSetting
 from ..errors import QuestbenchError
-from .common import die_with_parent, predictions
+from .common import Extra, die_with_parent, predictions
 from .corruption_reference import MIN_SIDE, corrupt_image, corrupted_sample, prepare_image
 
 class CorruptionGrid:
@@ -174,9 +174,10 @@ def _grid_loader(grid: CorruptionGrid, batch_size: int, num_workers: int) -> Ite
 
 def evaluate_grid(models: Mapping[str, torch.nn.Module], grid: CorruptionGrid, sample_ids: Sequence[str],
                   batch_size: int = 128, num_workers: int = 2, device: str = "cpu",
-                  on_batch: Optional[Callable[[int], None]] = None, engine: Optional[Callable] = None
-                  ) -> Iterator[tuple[CorruptionSetting, str, list[dict]]]:
-    """Evaluate every model on every setting of the grid; each corrupted batch is generated once.
+                  on_batch: Optional[Callable[[int], None]] = None, engine: Optional[Callable] = None,
+                  extra: Optional[Extra] = None) -> Iterator[tuple[CorruptionSetting, str, list[dict]]]:
+    """Evaluate every model on every setting of the grid; each corrupted batch is generated once. ``extra``:
+    fields each record gains from the model's logits (evaluators.common.Extra).
 
     Batches arrive in whatever order the workers finish them; yields (setting, model name, records in sample
     order) once a setting and all settings before it are complete, so the output does not depend on timing.
@@ -195,12 +196,13 @@ def evaluate_grid(models: Mapping[str, torch.nn.Module], grid: CorruptionGrid, s
             for name, model in models.items():
                 # each model gets its own copy when several share the batch: one that edits its input in place
                 # must not change what the next one sees (issue 36)
-                pred = predictions(model(x.clone() if several else x),
-                                   who=f"model {name} ({grid.settings[s].key})").cpu()
+                logits = model(x.clone() if several else x)
+                pred = predictions(logits, who=f"model {name} ({grid.settings[s].key})").cpu()
+                more = extra(logits, y.to(logits.device)) if extra is not None else [{}] * len(y)
                 slot[name].extend(
                     (int(i), {"sample_id": sample_ids[int(i)], "label": int(lbl), "pred": int(p),
-                              "correct": bool(p == lbl)})
-                    for i, lbl, p in zip(i_idx, y, pred))
+                              "correct": bool(p == lbl), **m})
+                    for i, lbl, p, m in zip(i_idx, y, pred, more))
             seen[s] = seen.get(s, 0) + len(y)
             if on_batch:
                 on_batch(len(y))

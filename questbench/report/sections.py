@@ -12,6 +12,9 @@ from .checks import CHECK_NOTES
 from .compare import AGGREGATE, RELATIVE
 from .tables import CONVERGED_PP, CORRUPTION_SUMMARY_KEYS, Tables
 
+# the kinds whose rows the report tabulates itself (the headline reads several of them at once); every other kind
+# brings its own tables (questbench.kinds.base.Kind.tables)
+HEADLINE_KINDS = ("clean", "shift", "corruption", "attack", "check", "diagnostics")
 
 def cell_text(v) -> str:
     """A table cell as every renderer shows it: floats to two decimals, the rest as written."""
@@ -276,6 +279,7 @@ def sections(t: Tables) -> list[tuple[str, pd.DataFrame, list[str]]]:
     mech = mechanism_section(t)
     if mech is not None:
         out.append(mech)
+    out += t.kind_sections
     if not t.pairs.empty:
         # per-corruption settings stay in the csv and `questbench compare`; the table keeps what is claimed
         pairs = t.pairs[(t.pairs.evaluation != "corruption") | t.pairs.setting.isin([AGGREGATE, RELATIVE])]

@@ -11,6 +11,7 @@ import pandas as pd
 
 from ..config.corruptions import COMMON_CORRUPTIONS, CORRUPTION_GROUP
 from ..stats.metrics import mce, mean_corruption_error, relative_mce, sweep_flags, wilson_interval
+from ..kinds import KINDS
 from ..store.results import Results
 from .checks import checks_table, flag_sentences
 from .compare import RELATIVE, compare_kinds, compare_pairs, compare_seeds, sweep_keys
@@ -44,6 +45,7 @@ class Tables:
     study: pd.DataFrame = field(default_factory=pd.DataFrame)  # study_table(): a verdict per contrast x endpoint
     margin_pp: Optional[float] = None  # the study's declared equivalence margin
     devices: dict[str, str] = field(default_factory=dict)  # model -> device, when joined folders ran on several
+    kind_sections: list = field(default_factory=list)  # (title, table, notes) of the kinds with their own tables
 
 
 def clean_table(samples: pd.DataFrame) -> pd.DataFrame:
@@ -301,7 +303,8 @@ def compute_tables(results: Results) -> Tables:
                   patches=patch_table(patch_samples), convergence=convergence_table(patch_samples),
                   mechanism=mechanism_table(results.diagnostics),
                   n_diagnostics=len(provenance.get("sample_ids", {}).get("diagnostics", [])),
-                  devices=model_devices(provenance))
+                  devices=model_devices(provenance),
+                  kind_sections=[sec for k in KINDS.values() if k.tables is not None for sec in k.tables(results)])
 
 
 def model_devices(provenance: dict) -> dict[str, str]:

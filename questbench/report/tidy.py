@@ -9,6 +9,7 @@ import pandas as pd
 
 from ..config.labels import budget_label
 from ..stats.metrics import resolves_5pp
+from ..kinds import KINDS
 from ..store.results import Results
 from .escaping import csv_text
 from .tables import CORRUPTION_SUMMARY_KEYS, Tables, compute_tables
@@ -75,6 +76,9 @@ def csv_rows(results: Results, t: Optional[Tables] = None) -> pd.DataFrame:
                      "entropy_nats": r.entropy, "entropy_ratio": r.entropy / r.max_entropy,
                      "max_attention": r.max_attention, "q_norm_mean": r.q_norm_mean, "k_norm_mean": r.k_norm_mean,
                      "k_norm_max": r.k_norm_max})
+    for k in KINDS.values():
+        if k.csv is not None:
+            rows += k.csv(results)
     df = pd.DataFrame(rows, columns=CSV_COLUMNS)
     df["resolves_5pp"] = [resolves_5pp(int(n)) if pd.notna(n) else None for n in df.n]
     return df

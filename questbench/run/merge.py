@@ -11,26 +11,14 @@ another chunking are never merged into a job; a run killed mid-way keeps its fin
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
 from ..errors import QuestbenchError
+from ..kinds import Part
 from ..store.results import job_done, records_digest, write_job, write_json
 
 SHARDS_DIR = "shards"
-
-
-@dataclass
-class Part:
-    """Records of one job's [start, stop) samples and what computing them left behind."""
-
-    start: int
-    stop: int
-    records: list[dict[str, Any]]
-    wall_s: float = 0.0
-    flags: list[str] = field(default_factory=list)
-    config: Optional[dict[str, Any]] = None
 
 
 def part_file(out: Path, job_id: str, start: int, stop: int) -> Path:

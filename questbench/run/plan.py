@@ -9,40 +9,16 @@ depend on which rank computes it, nor on how many ranks there are.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any, Callable, Optional, Sequence
 
-from .._io import slug
-from ..store.results import STORE_FORMAT, config_hash
+from ..kinds import KINDS as REGISTRY
+from ..kinds import Job, Planning
+from ..store.results import STORE_FORMAT
+from .._io import config_hash
 
-KINDS = ("clean", "shift", "corruption", "attack", "check", "diagnostics")  # the order a rank runs its units in
-ATTACK_KINDS = ("attack", "check")  # jobs an attack evaluator computes (a check is an attack run to check others)
-
-
-@dataclass
-class Job:
-    model: str
-    evaluation: str  # one of KINDS
-    setting: str
-    samples: int
-    fields: dict[str, Any] = field(default_factory=dict)  # corruption/severity or attack config
-    key: dict[str, Any] = field(default_factory=dict)  # everything that determines the job's rows
-    chunk: int = 0  # samples per unit (0: the job is one unit)
-
-    @property
-    def key_sha256(self) -> str:
-        return config_hash(self.key)
-
-    @property
-    def job_id(self) -> str:
-        return f"{slug(f'{self.model}__{self.evaluation}__{self.setting}')}.{self.key_sha256[:16]}"
-
-    def spans(self) -> list[tuple[int, int]]:
-        """The job's units as [start, stop) sample ranges of its dataset."""
-        if not self.chunk:
-            return [(0, self.samples)]
-        return [(a, min(a + self.chunk, self.samples)) for a in range(0, self.samples, self.chunk)]
+KINDS = tuple(REGISTRY)  # the order a rank runs its units in
+ATTACK_KINDS = tuple(k.name for k in REGISTRY.values() if k.drawn)  # drawn one unit at a time under several ranks
 
 
 @dataclass
@@ -74,50 +50,8 @@ def plan_jobs(suite, data: PreparedData, model_fp: dict[str, str], device_kind: 
                 "seed": s.seed, "precision": s.precision, "batch_size": s.batch_size,
                 "device": device_kind, "versions": versions}
 
-    models = list(model_fp)
-    jobs: list[Job] = []
-    if s.clean:
-        jobs += [Job(m, "clean", "clean", len(data.clean), key=key(m, "clean", data.clean), chunk=s.batch_size)
-                 for m in models]
-    if s.corruptions:
-        c = s.corruptions
-        source = {"mode": c.mode, "root": str(Path(c.root).resolve()) if c.root else None}
-        if c.engine != "imagecorruptions":
-            from ..evaluators.torch_corruptions import ENGINE_VERSION
-            source |= {"engine": c.engine, "params": c.params, "engine_version": ENGINE_VERSION}
-        for st in c.settings():
-            for m in models:
-                k = key(m, "corruption", data.corruption) | {"corruption": st.corruption, "severity": st.severity,
-                                                             "source": source}
-                jobs.append(Job(m, "corruption", st.key, len(data.corruption),
-                                {"corruption": st.corruption, "severity": st.severity}, k, chunk=s.batch_size))
-    for a_idx, spec in enumerate(s.sweeps):
-        bs = spec.batch_size or s.batch_size
-        kind = "check" if spec.check else "attack"
-        for cfg in spec.configs:
-            for m in models:
-                k = key(m, kind, data.attacks[a_idx]) | {"attack": cfg.resolved(), "batch_size": bs}
-                fields = {"attack": cfg.attack, "norm": cfg.norm, "eps": cfg.eps, "a_idx": a_idx, "config": cfg}
-                setting = cfg.key if not spec.check else f"check:{spec.check}/{cfg.key}"
-                if spec.check:
-                    k["check"] = spec.check
-                if spec.check == "transfer":
-                    source = (partners or {}).get(m)
-                    if source is None:
-                        continue
-                    k["source"] = {"model": source, "model_sha256": model_fp[source],
-                                   "model_architecture": (model_arch or {}).get(source)}
-                    fields["source"] = source
-                    setting += f"/from={source}"
-                jobs.append(Job(m, kind, setting, len(data.attacks[a_idx]), fields, k, chunk=bs))
-    for name, sds in data.shifts.items():
-        for m in models:
-            k = key(m, "shift", sds) | {"shift": name, "protocol": "questbench.data.shifts/1"}
-            jobs.append(Job(m, "shift", name, len(sds), {"dataset": name}, k, chunk=s.batch_size))
-    if data.diagnostics is not None:  # per-layer statistics over all its samples: one unit
-        jobs += [Job(m, "diagnostics", "attention", len(data.diagnostics), key=key(m, "diagnostics", data.diagnostics))
-                 for m in models]
-    return jobs
+    planning = Planning(s, data, list(model_fp), key, model_fp, dict(model_arch or {}), dict(partners or {}))
+    return [job for k in REGISTRY.values() for job in k.plan(planning)]
 
 
 @dataclass(frozen=True)
@@ -132,14 +66,7 @@ class Unit:
 
 def _cost(job: Job, n: int) -> float:
     """A rough relative cost, comparable within one kind of job only (shares are balanced kind by kind)."""
-    if job.evaluation not in ATTACK_KINDS:
-        return float(n)
-    cfg = job.fields["config"]
-    if cfg.eps == 0:
-        return float(n)
-    r = cfg.resolved()
-    steps = r.get("steps") or 1
-    return n * (r.get("restarts") or 1) * steps * (40 if cfg.attack == "autoattack" else 1)
+    return REGISTRY[job.evaluation].cost(job, n)
 
 
 def queue(jobs: Sequence[Job], kind: str) -> list[Unit]:
@@ -150,7 +77,8 @@ def queue(jobs: Sequence[Job], kind: str) -> list[Unit]:
 
 def share(jobs: Sequence[Job], world: int) -> list[list[Unit]]:
     """Units per rank: kind by kind, the costliest first to the least-loaded rank (ties: fewest units, then
-    lowest rank). A corruption setting's units go together across models (one corrupted batch serves them all).
+    lowest rank). A kind that serves every model from one batch (a corruption setting: the corrupted batch is made
+    once) has its units of one setting and span go together across models.
     Decided from the plan alone, never from which units are finished, so every rank computes the same shares
     and a resumed run gives each unit to the rank it had."""
     shares: list[list[Unit]] = [[] for _ in range(world)]
@@ -159,7 +87,7 @@ def share(jobs: Sequence[Job], world: int) -> list[list[Unit]]:
         costs: dict[tuple, float] = {}
         for j in (j for j in jobs if j.evaluation == kind):
             for a, b in j.spans():
-                g = ("corruption", j.setting, a) if kind == "corruption" else (j.job_id, a)
+                g = (j.setting, a) if REGISTRY[kind].across_models else (j.job_id, a)
                 groups.setdefault(g, []).append(Unit(j.job_id, kind, a, b))
                 costs[g] = max(costs.get(g, 0.0), _cost(j, b - a))
         load, count = [0.0] * world, [0] * world

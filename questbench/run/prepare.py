@@ -19,9 +19,10 @@ from ..config.suite import Suite
 from ..data import load_dataset
 from ..errors import QuestbenchError
 from ..models.registry import load_model
-from ..store.results import config_hash
+from .._io import config_hash
 from ..versions import library_versions
-from .plan import Job, PreparedData, plan_jobs
+from ..kinds import Job
+from .plan import PreparedData, plan_jobs
 
 
 def resolve_device(device: Optional[str]) -> str:

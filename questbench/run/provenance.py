@@ -9,7 +9,7 @@ import torch
 
 from ..store.results import STORE_FORMAT
 from ..versions import library_versions
-from .plan import Job
+from ..kinds import Job
 from .prepare import Prepared
 
 

@@ -23,9 +23,12 @@ from ..errors import QuestbenchError
 from ..progress import JobProgress, progress_bar
 from ..store.results import job_done, write_provenance
 from .execute import Context, run_executor
-from .merge import SHARDS_DIR, Part, merge_job, part_done, write_part
+from ..kinds import KINDS as KIND_OF
+from ..kinds import Part
+from .merge import SHARDS_DIR, merge_job, part_done, write_part
 from .outdir import check_writable, claimed, set_aside_damaged
-from .plan import KINDS, Job, RankWork, Unit, rank_work
+from ..kinds import Job
+from .plan import KINDS, RankWork, Unit, rank_work
 from .prepare import Prepared, prepare, resolve_device
 from .provenance import job_header, provenance
 
@@ -124,7 +127,7 @@ class Runner:
                       p.released_source)
         by_id = {j.job_id: j for j in jobs}
         with progress_bar(self.quiet) as bar:
-            progress = JobProgress(bar, {k: work.samples(k) for k in KINDS})
+            progress = JobProgress(bar, {k: (KIND_OF[k].label, KIND_OF[k].unit, work.samples(k)) for k in KINDS})
             ctx.show = progress.show
             for kind in KINDS:
                 def advance(n: int, kind: str = kind) -> None:

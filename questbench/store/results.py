@@ -14,17 +14,17 @@ damaged, or incomplete. Every aggregate is computed from the per-sample rows, ne
 """
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Optional
 
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, StrictBool, StrictInt, StrictStr, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, StrictInt, StrictStr, TypeAdapter, ValidationError, field_validator
 
 from ..errors import QuestbenchError
-from .._io import atomic_write_bytes
+from ..kinds import KINDS
+from .._io import atomic_write_bytes, config_hash
 
 JOBS_DIR = "jobs"
 PROVENANCE = "provenance.json"
@@ -35,11 +35,6 @@ SAMPLE_COLUMNS = ["model", "attention", "pair", "evaluation", "setting", "corrup
 
 def job_file(out: Path, job_id: str) -> Path:
     return Path(out) / JOBS_DIR / f"{job_id}.json"
-
-
-def config_hash(obj: Any) -> str:
-    """sha256 of a canonical JSON rendering (sorted keys, no whitespace): equal configurations, equal hashes."""
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str).encode()).hexdigest()
 
 
 def write_json(path: Path, obj: Any) -> None:
@@ -71,11 +66,13 @@ class _Strict(BaseModel):
 
 
 class JobInfo(_Strict):
+    """A job file's header."""
+
     format: Literal[3]
     model: StrictStr
     attention: StrictStr
     pair: StrictStr
-    evaluation: Literal["clean", "corruption", "attack", "check", "diagnostics", "shift"]
+    evaluation: StrictStr  # a kind of questbench.kinds
     setting: StrictStr
     samples: StrictInt
     key_sha256: StrictStr
@@ -88,26 +85,21 @@ class JobInfo(_Strict):
     eps: Optional[float] = None
     sweep: Optional[StrictInt] = None
 
-
-class SampleRecord(_Strict):
-    sample_id: StrictStr
-    label: StrictInt
-    pred: StrictInt
-    correct: StrictBool
-
-
-class AttackRecord(SampleRecord):
-    clean_pred: StrictInt
-    clean_correct: StrictBool
+    @field_validator("evaluation")
+    @classmethod
+    def _known_kind(cls, v: str) -> str:
+        if v not in KINDS:
+            raise ValueError(f"unknown evaluation kind {v!r}")
+        return v
 
 
-class DiagnosticsRecord(_Strict):
-    layer: StrictStr
+def _records_schema(kind: str) -> TypeAdapter:
+    if kind not in _RECORDS:
+        _RECORDS[kind] = TypeAdapter(list[KINDS[kind].record])
+    return _RECORDS[kind]
 
 
-_RECORDS = {"clean": TypeAdapter(list[SampleRecord]), "corruption": TypeAdapter(list[SampleRecord]),
-            "shift": TypeAdapter(list[SampleRecord]),
-            "attack": TypeAdapter(list[AttackRecord]), "check": TypeAdapter(list[AttackRecord]), "diagnostics": TypeAdapter(list[DiagnosticsRecord])}
+_RECORDS: dict[str, TypeAdapter] = {}
 
 
 def _first_error(exc: ValidationError) -> str:
@@ -129,26 +121,18 @@ def read_job_file(f: Path, provenance: dict[str, Any]) -> dict[str, Any]:
     except ValidationError as exc:
         raise QuestbenchError(f"job file {f} does not match the job schema ({_first_error(exc)})") from None
     try:
-        _RECORDS[job.evaluation].validate_python(doc["records"])
+        _records_schema(job.evaluation).validate_python(doc["records"])
     except ValidationError as exc:
         raise QuestbenchError(f"job file {f} has a malformed record ({_first_error(exc)})") from None
     planned = provenance.get("jobs", {})
     if job.suite_sha256 != provenance.get("suite_sha256") or planned.get(f.stem) != job.key_sha256:
         raise QuestbenchError(f"job file {f} is foreign to this folder (another suite or configuration made it): "
                               "remove it, or keep each run in its own --out folder")
-    if job.evaluation != "diagnostics" and len(doc["records"]) != job.samples:
+    if KINDS[job.evaluation].samples_of(job) is not None and len(doc["records"]) != job.samples:
         raise QuestbenchError(f"job file {f} holds {len(doc['records'])} records for {job.samples} samples: "
                               "delete it and re-run to redo that job")
     _check_records(f, job, doc["records"], provenance, doc["job"])
     return doc
-
-
-def _planned_ids(job: "JobInfo", provenance: dict[str, Any]) -> Optional[list[str]]:
-    ids = provenance.get("sample_ids", {})
-    name = {"clean": "clean", "corruption": "corruption", "attack": f"attack[{job.sweep}]",
-            "check": f"attack[{job.sweep}]",
-            "shift": f"shift[{job.setting}]"}.get(job.evaluation)
-    return ids.get(name) if name is not None else None
 
 
 def _check_records(f: Path, job: "JobInfo", records: list[dict[str, Any]], provenance: dict[str, Any],
@@ -160,7 +144,7 @@ def _check_records(f: Path, job: "JobInfo", records: list[dict[str, Any]], prove
     digest = (job.model_extra or {}).get("sha256")
     if not isinstance(digest, str):
         raise QuestbenchError(f"job file {f} has no digest (written by an older questbench, or edited): {redo}")
-    if job.evaluation != "diagnostics":
+    if KINDS[job.evaluation].samples_of(job) is not None:
         _check_outcomes(f, job, records, provenance, redo)
     if digest != job_digest(header, records):
         raise QuestbenchError(f"job file {f}: it was changed after it was written (digest mismatch): {redo}")
@@ -169,20 +153,15 @@ def _check_records(f: Path, job: "JobInfo", records: list[dict[str, Any]], prove
 def _check_outcomes(f: Path, job: "JobInfo", records: list[dict[str, Any]], provenance: dict[str, Any],
                     redo: str) -> None:
     ids = [r["sample_id"] for r in records]
-    planned = _planned_ids(job, provenance)
+    kind = KINDS[job.evaluation]
+    planned = provenance.get("sample_ids", {}).get(kind.samples_of(job))
     if len(set(ids)) != len(ids):
         raise QuestbenchError(f"job file {f} holds a sample twice: {redo}")
     if planned is not None and ids != planned[:len(ids)] or planned is not None and len(ids) != len(planned):
         stray = next((i for i in ids if i not in set(planned)), None)
         raise QuestbenchError(f"job file {f} holds samples other than the planned ones"
                               + (f" ({stray!r} was never planned)" if stray else "") + f": {redo}")
-    if job.evaluation in ("clean", "corruption"):
-        bad = next((r for r in records if r["correct"] != (r["pred"] == r["label"])), None)
-    elif job.evaluation in ("attack", "check"):
-        bad = next((r for r in records if r["clean_correct"] != (r["clean_pred"] == r["label"])
-                    or r["correct"] != (r["pred"] == r["label"] and r["clean_correct"])), None)
-    else:
-        bad = None  # shift: correctness follows label sets and class masks, covered by the digest
+    bad = next((r for r in records if not kind.outcome(r)), None) if kind.outcome is not None else None
     if bad is not None:
         raise QuestbenchError(f"job file {f}: sample {bad['sample_id']!r} records correct = {bad['correct']} "
                               f"against its prediction and label: {redo}")
