@@ -16,12 +16,13 @@ from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional, Union
 
-from pydantic import (BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, ValidationInfo, field_validator,
-                      model_validator)
+from pydantic import (BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, ValidationInfo, create_model,
+                      field_validator, model_validator)
 from pydantic_core import PydanticCustomError
 
 from .._io import parse_toml
 from ..errors import QuestbenchError
+from ..kinds import KINDS
 from .corruptions import ALL_CORRUPTIONS, COMMON_CORRUPTIONS, EXTRA_CORRUPTIONS
 from .settings import ATTACKS, SHIFT_DATASETS, AttackConfig, CorruptionSetting, PatchConfig, check_corruption
 
@@ -355,9 +356,10 @@ class StudySpec(_Schema):
         return out
 
 
-class Suite(_Schema):
+class _Suite(_Schema):
     """A validated suite: the TOML keys as they were given, resolved. ``sweeps`` are the attack runs in plan
-    order ([[attacks]] entries, then the [checks] runs); ``path`` and ``sha256`` name the text it came from."""
+    order ([[attacks]] entries, then the [checks] runs); ``path`` and ``sha256`` name the text it came from. A
+    kind with a suite table of its own (questbench.kinds, ``Kind.section``) adds it as an optional key."""
 
     name: Optional[Annotated[str, Field(pattern=NAME_PATTERN)]] = None  # unset: the file's stem, made folder-safe
     description: str = ""
@@ -449,7 +451,17 @@ class Suite(_Schema):
                 "shifts": [{"name": n, **s.model_dump()} for n, s in self.shifts.items()], "path": self.path,
                 "sha256": self.sha256, "registry": list(self.registry),
                 **({"study": {"primary": self.study.endpoints(self), "margin_pp": self.study.margin_pp}}
-                   if self.study is not None else {})}
+                   if self.study is not None else {}),
+                **{name: getattr(self, name).model_dump() for name in KIND_SECTIONS
+                   if getattr(self, name) is not None}}
+
+
+# the suite tables of kinds that bring their own (absent from a suite: the kind plans nothing)
+KIND_SECTIONS = {k.name: k.section for k in KINDS.values() if k.section is not None}
+assert not set(KIND_SECTIONS) & set(_Suite.model_fields), "a kind's suite table shadows a built-in key"
+Suite = create_model("Suite", __base__=_Suite, __module__=__name__,
+                     **{name: (Optional[section], None) for name, section in KIND_SECTIONS.items()})
+Suite.__doc__ = _Suite.__doc__
 
 
 _TYPE_MISMATCH = ("literal_error", "string_type", "int_type", "bool_type", "float_type", "list_type", "dict_type",
