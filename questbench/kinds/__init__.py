@@ -7,12 +7,12 @@ A new kind is one module with a ``Kind`` and one line below (``tests/test_kinds.
 from __future__ import annotations
 
 from ..errors import QuestbenchError
-from . import attacks, clean, corruption, diagnostics, shift
+from . import attacks, calibration, clean, corruption, diagnostics, shift
 from .base import Job, Kind, Part, Planning, Work
 
 # the registry, in the order a rank runs its units
 KINDS: dict[str, Kind] = {k.name: k for k in (
-    clean.KIND, shift.KIND, corruption.KIND, attacks.ATTACK, attacks.CHECK, diagnostics.KIND,
+    clean.KIND, shift.KIND, corruption.KIND, attacks.ATTACK, attacks.CHECK, diagnostics.KIND, calibration.KIND,
 )}
 
 
