@@ -18,6 +18,12 @@ def test_evaluate_an_nn_module_matches_the_registry_run(tmp_path, tiny_pair):
     registered = load_model("tiny-quest", registry_files=[tiny_pair])
     net = registered.net  # a bare timm ViT: normalization must come from `preprocessing`
     net.train()  # as a user's model may be found: in training mode, one parameter frozen
+    dropouts = [m for m in net.modules() if isinstance(m, torch.nn.Dropout)]
+    for m in dropouts:  # so that a forward left in training mode gives other predictions (else this cannot fail)
+        m.p = 0.5
+    assert dropouts
+    x = torch.rand(4, 1, 28, 28)
+    assert not torch.equal(net(x), net(x))  # training mode is visible in the outputs
     net.pos_embed.requires_grad_(False)
     res = questbench.evaluate(net, SUITE, out=tmp_path / "mine", name="mine", device="cpu",
                               preprocessing={"mean": [0.5], "std": [0.5], "input_size": (1, 28, 28)})
