@@ -3,14 +3,16 @@ is named and never replaced by another setting's value, bad models and API input
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 import torch
 
 import questbench
-from conftest import make_tiny
+from conftest import make_tiny, write_tiny_pair
 from questbench.errors import QuestbenchError
-from questbench.run.merge import Part, read_part, write_part
+from questbench.kinds import Part
+from questbench.run.merge import read_part, write_part
 from questbench.report.markdown import render_markdown
 from questbench.store.results import load_results
 from questbench.run.runner import run_suite
@@ -30,10 +32,21 @@ samples = 8
 """
 
 
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    """One run of SUITE for the whole module: (its results folder, its registry). Tests take copies."""
+    folder = tmp_path_factory.mktemp("finished")
+    registry = write_tiny_pair(folder)
+    run_suite(parse_suite(f'registry = ["{registry}"]\n' + SUITE, "t.toml"), folder / "out", device="cpu",
+              quiet=True)
+    return folder / "out", registry
+
+
 @pytest.fixture
-def done(tmp_path, tiny_pair):
+def done(tmp_path, finished):
+    """A fresh copy of the finished run's folder, for a test to damage."""
     out = tmp_path / "out"
-    run_suite(parse_suite(f'registry = ["{tiny_pair}"]\n' + SUITE, "t.toml"), out, device="cpu", quiet=True)
+    shutil.copytree(finished[0], out, symlinks=True)
     return out
 
 
@@ -363,7 +376,7 @@ def test_an_aggregate_over_settings_needs_every_setting(tmp_path, tiny_pair):
 
 
 @pytest.mark.parametrize("damage", ["edit seed", "edit checkpoint sha256", "truncate", "delete"])
-def test_a_damaged_provenance_is_refused_by_reports_and_rebuilt_by_a_run(done, tiny_pair, damage):
+def test_a_damaged_provenance_is_refused_by_reports_and_rebuilt_by_a_run(done, finished, damage):
     """provenance.json carries a digest of itself: an edited seed or checksum is refused, never rendered; a run
     of the same suite rebuilds a damaged or deleted one from the suite and the job files, computing nothing
     again (issue 36)."""
@@ -381,7 +394,7 @@ def test_a_damaged_provenance_is_refused_by_reports_and_rebuilt_by_a_run(done, t
         prov.unlink()
     with pytest.raises(QuestbenchError, match="rebuild it"):
         load_results(done)
-    summary = run_suite(parse_suite(f'registry = ["{tiny_pair}"]\n' + SUITE, "t.toml"), done, device="cpu",
+    summary = run_suite(parse_suite(f'registry = ["{finished[1]}"]\n' + SUITE, "t.toml"), done, device="cpu",
                         quiet=True)
     assert summary.jobs_run == 0 and summary.jobs_skipped == summary.jobs_total
     assert load_results(done).provenance["seed"] == 1
