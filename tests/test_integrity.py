@@ -454,3 +454,26 @@ def test_a_model_that_edits_its_input_does_not_change_the_next_models_error():
     assert both["plain"] == alone["plain"]
     with pytest.raises(QuestbenchError, match="empty dataset"):
         questbench.corruption_sweep({"plain": plain}, ds.subset([]), ["contrast"], [3], num_workers=0)
+
+
+def test_a_provenance_of_the_wrong_shape_is_refused_even_with_a_fresh_digest(done):
+    """The digest says the file is as written; the schema (store/schema.py) says it is what a report may read."""
+    from questbench.store.results import PROVENANCE, _provenance_digest
+
+    prov = json.loads((done / PROVENANCE).read_text())
+    del prov["models"]["tiny-std"]["sha256"]
+    prov["sha256"] = _provenance_digest(prov)
+    (done / PROVENANCE).write_text(json.dumps(prov))
+    with pytest.raises(QuestbenchError, match=r"does not match the provenance schema \(models.tiny-std.sha256: "):
+        load_results(done)
+
+
+def test_only_the_store_reads_the_provenance_document_by_key():
+    """Reports read typed fields (Results.run); a `.get` walk of the JSON outside the store is a test failure."""
+    import re
+    from pathlib import Path
+
+    root = Path(questbench.__file__).parent
+    walks = [f"{f.relative_to(root)}: {m.group(0)}" for f in root.rglob("*.py") if "store" not in f.parts
+             for m in re.finditer(r"provenance(\.get\(|\[\")", f.read_text())]
+    assert walks == []

@@ -158,7 +158,7 @@ def _samples(results) -> pd.DataFrame:
 
 
 def _bins(results) -> int:
-    return int((results.provenance.get("suite", {}).get("calibration") or {}).get("bins", 15))
+    return int((results.run.suite_table("calibration") or {}).get("bins", 15))
 
 
 def _siblings(s: pd.DataFrame) -> list[tuple[str, str]]:

@@ -62,8 +62,7 @@ def robustbench_dataset(results: Results, dataset: Optional[str] = None) -> str:
     """RobustBench's name for the run's dataset (``dataset`` overrides), else the run's own name."""
     if dataset:
         return dataset
-    suite_data = results.provenance.get("suite", {}).get("data", {})
-    name = str(suite_data.get("dataset") or results.provenance.get("dataset", {}).get("name") or "dataset")
+    name = str(results.run.suite.data.get("dataset") or results.run.dataset.name or "dataset")
     return _DATASET_NAMES.get(name.lower().replace("_", "-"), name)
 
 
@@ -77,9 +76,9 @@ def _link(source: str) -> str:
 
 
 def _base(results: Results, model: str, dataset: str, clean: float) -> dict:
-    m = results.provenance.get("models", {}).get(model, {})
-    return {"link": _link(str(m.get("source", ""))), "name": model, "authors": "", "additional_data": False,
-            "number_forward_passes": 1, "dataset": dataset, "venue": UNKNOWN, "architecture": m.get("arch", ""),
+    m = results.run.models[model]
+    return {"link": _link(m.source), "name": model, "authors": "", "additional_data": False,
+            "number_forward_passes": 1, "dataset": dataset, "venue": UNKNOWN, "architecture": m.arch,
             "clean_acc": _acc(clean), "reported": ""}
 
 
@@ -156,7 +155,7 @@ def _corruption_files(results: Results, t, ds: str, clean: dict, clean_n: dict, 
             complete.append(model)
     files = {}
     imagenet = ds == "imagenet"
-    source = results.provenance.get("corruption_implementation", "")
+    source = results.run.corruption_implementation
     for model in complete:
         s = sev[(sev.model == model) & sev.corruption.isin(COMMON_CORRUPTIONS)]
         n = int(s.n.max())

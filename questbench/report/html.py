@@ -185,7 +185,7 @@ def render_html(results: Results, per_cell: int = DEFAULT_PER_CELL, max_images: 
     """The page; ``per_cell`` images per side of each discordant cell (0: no images), fewer where the page
     would need more than ``max_images`` slots. ``t``: the results' tables when the caller has them already."""
     t = t if t is not None else compute_tables(results)
-    name = results.provenance.get("suite", {}).get("name", "results")
+    name = results.run.suite.name
     panels = _Panels(results, t, per_cell, max_images)
     body = [f"<h1>questbench leaderboard: {html.escape(name)}</h1>", "<p class=meta>{SIZE}</p>"]
     plots = _plots(t, results)

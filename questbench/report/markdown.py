@@ -25,27 +25,24 @@ def _md_table(df: pd.DataFrame) -> str:
 def provenance_lines(results: Results, plain: bool = False) -> list[str]:
     """The provenance as list items; ``plain``: names unescaped (for a renderer that escapes for its own format)."""
     code, text = ((lambda v: f"`{v}`"), str) if plain else (md_code, md_text)
-    p = results.provenance
-    if not p:
-        return ["(no provenance.json in this folder)"]
-    v = p.get("versions", {})
-    lines = [f"- suite: {code(p['suite'].get('name'))} (sha256 `{p.get('suite_sha256', '')[:12]}`), seed {p.get('seed')}",
-             f"- dataset: {p.get('dataset', {}).get('name')} {p.get('dataset', {}).get('split')} "
-             f"({p.get('dataset', {}).get('source')}), {len(p.get('sample_ids', {}).get('clean', []))} clean samples",
-             f"- device: {p.get('device_name')}, dtype {p.get('dtype')}",
-             f"- corruptions: {p.get('corruption_implementation')}",
+    p = results.run
+    v = p.versions
+    lines = [f"- suite: {code(p.suite.name)} (sha256 `{p.suite_sha256[:12]}`), seed {p.seed}",
+             f"- dataset: {p.dataset.name} {p.dataset.split} ({p.dataset.source}), "
+             f"{len(p.sample_ids.get('clean', []))} clean samples",
+             f"- device: {p.device_name}, dtype {p.dtype}",
+             f"- corruptions: {p.corruption_implementation}",
              "- versions: " + ", ".join(f"{k} {v[k]}" for k in sorted(v))]
     if not results.jobs.empty and "wall_s" in results.jobs:
         lines.append(f"- run time: {float(results.jobs.wall_s.sum()):.1f} s in {len(results.jobs)} jobs (the jobs' "
                      "own wall times, summed; ranks running side by side make the run shorter)")
-    for src in p.get("sources", []):
-        lines.append(f"- results folder {code(src['folder'])}: {len(src['models'])} model(s) on "
-                     f"{text(src['device_name'])}, suite sha256 `{str(src['suite_sha256'])[:12]}`, "
-                     + ", ".join(f"{k} {src['versions'][k]}" for k in ("torch", "timm") if k in src["versions"]))
-    for name, m in sorted(p.get("models", {}).items()):
-        where = f", from {code(m['folder'])}" if "folder" in m else ""
-        lines.append(f"- {code(name)}: {text(m.get('arch'))} / {text(m.get('attention'))}, "
-                     f"sha256 {code(str(m.get('sha256', ''))[:12])}{where}")
+    for src in p.sources:
+        lines.append(f"- results folder {code(src.folder)}: {len(src.models)} model(s) on "
+                     f"{text(src.device_name)}, suite sha256 `{src.suite_sha256[:12]}`, "
+                     + ", ".join(f"{k} {src.versions[k]}" for k in ("torch", "timm") if k in src.versions))
+    for name, m in sorted(p.models.items()):
+        where = f", from {code(m.folder)}" if m.folder is not None else ""
+        lines.append(f"- {code(name)}: {text(m.arch)} / {text(m.attention)}, sha256 {code(m.sha256[:12])}{where}")
     return lines
 
 
@@ -53,7 +50,7 @@ def render_markdown(results: Results, output: Optional[Path] = None, t: Optional
     """The leaderboard as markdown; with ``output``, its plots are written beside that file. ``t``: the
     results' tables when the caller has them already."""
     t = t if t is not None else compute_tables(results)
-    name = results.provenance.get("suite", {}).get("name", "results")
+    name = results.run.suite.name
     parts = [f"# questbench leaderboard: {md_text(name)}", ""]
     plots = []
     if output is not None:

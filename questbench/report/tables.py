@@ -13,6 +13,7 @@ from ..config.corruptions import COMMON_CORRUPTIONS, CORRUPTION_GROUP
 from ..stats.metrics import mce, mean_corruption_error, relative_mce, sweep_flags, wilson_interval
 from ..kinds import KINDS
 from ..store.results import Results
+from ..store.schema import Provenance
 from .checks import checks_table, flag_sentences
 from .compare import RELATIVE, compare_kinds, compare_pairs, compare_seeds, sweep_keys
 from ..config.labels import attack_label, budget_label
@@ -274,9 +275,10 @@ def study_table(samples: pd.DataFrame, seeds: pd.DataFrame, contrasts: pd.DataFr
 
 def compute_tables(results: Results) -> Tables:
     samples = results.samples
-    dataset = results.provenance.get("dataset", {}).get("name", "")
+    run = results.run
+    dataset = run.dataset.name
     corr, sev, metric, notes = corruption_tables(samples, dataset)
-    spec = results.provenance.get("suite", {}).get("corruptions") or {}
+    spec = run.suite.corruptions or {}
     if metric and spec.get("engine") == "torch":  # which constants made the corruptions decides what errors mean
         metric += {"cifar-c": ", CIFAR-10-C constants", "imagenet-c": ", ImageNet-C constants",
                    "auto": ", CIFAR-10-C constants at <= 64 px"}.get(spec.get("params"), "")
@@ -288,28 +290,26 @@ def compute_tables(results: Results) -> Tables:
         for _, j in results.jobs.iterrows():
             if j["flags"]:
                 job_flags.append(f"{j['model']} {j['setting']}: {j['flags']}")
-    provenance = results.provenance
     patch_samples = _patch_samples(samples)
     paired: dict = {}  # per-image sums shared by the across-seed rows and the contrasts between kinds
     seeds, contrasts = compare_seeds(results, cache=paired), compare_kinds(results, cache=paired)
-    study = provenance.get("suite", {}).get("study")
+    study = run.suite.study
     return Tables(clean=clean_table(samples), corruptions=corr, severity=sev, attacks=att,
                   pairs=compare_pairs(results), seeds=seeds, flags=sorted(set(flags + job_flags)),
                   contrasts=contrasts, study=study_table(samples, seeds, contrasts, study),
                   margin_pp=(study or {}).get("margin_pp"),
                   corruption_metric=metric, notes=notes, checks=checks, shifts=shift_table(samples),
-                  shift_excluded=provenance.get("shifts", {}).get("imagenet-real", {}).get("excluded_without_labels")
-                  or 0,
+                  shift_excluded=run.shifts["imagenet-real"].excluded_without_labels if "imagenet-real" in run.shifts
+                  else 0,
                   patches=patch_table(patch_samples), convergence=convergence_table(patch_samples),
                   mechanism=mechanism_table(results.diagnostics),
-                  n_diagnostics=len(provenance.get("sample_ids", {}).get("diagnostics", [])),
-                  devices=model_devices(provenance),
+                  n_diagnostics=len(run.sample_ids.get("diagnostics", [])),
+                  devices=model_devices(run),
                   kind_sections=[sec for k in KINDS.values() if k.tables is not None for sec in k.tables(results)])
 
 
-def model_devices(provenance: dict) -> dict[str, str]:
+def model_devices(run: Provenance) -> dict[str, str]:
     """Each model's device when the results join folders that ran on more than one (else empty: one device,
     named once in the provenance)."""
-    devices = {name: str(m.get("device_name")) for name, m in provenance.get("models", {}).items()
-               if "folder" in m}
+    devices = {name: str(m.device_name) for name, m in run.models.items() if m.folder is not None}
     return devices if len(set(devices.values())) > 1 else {}

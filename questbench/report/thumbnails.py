@@ -21,16 +21,16 @@ class Thumbnails:
     def __init__(self, results: Results):
         from ..data import load_dataset
         from ..config.suite import DataSpec
-        p = results.provenance
-        data = dict(p.get("suite", {}).get("data", {}))
+        p = results.run
+        data = p.suite.data
         spec = DataSpec(**{k: data.get(k) for k in ("dataset", "split", "root", "samples", "classes")})
         try:
             self.dataset = load_dataset(spec.dataset, spec.split, root=spec.root, **spec.loader_kwargs())
         except QuestbenchError as exc:
             raise QuestbenchError(f"the images need the run's dataset: {exc}") from None
         self.index = {sid: i for i, sid in enumerate(self.dataset.sample_ids)}
-        self.corruptions = p.get("suite", {}).get("corruptions") or {}
-        self.seed = int(p.get("seed", 0) or 0)
+        self.corruptions = p.suite.corruptions or {}
+        self.seed = p.seed
         self.uris: dict[tuple, str] = {}
         self.bytes = 0
 

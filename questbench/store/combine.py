@@ -96,6 +96,6 @@ def combine_results(folders: Sequence[Path], loaded: Sequence[Any]):
     frames = [r.samples for r in loaded if not r.samples.empty]
     samples = pd.concat(frames, ignore_index=True) if frames else loaded[0].samples
     diags = [r.diagnostics for r in loaded if not r.diagnostics.empty]
-    return Results(samples=samples, jobs=pd.concat([r.jobs for r in loaded], ignore_index=True),
+    return Results(samples=samples, jobs=pd.concat([r.jobs for r in loaded], ignore_index=True),  # typed on creation
                    diagnostics=pd.concat(diags, ignore_index=True) if diags else loaded[0].diagnostics,
                    provenance=prov, missing_jobs=sorted(j for r in loaded for j in r.missing_jobs))

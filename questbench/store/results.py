@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, StrictInt, StrictStr, TypeAdapter, V
 
 from ..errors import QuestbenchError
 from ..kinds import KINDS
+from .schema import Provenance
 from .._io import atomic_write_bytes, config_hash
 
 JOBS_DIR = "jobs"
@@ -171,8 +172,17 @@ REBUILD = "run the same suite into this folder again to rebuild it from the suit
 
 
 def write_provenance(out: Path, doc: dict[str, Any]) -> None:
-    """The run's provenance with a digest of all of it: an edited seed, checksum or device is refused on read."""
+    """The run's provenance, checked against its schema, with a digest of all of it: an edited seed, checksum or
+    device is refused on read."""
+    doc = typed_provenance(doc, "the run's provenance").model_dump(exclude_unset=True)
     write_json(Path(out) / PROVENANCE, {**doc, "sha256": _provenance_digest(doc)})
+
+
+def typed_provenance(doc: dict[str, Any], what: str) -> Provenance:
+    try:
+        return Provenance.model_validate(doc)
+    except ValidationError as exc:
+        raise QuestbenchError(f"{what} does not match the provenance schema ({_first_error(exc)}): {REBUILD}") from None
 
 
 def _provenance_digest(doc: dict[str, Any]) -> str:
@@ -215,8 +225,17 @@ class Results:
     samples: pd.DataFrame
     jobs: pd.DataFrame
     diagnostics: pd.DataFrame
-    provenance: dict[str, Any]
+    provenance: dict[str, Any]  # the document as written
     missing_jobs: list[str] = field(default_factory=list)  # planned jobs without a job file (a killed run)
+    # ``run`` once validated (not an init field: a dataclasses.replace with another provenance validates anew)
+    typed: Optional[Provenance] = field(default=None, init=False, repr=False)
+
+    @property
+    def run(self) -> Provenance:
+        """The provenance, typed: what the report reads (validated on first use)."""
+        if self.typed is None:
+            self.typed = typed_provenance(self.provenance, "the provenance document")
+        return self.typed
 
 
 def load_results(path) -> Results:
@@ -235,6 +254,7 @@ def load_results(path) -> Results:
     if not jobs_dir.is_dir():
         raise QuestbenchError(f"{out} holds no questbench results (no {JOBS_DIR}/ folder)")
     provenance = read_provenance(out)
+    run = typed_provenance(provenance, str(out / PROVENANCE))
     sample_frames, job_rows, diag_rows = [], [], []
     for f in sorted(jobs_dir.glob("*.json")):
         doc = read_job_file(f, provenance)
@@ -257,5 +277,7 @@ def load_results(path) -> Results:
     samples = samples[SAMPLE_COLUMNS + extra]
     present = {f.stem for f in jobs_dir.glob("*.json")}
     missing = sorted(set(provenance.get("jobs", {})) - present)
-    return Results(samples=samples, jobs=pd.DataFrame(job_rows), diagnostics=pd.DataFrame(diag_rows),
-                   provenance=provenance, missing_jobs=missing)
+    res = Results(samples=samples, jobs=pd.DataFrame(job_rows), diagnostics=pd.DataFrame(diag_rows),
+                  provenance=provenance, missing_jobs=missing)
+    res.typed = run
+    return res
