@@ -137,11 +137,12 @@ def test_a_run_with_calibration(tmp_path, tiny_pair):
     assert row.error_pct.item() == pytest.approx(100 * ece_by_array_split(g.confidence.to_numpy(),
                                                                           g.correct.to_numpy(), 4), abs=1e-6)
     pair = ece[(ece.model == "tiny-quest") & (ece.baseline == "tiny-std")]
-    assert set(pair.setting) == {"clean", "corruptions"}
+    assert list(pair.evaluation) == ["clean", "corruption"] and list(pair.setting) == ["clean", "all"]
     assert (pair.delta_ci_low_pp <= pair.delta_pp).all() and (pair.delta_pp <= pair.delta_ci_high_pp).all()
     md = leaderboard(out, "md", str(tmp_path / "lb.md"))
     assert "## Calibration under shift" in md and "## Calibration: model minus its standard sibling" in md
     assert "corruptions (mean of 2 settings)" in md
+    assert md.index("| tiny-quest | tiny-std | clean |") < md.index("| tiny-quest | tiny-std | corruptions |")
     # a record whose probabilities contradict each other is refused (and the digest would refuse any edit)
     from questbench.kinds.calibration import _consistent
     r = cal.iloc[0].to_dict()

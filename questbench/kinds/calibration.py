@@ -13,13 +13,15 @@ protocol counts it.
 from __future__ import annotations
 
 import math
-from typing import Any, Iterator, Optional
+from typing import TYPE_CHECKING, Any, Iterator, Optional
 
 import numpy as np
-import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
 from .base import Advance, Job, Kind, Part, Planning, SampleRecord, Work, per_sample
+
+if TYPE_CHECKING:  # pandas is imported where the tables are made: the command line starts without it
+    import pandas as pd
 
 CLEAN, SHIFT = "clean", "shift/"
 N_BOOT = 1000
@@ -175,16 +177,19 @@ def summary(results) -> pd.DataFrame:
         per = [_metrics(gs, bins) for _, gs in g.groupby("setting", sort=False)]
         rows.append({"model": model, "attention": g.attention.iloc[0], "setting": group, "settings": len(per),
                      "n": per[0]["n"], **{m: float(np.mean([p[m] for p in per])) for m in ("ece", "nll", "brier")}})
+    import pandas as pd
     return pd.DataFrame(rows)
 
 
 def tables(results) -> list[tuple[str, pd.DataFrame, list[str]]]:
+    import pandas as pd
+
     s = _samples(results)
     if s.empty:
         return []
     bins, summ = _bins(results), summary(results)
-    order = {CLEAN: 0, "corruptions": 1}
-    summ = summ.sort_values(["setting", "model"], key=lambda c: c.map(lambda v: (order.get(v, 2), str(v))))
+    rank = {g: i for i, g in enumerate(_in_order(summ.setting))}
+    summ = summ.assign(rank=summ.setting.map(rank)).sort_values(["rank", "model"], kind="stable")
     df = pd.DataFrame({"model": summ.model, "attention": summ.attention,
                        "setting": [f"{g} (mean of {k} settings)" if k > 1 else g for g, k in zip(summ.setting,
                                                                                               summ.settings)],
@@ -210,11 +215,21 @@ def tables(results) -> list[tuple[str, pd.DataFrame, list[str]]]:
     return out
 
 
+def _in_order(groups) -> list[str]:
+    """clean, corruptions, then the shifts by name."""
+    return sorted(set(groups), key=lambda g: ({CLEAN: 0, "corruptions": 1}.get(g, 2), g))
+
+
+def _evaluation(group: str) -> str:
+    """What the images of a setting group were, as the csv's evaluation column names it."""
+    return {CLEAN: "clean", "corruptions": "corruption"}.get(group, "shift")
+
+
 def _pair_rows(s: pd.DataFrame, bins: int) -> list[dict[str, Any]]:
     rows = []
     for base, model in _siblings(s):
         a, b = s[s.model == base], s[s.model == model]
-        for group in dict.fromkeys(a.group):
+        for group in _in_order(a.group):
             ga, gb = a[a.group == group], b[b.group == group]
             if gb.empty:
                 continue
@@ -233,17 +248,18 @@ def csv(results) -> list[dict[str, Any]]:
     for (model, setting), g in s.groupby(["model", "setting"], sort=True):
         m = _metrics(g, bins)
         rows.append({"table": "ECE", "model": model, "attention": g.attention.iloc[0],
-                     "evaluation": g.group.iloc[0] if g.group.iloc[0] == "corruptions" else "calibration",
-                     "setting": setting, "n": m["n"], "error_pct": 100 * m["ece"]})
+                     "evaluation": _evaluation(g.group.iloc[0]), "setting": setting.removeprefix(SHIFT),
+                     "n": m["n"], "error_pct": 100 * m["ece"]})
     for _, r in summary(results).iterrows():
         if r.settings > 1:
-            rows.append({"table": "ECE", "model": r.model, "attention": r.attention, "evaluation": "calibration",
-                         "setting": f"{r.setting} (mean of {r.settings} settings)", "n": r.n,
-                         "error_pct": 100 * r.ece})
+            rows.append({"table": "ECE", "model": r.model, "attention": r.attention,
+                         "evaluation": _evaluation(r.setting), "setting": f"all (mean of {r.settings} settings)",
+                         "n": r.n, "error_pct": 100 * r.ece})
     for r in _pair_rows(s, bins):
-        rows.append({"table": "ECE", "model": r["model"], "baseline": r["baseline"], "evaluation": "calibration",
-                     "setting": r["setting"], "n": r["n"], "delta_pp": r["ece"][0], "delta_ci_low_pp": r["ece"][1],
-                     "delta_ci_high_pp": r["ece"][2]})
+        rows.append({"table": "ECE", "model": r["model"], "baseline": r["baseline"],
+                     "evaluation": _evaluation(r["setting"]),
+                     "setting": "all" if r["setting"] == "corruptions" else r["setting"], "n": r["n"],
+                     "delta_pp": r["ece"][0], "delta_ci_low_pp": r["ece"][1], "delta_ci_high_pp": r["ece"][2]})
     return rows
 
 
