@@ -174,3 +174,16 @@ def test_the_terminal_view_prints_names_as_text_and_names_missing_jobs(hostile):
     text = buf.getvalue()
     assert "[bold]" in text and "</script>" in text  # shown as written, not eaten as markup
     assert "1 planned job(s) have no results" in text and "x__clean__clean.0123456789abcdef" in text
+
+
+def test_a_paired_table_carries_its_models_instead_of_a_title_to_parse(hostile):
+    """'Paired: c minus d minus a minus b' cannot be split back into two names; the section says which they are."""
+    import dataclasses
+    from questbench.report.sections import sections
+    from questbench.report.tables import compute_tables
+
+    names = {XSS: "a minus b", FORMULA: "c minus d"}
+    s = hostile.samples.copy()
+    s["model"], s["pair"] = s.model.map(names), s.pair.map(names)
+    (paired,) = [sec for sec in sections(compute_tables(dataclasses.replace(hostile, samples=s))) if sec.pair]
+    assert paired.title == "Paired: c minus d minus a minus b" and paired.pair == ("c minus d", "a minus b")

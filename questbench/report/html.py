@@ -189,12 +189,11 @@ def render_html(results: Results, per_cell: int = DEFAULT_PER_CELL, max_images: 
     panels = _Panels(results, t, per_cell, max_images)
     body = [f"<h1>questbench leaderboard: {html.escape(name)}</h1>", "<p class=meta>{SIZE}</p>"]
     plots = _plots(t, results)
-    for i, (title, df, notes) in enumerate(sections(t)):
+    for i, (title, df, notes, pair) in enumerate(sections(t)):
         body.append(f'<h2 id="{_slug(title)}">{html.escape(title)}</h2>')
-        pair = re.match(r"Paired: (.+) minus (.+)$", title)
         extra = None
-        if pair and panels.thumbs is not None:
-            extra = [panels.button(pair[1], pair[2], r.evaluation, r.setting) for r in df.itertuples()]
+        if pair is not None and panels.thumbs is not None:
+            extra = [panels.button(pair[0], pair[1], r.evaluation, r.setting) for r in df.itertuples()]
         body.append(_table(df, extra))
         body += [f"<blockquote>{html.escape(n)}</blockquote>" for n in notes]
         if i == 0:  # a study's forest plot follows its first table

@@ -57,7 +57,7 @@ def render_markdown(results: Results, output: Optional[Path] = None, t: Optional
         from .plots import write_plots
         plots = write_plots(t, output, results.diagnostics)
     lead = [p for p in plots if p[0] == FOREST_TITLE]  # a study's forest plot follows its first table
-    for i, (title, df, notes) in enumerate(sections(t)):
+    for i, (title, df, notes, _) in enumerate(sections(t)):
         parts += [f"## {md_text(title)}", "", _md_table(df), ""]
         for n in notes:  # prose wrapped to 100 columns of source, like the tables
             parts += [f"> {line}" for line in textwrap.wrap(md_text(n), 98)] + [">"]

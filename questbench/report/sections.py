@@ -2,7 +2,7 @@
 markdown, html and the terminal show these, the csv holds their numbers."""
 from __future__ import annotations
 
-from typing import Optional
+from typing import NamedTuple, Optional
 
 import pandas as pd
 
@@ -11,6 +11,16 @@ from ..stats.metrics import MIN_N_5PP, min_sign_flip_p, resolves_5pp
 from .checks import CHECK_NOTES
 from .compare import AGGREGATE, RELATIVE
 from .tables import CONVERGED_PP, CORRUPTION_SUMMARY_KEYS, Tables
+
+class Section(NamedTuple):
+    """One table of the leaderboard. ``pair``: (model, its standard sibling) of a paired table, for a renderer
+    that links its rows to that pair's images (names are data: never recovered from the title)."""
+
+    title: str
+    table: pd.DataFrame
+    notes: list[str]
+    pair: Optional[tuple[str, str]] = None
+
 
 # the kinds whose rows the report tabulates itself (the headline reads several of them at once); every other kind
 # brings its own tables (questbench.kinds.base.Kind.tables)
@@ -253,8 +263,12 @@ def mechanism_section(t: Tables) -> Optional[tuple[str, pd.DataFrame, list[str]]
     return "Attention mechanism", t.mechanism, notes
 
 
-def sections(t: Tables) -> list[tuple[str, pd.DataFrame, list[str]]]:
-    """The leaderboard's tables in reading order, each as (title, table, notes): what every renderer shows."""
+def sections(t: Tables) -> list[Section]:
+    """The leaderboard's tables in reading order: what every renderer shows."""
+    return [s if isinstance(s, Section) else Section(*s) for s in _sections(t)]
+
+
+def _sections(t: Tables) -> list:
     out = []
     if not (t.clean.empty and t.corruptions.empty and t.attacks.empty):
         out.append(headline(t))
@@ -302,7 +316,7 @@ def sections(t: Tables) -> list[tuple[str, pd.DataFrame, list[str]]]:
             if t.devices.get(model) != t.devices.get(base):  # joined folders: say where each side ran
                 notes = notes + [f"{model} ran on {t.devices[model]}, {base} on {t.devices[base]} (results of "
                                  "several folders joined; the images and settings are the same)."]
-            out.append((f"Paired: {model} minus {base}", df, notes))
+            out.append(Section(f"Paired: {model} minus {base}", df, notes, (model, base)))
             notes = []
     seed_sections = []
     if not t.seeds.empty:

@@ -23,7 +23,7 @@ def render_rich(results: Results, console=None, t: Optional[Tables] = None) -> N
 
     console = console or Console()
     t = t if t is not None else compute_tables(results)
-    for title, df, notes in sections(t):
+    for title, df, notes, _ in sections(t):
         # long evaluation labels become sub-titles, so a paired table fits 80 columns
         parts = [(f"{title} / {ev}", g.drop(columns="evaluation")) for ev, g in df.groupby("evaluation", sort=False)] \
             if "evaluation" in df.columns else [(title, df)]
