@@ -40,6 +40,8 @@ NOT_COMPUTING = {
              "not a job, and it is recorded in the run configuration, so a changed study is a new folder",
     "study.primary": "as study",
     "study.margin_pp": "as study",
+    "calibration.bins": "the expected calibration error's bins: the report computes ECE from the stored per-image "
+                        "probabilities (tests/test_calibration.py); recorded in the run configuration",
 }
 
 BASE: dict[str, Any] = {"seed": 1, "batch_size": 4, "num_workers": 0, "data": {"samples": 4}}
@@ -90,7 +92,15 @@ VARIANTS: dict[str, tuple[str, Any]] = {
     "checks.long_restarts": ("checks", 1),
     "checks.large_eps": ("checks", "32/255"),
     "checks.transfer": ("checks", False),
+    "calibration": ("clean", {}),
 }
+
+
+def _models_in(t) -> list[type[BaseModel]]:
+    """The schemas inside an annotation, however deep (lists, unions, Annotated)."""
+    if isinstance(t, type) and issubclass(t, BaseModel):
+        return [t]
+    return [m for a in get_args(t) for m in _models_in(a)]
 
 
 def schema_keys(model: type[BaseModel] = Suite, prefix: str = "") -> set[str]:
@@ -98,10 +108,9 @@ def schema_keys(model: type[BaseModel] = Suite, prefix: str = "") -> set[str]:
     for name, field in model.model_fields.items():
         path = prefix + name
         keys.add(path)
-        for t in [field.annotation, *get_args(field.annotation)]:
-            for sub in [t, *get_args(t)]:
-                if isinstance(sub, type) and issubclass(sub, BaseModel) and name != "shifts":
-                    keys |= schema_keys(sub, path + ".")
+        if name != "shifts":
+            for sub in _models_in(field.annotation):
+                keys |= schema_keys(sub, path + ".")
     return keys
 
 
@@ -138,7 +147,8 @@ def captured(monkeypatch):
             return original(*args, **kwargs)
         monkeypatch.setattr(mod, name, wrapper)
 
-    spy(clean_mod, "evaluate_clean", lambda model, ds, bs, *a: (type(model).__name__, tuple(ds.sample_ids), bs))
+    spy(clean_mod, "evaluate_clean", lambda model, ds, bs, *a, extra=None: (
+        type(model).__name__, tuple(ds.sample_ids), bs, getattr(extra, "__name__", None)))
     spy(corruptions_mod, "evaluate_corruptions", lambda models, ds, settings, **kw: (
         tuple(ds.sample_ids), tuple(s.key for s in settings), kw["suite_seed"], kw["mode"], kw["engine"],
         kw["params"]))

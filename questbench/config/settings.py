@@ -53,9 +53,11 @@ class AttackConfig:
         elif self.attack == "pgd":
             d["step_size"] = self.step_size if self.step_size is not None else 2.5 * self.eps / self.steps
         elif self.attack in ("autoattack", "apgd-ce"):
+            # the reference's own settings: version "standard" runs APGD-CE once; "custom" (APGD-CE alone) keeps
+            # APGDAttack's constructor default of 5 restarts (pyautoattack 0.2.0, AutoAttack.__init__)
             d.update(steps=100, step_size=None, random_start=True, loss="ce" if self.attack == "apgd-ce" else
                      "ce+dlr-targeted+fab-targeted+square", version="standard" if self.attack == "autoattack"
-                     else "custom", restarts=1, implementation="pyautoattack")
+                     else "custom", restarts=1 if self.attack == "autoattack" else 5, implementation="pyautoattack")
         elif self.attack == "autoattack-fast":
             d.update(steps=10, step_size=None, implementation="torchattacks", version="torchattacks-standard")
         d.setdefault("implementation", "torchattacks")

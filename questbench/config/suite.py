@@ -172,34 +172,29 @@ class CorruptionSpec(_Schema):
         return self.model_dump()
 
 
-class AttackSpec(_Schema):
-    """One ``[[attacks]]`` entry: one attack over a sweep of eps values (or patch counts), resolved to one
-    config per value (``configs``). An entry made by [checks] carries the check's name (``check``)."""
+EpsSweep = Union[Fractionish, Annotated[list[Fractionish], Field(min_length=1)]]
 
-    attack: Literal[ATTACKS + ("patch",)]  # type: ignore[valid-type]
-    eps: Optional[Union[Fractionish, Annotated[list[Fractionish], Field(min_length=1)]]] = None
-    patches: Optional[Union[Annotated[int, Field(ge=0)], Annotated[list[Annotated[int, Field(ge=0)]],
-                                                                  Field(min_length=1)]]] = None
-    patch_size: Optional[PositiveInt] = None
-    position: Optional[Literal["random", "fixed", "worst"]] = None
-    layers: Optional[Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1)]] = None
-    halve_every: Optional[Annotated[int, Field(ge=0)]] = None  # patch: halve the step every n steps (0: fixed)
-    norm: Literal["Linf", "L2"] = "Linf"
-    steps: Optional[PositiveInt] = None
-    step_size: Optional[Fractionish] = None
-    step_size_ratio: Optional[Annotated[float, Field(gt=0)]] = None
-    restarts: PositiveInt = 1
-    random_start: bool = True
-    loss: Literal["ce", "dlr", "attention"] = "ce"
+
+class _SweepSpec(_Schema):
+    """What every ``[[attacks]]`` entry has: one attack over a sweep (eps values or patch counts), resolved to one
+    config per value (``configs``). An entry made by [checks] carries the check's name (``check``). Which keys
+    an entry may have follows from its ``attack`` (a discriminated union: a key of another attack is unknown)."""
+
     samples: Optional[PositiveInt] = None
     batch_size: Optional[PositiveInt] = None
     _configs: list[Union[AttackConfig, PatchConfig]] = PrivateAttr(default_factory=list)
     _check: Optional[str] = PrivateAttr(None)
 
     @model_validator(mode="after")
-    def _resolve(self) -> "AttackSpec":
-        self._configs = self._patch_configs() if self.attack == "patch" else self._eps_configs()
+    def _resolve(self):
+        try:
+            self._configs = self._make_configs()
+        except QuestbenchError as exc:
+            raise _rule(str(exc)) from None
         return self
+
+    def _make_configs(self) -> list:
+        raise NotImplementedError
 
     @property
     def configs(self) -> list[Union[AttackConfig, PatchConfig]]:
@@ -210,57 +205,77 @@ class AttackSpec(_Schema):
         """One of CHECKS for an attack run to check the others (reported apart), else None."""
         return self._check
 
-    def _patch_configs(self) -> list[PatchConfig]:
-        if self.eps is not None or self.step_size_ratio is not None or self.random_start is not True:
-            raise _rule("a patch attack takes patches (counts), not eps, step_size_ratio or random_start")
-        if self.patches is None:
-            raise _rule("give patches (a count or a list of counts for a sweep)")
-        if self.loss not in ("ce", "attention"):
-            raise _rule(f"a patch attack's loss is \"ce\" or \"attention\", not {self.loss!r}")
-        counts = self.patches if isinstance(self.patches, list) else [self.patches]
-        if len(set(counts)) != len(counts):
-            raise _rule("a patch count is listed twice")
-        step = _eps(self.step_size) if self.step_size is not None else 0.1
-        try:
-            return [PatchConfig(patches=k, loss=self.loss, size=self.patch_size or 1, steps=self.steps or 20,
-                                step_size=step, restarts=self.restarts, position=self.position or "random",
-                                halve_every=self.halve_every or 0,
-                                layers=tuple(self.layers) if self.layers is not None else None) for k in counts]
-        except QuestbenchError as exc:
-            raise _rule(str(exc)) from None
-
-    def _eps_configs(self) -> list[AttackConfig]:
-        if (self.patches is not None or self.patch_size is not None or self.position is not None
-                or self.layers is not None or self.halve_every is not None):
-            raise _rule("patches, patch_size, position, layers and halve_every belong to attack = \"patch\"")
-        if self.eps is None:
-            raise _rule("give eps (a number or a list for a sweep)")
-        if self.loss == "attention":
-            raise _rule("loss = \"attention\" belongs to attack = \"patch\"")
-        eps_list = [_eps(e) for e in (self.eps if isinstance(self.eps, list) else [self.eps])]
-        if len({f"{e:.6g}" for e in eps_list}) != len(eps_list):  # "8/255" and 0.03137255 are one cell
-            raise _rule("an eps is listed twice")
-        if self.step_size is not None and self.step_size_ratio is not None:
-            raise _rule("give step_size or step_size_ratio, not both")
-        if self.attack != "pgd" and (self.steps is not None or self.step_size is not None
-                                     or self.step_size_ratio is not None):
-            raise _rule(f"steps and step sizes apply to pgd only ({self.attack} uses its own)")
-        if self.attack in ("fgsm", "autoattack", "autoattack-fast") and (self.loss != "ce" or self.restarts != 1):
-            raise _rule(f"{self.attack} uses its own loss and restarts")
-        step = _eps(self.step_size) if self.step_size is not None else None
-        try:
-            return [AttackConfig(attack=self.attack, eps=eps, norm=self.norm,
-                                 steps=self.steps if self.steps is not None else (10 if self.attack == "pgd" else 0),
-                                 step_size=step if step is not None else (
-                                     self.step_size_ratio * eps if self.step_size_ratio is not None else None),
-                                 restarts=self.restarts, random_start=self.random_start, loss=self.loss)
-                    for eps in eps_list]
-        except QuestbenchError as exc:
-            raise _rule(str(exc)) from None
-
     def as_dict(self) -> dict[str, Any]:
         return {"samples": self.samples, "batch_size": self.batch_size, "configs": [c.resolved() for c in self.configs],
                 **({"check": self.check} if self.check else {})}
+
+
+class _EpsSweepSpec(_SweepSpec):
+    eps: EpsSweep
+    norm: Literal["Linf", "L2"] = "Linf"
+
+    def _eps_list(self) -> list[float]:
+        eps_list = [_eps(e) for e in (self.eps if isinstance(self.eps, list) else [self.eps])]
+        if len({f"{e:.6g}" for e in eps_list}) != len(eps_list):  # "8/255" and 0.03137255 are one cell
+            raise _rule("an eps is listed twice")
+        return eps_list
+
+    def _make_configs(self) -> list[AttackConfig]:
+        return [AttackConfig(attack=self.attack, eps=eps, norm=self.norm, steps=0) for eps in self._eps_list()]
+
+
+class FixedAttackSpec(_EpsSweepSpec):
+    """FGSM, AutoAttack and the reference APGD-CE: an eps sweep with the attack's own steps, loss and restarts."""
+
+    attack: Literal["fgsm", "autoattack", "autoattack-fast", "apgd-ce"]
+
+
+class PGDSpec(_EpsSweepSpec):
+    attack: Literal["pgd"]
+    steps: PositiveInt = 10
+    step_size: Optional[Fractionish] = None
+    step_size_ratio: Optional[Annotated[float, Field(gt=0)]] = None
+    restarts: PositiveInt = 1
+    random_start: bool = True
+    loss: Literal["ce", "dlr"] = "ce"
+
+    def _make_configs(self) -> list[AttackConfig]:
+        if self.step_size is not None and self.step_size_ratio is not None:
+            raise _rule("give step_size or step_size_ratio, not both")
+        step = _eps(self.step_size) if self.step_size is not None else None
+        return [AttackConfig(attack="pgd", eps=eps, norm=self.norm, steps=self.steps,
+                             step_size=step if step is not None else (
+                                 self.step_size_ratio * eps if self.step_size_ratio is not None else None),
+                             restarts=self.restarts, random_start=self.random_start, loss=self.loss)
+                for eps in self._eps_list()]
+
+
+class PatchSpec(_SweepSpec):
+    """Adversarial patches over a sweep of patch counts (questbench.evaluators.patch)."""
+
+    attack: Literal["patch"]
+    patches: Union[Annotated[int, Field(ge=0)], Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1)]]
+    patch_size: PositiveInt = 1
+    position: Literal["random", "fixed", "worst"] = "random"
+    layers: Optional[Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1)]] = None
+    halve_every: Annotated[int, Field(ge=0)] = 0  # halve the step every n steps (0: fixed)
+    steps: PositiveInt = 20
+    step_size: Fractionish = 0.1
+    restarts: PositiveInt = 1
+    loss: Literal["ce", "attention"] = "ce"
+
+    def _make_configs(self) -> list[PatchConfig]:
+        counts = self.patches if isinstance(self.patches, list) else [self.patches]
+        if len(set(counts)) != len(counts):
+            raise _rule("a patch count is listed twice")
+        return [PatchConfig(patches=k, loss=self.loss, size=self.patch_size, steps=self.steps,
+                            step_size=_eps(self.step_size), restarts=self.restarts, position=self.position,
+                            halve_every=self.halve_every, layers=tuple(self.layers) if self.layers is not None else None)
+                for k in counts]
+
+
+AttackSpec = Annotated[Union[FixedAttackSpec, PGDSpec, PatchSpec], Field(discriminator="attack")]
+ATTACK_TAGS = ATTACKS + ("patch",)  # the union's tags: they appear in an error's location, and are dropped there
 
 
 class ChecksSpec(_Schema):
@@ -276,7 +291,7 @@ class ChecksSpec(_Schema):
     long_restarts: PositiveInt = 3
     large_eps: Fractionish = "64/255"
     transfer: bool = True
-    _sweeps: list[AttackSpec] = PrivateAttr(default_factory=list)
+    _sweeps: list[PGDSpec] = PrivateAttr(default_factory=list)
 
     @model_validator(mode="after")
     def _resolve(self) -> "ChecksSpec":
@@ -288,13 +303,13 @@ class ChecksSpec(_Schema):
                                                               else [])
         self._sweeps = []
         for check, e, steps, restarts in runs:
-            spec = AttackSpec(attack="pgd", eps=e, steps=steps, restarts=restarts, samples=self.samples)
+            spec = PGDSpec(attack="pgd", eps=e, steps=steps, restarts=restarts, samples=self.samples)
             spec._check = check
             self._sweeps.append(spec)
         return self
 
     @property
-    def sweeps(self) -> list[AttackSpec]:
+    def sweeps(self) -> list[PGDSpec]:
         return self._sweeps
 
 
@@ -474,7 +489,8 @@ def _schema_error(exc: ValidationError, path: str) -> QuestbenchError:
 
     def keys(e) -> list[str]:
         return [str(p) for p in e["loc"] if not (str(p) in tags or "[" in str(p) or str(p).endswith("Spec")
-                                                 or str(p).startswith(("function-", "constrained-")))]
+                                                 or str(p).startswith(("function-", "constrained-"))
+                                                 or str(p) in ATTACK_TAGS and "attacks" in e["loc"])]
 
     # a value that fails every member of a union reports one error per member: name the one that says most
     # (an unknown key, then a range or length over a type mismatch, then the deepest key)
@@ -483,7 +499,10 @@ def _schema_error(exc: ValidationError, path: str) -> QuestbenchError:
     loc = ".".join(keys(e))
     msg = e["msg"]
     if e["type"] == "extra_forbidden":
-        msg = "unknown key"
+        tag = next((str(p) for p in e["loc"] if str(p) in ATTACK_TAGS), None) if "attacks" in e["loc"] else None
+        msg = f'unknown key (for attack = "{tag}")' if tag else "unknown key"
+    elif e["type"] == "union_tag_invalid":
+        msg = f"attack must be one of {', '.join(ATTACK_TAGS)}"
     got = e.get("input")
     got_text = "" if e["type"] in ("extra_forbidden", "missing", "questbench") or isinstance(got, dict) \
         else f" (got {got!r})"
