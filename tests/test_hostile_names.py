@@ -174,6 +174,13 @@ def test_the_terminal_view_prints_names_as_text_and_names_missing_jobs(hostile):
     text = buf.getvalue()
     assert "[bold]" in text and "</script>" in text  # shown as written, not eaten as markup
     assert "1 planned job(s) have no results" in text and "x__clean__clean.0123456789abcdef" in text
+    # in the same words as the page (the text wraps at the console's width; compare without line breaks)
+    from questbench.report.markdown import render_markdown
+    from questbench.report.sections import missing_jobs_text
+    said = missing_jobs_text(1)
+    import html
+    assert said in " ".join(text.split()) and said in render_markdown(res)
+    assert said in html.unescape(render_html(res, per_cell=0))
 
 
 def test_a_paired_table_carries_its_models_instead_of_a_title_to_parse(hostile):

@@ -17,7 +17,7 @@ from .compare import AGGREGATE, RELATIVE
 from .markdown import provenance_lines
 from .escaping import script_json
 from .plots import FOREST_TITLE
-from .sections import cell_text, sections, short_names
+from .sections import cell_text, missing_jobs_text, sections, short_names
 from .tables import Tables, compute_tables
 
 DEFAULT_PER_CELL = 6  # discordant images shown per side of a cell; the page gives the count of the rest
@@ -199,10 +199,8 @@ def render_html(results: Results, per_cell: int = DEFAULT_PER_CELL, max_images: 
         if i == 0:  # a study's forest plot follows its first table
             body += [_plot_html(title, uri) for title, uri in plots if title == FOREST_TITLE]
     if results.missing_jobs:
-        body.append("<h2>Missing jobs</h2><p>" + html.escape(
-            f"{len(results.missing_jobs)} planned job(s) have no results in this folder (a killed or unfinished "
-            "run): cells that need them read 'missing'. Run the suite again into this folder to finish them.")
-            + "</p><ul>" + "".join(f"<li><code>{html.escape(j)}</code></li>" for j in results.missing_jobs) + "</ul>")
+        body.append("<h2>Missing jobs</h2><p>" + html.escape(missing_jobs_text(len(results.missing_jobs)))
+                    + "</p><ul>" + "".join(f"<li><code>{html.escape(j)}</code></li>" for j in results.missing_jobs) + "</ul>")
     if t.flags:
         body.append("<h2>Flags</h2><ul>" + "".join(f"<li>{html.escape(f)}</li>" for f in t.flags) + "</ul>")
     body += [_plot_html(title, uri) for title, uri in plots if title != FOREST_TITLE]

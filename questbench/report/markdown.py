@@ -10,7 +10,7 @@ import pandas as pd
 from ..store.results import Results
 from .escaping import md_code, md_text
 from .plots import FOREST_TITLE
-from .sections import cell_text, sections
+from .sections import cell_text, missing_jobs_text, sections
 from .tables import Tables, compute_tables
 
 
@@ -66,10 +66,8 @@ def render_markdown(results: Results, output: Optional[Path] = None, t: Optional
         if i == 0:
             parts += [item for title, rel in lead for item in (f"![{md_text(title)}]({rel})", "")]
     if results.missing_jobs:
-        parts += ["## Missing jobs", "", f"{len(results.missing_jobs)} planned job(s) have no results in this "
-                  "folder (a killed or unfinished run): cells that need them read 'missing', and paired aggregates "
-                  "cover only the settings both models have. Run the suite again into this folder to finish them.",
-                  ""] + [f"- `{j}`" for j in results.missing_jobs] + [""]
+        parts += ["## Missing jobs", "", missing_jobs_text(len(results.missing_jobs)), ""] \
+            + [f"- `{j}`" for j in results.missing_jobs] + [""]
     if t.flags:
         parts += ["## Flags", ""] + [f"- {md_text(f)}" for f in t.flags] + [""]
     for title, rel in plots:

@@ -263,6 +263,13 @@ def mechanism_section(t: Tables) -> Optional[tuple[str, pd.DataFrame, list[str]]
     return "Attention mechanism", t.mechanism, notes
 
 
+def missing_jobs_text(n: int) -> str:
+    """What every view says of planned jobs without results (the page, the html, the terminal of a run)."""
+    return (f"{n} planned job(s) have no results in this folder (a killed or unfinished run): cells that need them "
+            "read 'missing', and paired aggregates cover only the settings both models have. Run the suite again "
+            "into this folder to finish them.")
+
+
 def sections(t: Tables) -> list[Section]:
     """The leaderboard's tables in reading order: what every renderer shows."""
     return [s if isinstance(s, Section) else Section(*s) for s in _sections(t)]

@@ -5,7 +5,7 @@ import re
 from typing import Optional
 
 from ..store.results import Results
-from .sections import cell_text, sections
+from .sections import cell_text, missing_jobs_text, sections
 from .tables import Tables, compute_tables
 
 
@@ -46,10 +46,8 @@ def render_rich(results: Results, console=None, t: Optional[Tables] = None) -> N
         for n in notes:
             console.print(f"[dim]{escape(n)}[/dim]")
     if results.missing_jobs:  # what `questbench run` shows must say so too, not only the markdown and html
-        console.print(f"[yellow]missing:[/yellow] {len(results.missing_jobs)} planned job(s) have no results in this "
-                      "folder (a killed or unfinished run): cells that need them read 'missing'. Run the suite "
-                      "again into this folder to finish them.")
+        console.print(f"[yellow]Missing jobs:[/yellow] {escape(missing_jobs_text(len(results.missing_jobs)))}")
         for j in results.missing_jobs:
             console.print(f"  {escape(j)}")
     for f in t.flags:
-        console.print(f"[yellow]flag:[/yellow] {escape(f)}")
+        console.print(f"[yellow]Flags:[/yellow] {escape(f)}")
