@@ -121,12 +121,12 @@ def test_plots_replace_a_planted_link_instead_of_writing_through_it(hostile, tmp
     victim = tmp_path / "victim.txt"
     victim.write_text("keep")
     board = tmp_path / "board.md"
-    render_markdown(hostile, board)
+    render_markdown(hostile, output=board)
     plots = sorted(tmp_path.glob("board_*.png"))
     assert plots
     plots[0].unlink()
     plots[0].symlink_to(victim)
-    render_markdown(hostile, board)
+    render_markdown(hostile, output=board)
     assert victim.read_text() == "keep" and not plots[0].is_symlink()
 
 

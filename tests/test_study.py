@@ -122,7 +122,7 @@ def test_a_declared_study_opens_the_page_with_its_verdicts(tmp_path):
     assert t.study.p_holm.tolist() == pytest.approx(
         [min(1.0, max(2 * min(t.study.p_value), p)) if p == max(t.study.p_value) else min(1.0, 2 * p)
          for p in t.study.p_value])
-    md = render_markdown(res, tmp_path / "board.md")
+    md = render_markdown(res, output=tmp_path / "board.md")
     sections = [line for line in md.splitlines() if line.startswith("## ")]
     assert sections[:2] == ["## Study verdicts", "## Across seeds: quest minus standard (3 pairs)"]
     head = md.split("## Across seeds")[0]

@@ -180,8 +180,8 @@ class _Panels:
         return {"setting": c.setting, "caption": caption, "sides": sides}
 
 
-def render_html(results: Results, per_cell: int = DEFAULT_PER_CELL, max_images: int = MAX_IMAGES,
-                t: Optional[Tables] = None) -> str:
+def render_html(results: Results, t: Optional[Tables] = None, *, per_cell: int = DEFAULT_PER_CELL,
+                max_images: int = MAX_IMAGES) -> str:
     """The page; ``per_cell`` images per side of each discordant cell (0: no images), fewer where the page
     would need more than ``max_images`` slots. ``t``: the results' tables when the caller has them already."""
     t = t if t is not None else compute_tables(results)

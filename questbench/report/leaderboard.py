@@ -17,17 +17,17 @@ FORMATS = ("md", "rich", "csv", "html")
 def render(results, fmt: str = "md", output: Optional[Path] = None, images_per_cell: int = 6, t=None) -> str:
     """Loaded results in one format: md (its plots written beside ``output`` when given), csv, html; rich is
     printed to the terminal and gives "". ``t``: the results' tables when the caller has them already (one
-    computation for several renderings)."""
+    computation for several renderings). Every renderer takes (results, t) and its own options by keyword."""
     if fmt not in FORMATS:
         raise QuestbenchError(f"format must be one of {', '.join(FORMATS)}, not {fmt!r}")
     if fmt == "rich":
-        render_rich(results, t=t)
+        render_rich(results, t)
         return ""
     if fmt == "html":
-        return render_html(results, images_per_cell, t=t)
+        return render_html(results, t, per_cell=images_per_cell)
     if fmt == "md":
-        return render_markdown(results, output, t)
-    return render_csv(results)
+        return render_markdown(results, t, output=output)
+    return render_csv(results, t)
 
 
 def leaderboard(results_dir, fmt: str = "md", output: Optional[str] = None, images_per_cell: int = 6

@@ -46,7 +46,7 @@ def provenance_lines(results: Results, plain: bool = False) -> list[str]:
     return lines
 
 
-def render_markdown(results: Results, output: Optional[Path] = None, t: Optional[Tables] = None) -> str:
+def render_markdown(results: Results, t: Optional[Tables] = None, *, output: Optional[Path] = None) -> str:
     """The leaderboard as markdown; with ``output``, its plots are written beside that file. ``t``: the
     results' tables when the caller has them already."""
     t = t if t is not None else compute_tables(results)

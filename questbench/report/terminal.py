@@ -12,7 +12,7 @@ from .tables import Tables, compute_tables
 _TEXT_COLUMNS = ("model", "attention", "baseline", "evaluation", "setting", "corruption", "eps")
 
 
-def render_rich(results: Results, console=None, t: Optional[Tables] = None) -> None:
+def render_rich(results: Results, t: Optional[Tables] = None, *, console=None) -> None:
     """The leaderboard for a terminal of any width: tables take the console's width (never a forced one) and
     fold long cells onto further lines instead of cutting them. ``t``: the results' tables when the caller has
     them already."""

@@ -84,9 +84,9 @@ def csv_rows(results: Results, t: Optional[Tables] = None) -> pd.DataFrame:
     return df
 
 
-def render_csv(results: Results) -> str:
+def render_csv(results: Results, t: Optional[Tables] = None) -> str:
     """The tidy table as csv, sorted, fixed precision: the same results always give a byte-identical file."""
-    df = csv_rows(results)
+    df = csv_rows(results, t)
     text_cols = ["table", "model", "attention", "baseline", "evaluation", "setting"]
     df = df.sort_values(text_cols + ["eps"], key=lambda c: c.astype(str), kind="stable")
     buf = io.StringIO()
