@@ -73,11 +73,16 @@ def test_shared_image_variation_widens_the_interval():
 @pytest.mark.parametrize("kind", ["clean", "attack 8/255"])
 def test_coverage_with_two_way_discordance_and_image_effects_that_matter(kind):
     """Outcomes that disagree both ways at the committed runs' rates, and image effects shared by every pair:
-    the shipped interval covers 93-97% at 5, 10 and 20 pairs (issue 35)."""
+    the shipped interval covers 93-98.5% at 5, 10 and 20 pairs (issue 35). Measured over 4,000 studies each:
+    clean 95.3 / 94.7 / 94.5%, attack 8/255 97.3 / 96.3 / 95.7% - conservative at few pairs under attack, where
+    images disagree most; the band's top sits 2 standard errors of 1,000 studies above 97.3%. The seed is fixed
+    (str hash() is salted per process: the test drew another sample on every run, and failed on some)."""
+    import zlib
+
     from questbench.stats.metrics import seed_interval
     from questbench.stats.simulate import DISCORDANCE, discordant_pair_study
 
-    rng = np.random.default_rng(hash(kind) % 2**32)
+    rng = np.random.default_rng(zlib.crc32(kind.encode()))
     d = DISCORDANCE[kind]
     x = discordant_pair_study(rng, 10, 1000, 0.01, d)
     assert (x != 0).mean() == pytest.approx(d, abs=0.01) and (x > 0).any() and (x < 0).any()
@@ -85,7 +90,7 @@ def test_coverage_with_two_way_discordance_and_image_effects_that_matter(kind):
         studies = 1000
         covered = sum(lo <= 1.0 <= hi for lo, hi, _, _ in
                       (seed_interval(discordant_pair_study(rng, k, 1000, 0.01, d)) for _ in range(studies)))
-        assert 0.93 <= covered / studies <= 0.975, (k, covered / studies)
+        assert 0.93 <= covered / studies <= 0.985, (k, covered / studies)
 
 
 def test_the_pairs_only_interval_fails_where_the_image_term_matters():
