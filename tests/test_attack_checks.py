@@ -70,6 +70,7 @@ def _run(model, cfg, ds, source=None):
     return evaluate_attack(model, ds, cfg, seed=1, batch_size=100, source=source).records
 
 
+@pytest.mark.slow
 def test_masked_gradients_fail_the_transfer_and_large_budget_checks(data):
     """Zero input gradients: white-box PGD moves only by its random start, so PGD crafted on the pair's other
     model is far stronger, and even 64/255 leaves most samples robust."""
@@ -87,6 +88,7 @@ def test_masked_gradients_fail_the_transfer_and_large_budget_checks(data):
     assert {r["check"]: r["flag"] for r in long} == {"transfer": True, "large budget": True}
 
 
+@pytest.mark.slow
 def test_an_attack_that_needs_more_steps_fails_the_steps_check(data):
     """Gradients masked for the first 12 gradient evaluations: PGD-10 never gets past them, PGD-30 x 2 does."""
     quest = questbench.load_model("fmnist-vit-quest-s0")
@@ -98,6 +100,7 @@ def test_an_attack_that_needs_more_steps_fails_the_steps_check(data):
     assert any("had not converged" in f for f in check_flags(pd.DataFrame(rows)))
 
 
+@pytest.mark.slow
 def test_the_built_in_models_pass_every_check(tmp_path):
     """A suite with FGSM and PGD sweeps and [checks] on the seed-0 standard/QUEST pair: planned per model
     (transfer from the pair's other model), run, and every check passes."""
@@ -154,6 +157,7 @@ class Quantized(nn.Module):
         return self.net(torch.round(x * 4) / 4)
 
 
+@pytest.mark.slow
 def test_a_quantized_input_model_is_flagged_from_its_sweep_alone(tmp_path):
     """No [checks] table: FGSM and PGD-10 sweeps up to 64/255 on a model behind input quantization leave images
     robust at 64/255, and the large-budget check fires from the sweep itself (issue 38)."""

@@ -65,6 +65,7 @@ def test_fgsm_and_pgd_reach_the_analytic_robust_accuracy(linear_case, eps):
         assert max(r["linf"] for r in res.records) <= eps + 1e-5
 
 
+@pytest.mark.slow
 def test_pgd_not_weaker_than_fgsm_and_within_budget():
     torch.manual_seed(0)
     model = make_tiny("quest", seed=1)
@@ -113,6 +114,7 @@ def test_attack_config_records_full_settings_and_validates():
         AttackConfig("pgd", 0.1, norm="L1", steps=3)
 
 
+@pytest.mark.slow
 def test_autoattack_matches_direct_pyautoattack():
     from pyautoattack import AutoAttack
 

@@ -197,6 +197,7 @@ def test_pre_permute_normalization_matches_transform_qk_path(kind, fused):
     assert torch.allclose(fast, slow, atol=1e-6) and torch.allclose(g_fast, g_slow, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_compiled_normalization_matches_eager_with_gradients():
     """The fused (torch.compile) key normalization gives the eager path's outputs and input gradients; layers
     without a row normalization are left alone."""

@@ -20,6 +20,7 @@ def image():
 
 
 @pytest.mark.parametrize("corruption", ALL_CORRUPTIONS)
+@pytest.mark.slow
 def test_same_as_direct_call_and_deterministic(corruption, image):
     for severity in (1, 2, 3, 4, 5):
         seed = corruption_seed(0, "s1", corruption, severity)

@@ -60,6 +60,7 @@ def test_script_json_cannot_close_the_script_element():
     assert json.loads(text) == {"title": XSS, "x": "a\u2028b&"}
 
 
+@pytest.mark.slow
 def test_the_html_page_runs_no_script_from_a_name(hostile):
     page = render_html(hostile, per_cell=0)
     assert page.count("<script>") == 1 and page.count("</script>") == 1
@@ -117,6 +118,7 @@ def test_export_refuses_a_planted_link(hostile, tmp_path):
     assert not any(target.iterdir())
 
 
+@pytest.mark.slow
 def test_plots_replace_a_planted_link_instead_of_writing_through_it(hostile, tmp_path):
     victim = tmp_path / "victim.txt"
     victim.write_text("keep")

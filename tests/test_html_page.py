@@ -74,6 +74,7 @@ class _Tables(HTMLParser):
             self.cell += data
 
 
+@pytest.mark.slow
 def test_page_has_the_markdowns_tables_and_fetches_nothing(page):
     folder, md, html_text, _ = page
     parser = _Tables()

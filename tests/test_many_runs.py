@@ -32,6 +32,7 @@ def runs(tmp_path, tiny_pair):
     return both, std, quest
 
 
+@pytest.mark.slow
 def test_two_folders_give_the_leaderboard_of_one_run(runs, tmp_path, capsys):
     both, std, quest = runs
     from questbench.report.leaderboard import leaderboard
@@ -67,6 +68,7 @@ def test_results_from_another_device_are_named_beside_their_pair(runs):
     (BODY.replace('eps = ["2/255", "8/255"]', 'eps = ["2/255", "4/255"]'), "attacks.0"),
     (BODY.replace('"fog"]', '"snow"]'), "corruptions.names"),
 ])
+@pytest.mark.slow
 def test_a_mixture_of_configurations_is_refused_in_one_line(change, named, tmp_path, tiny_pair, capsys):
     std = _run(tmp_path, tiny_pair, ["tiny-std"], "std-only")
     body = change if change.startswith("num_workers") else change + BODY

@@ -125,6 +125,7 @@ def test_sign_flip_test_on_one_setting_agrees_with_mcnemar():
     assert perm == pytest.approx(exact, abs=0.01)
 
 
+@pytest.mark.slow
 def test_statistics_memory_stays_bounded_on_a_million_rows():
     import tracemalloc
     rng = np.random.default_rng(0)

@@ -71,6 +71,7 @@ def test_the_halving_schedule_sets_each_steps_size():
 
 
 @pytest.mark.parametrize("kind", ["standard", "quest"])
+@pytest.mark.slow
 def test_attention_loss_raises_attention_on_the_patch(kind):
     """On the built-in 0.48M-parameter ViTs (a random tiny ViT attends almost uniformly whatever its input):
     the attention loss at least doubles the attention on one patch token, the cross-entropy loss does not."""
@@ -143,6 +144,7 @@ def _fooled(records):
 
 
 @pytest.mark.parametrize("loss,halve", [("ce", 0), ("attention", 0), ("ce", 2)])
+@pytest.mark.slow
 def test_more_steps_or_restarts_only_fool_more_and_the_curve_matches_shorter_runs(loss, halve):
     """Best iterate with trajectories that do not depend on the step or restart count: fooled within k steps
     stays fooled at any larger count; robust accuracy at s steps read off the first-success steps of one long

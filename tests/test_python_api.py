@@ -48,6 +48,7 @@ def test_evaluate_an_nn_module_matches_the_registry_run(tmp_path, tiny_pair):
         questbench.evaluate(3.5, SUITE, out=tmp_path / "x")
 
 
+@pytest.mark.slow
 def test_evaluate_by_name_run_suite_and_make_table_give_the_cli_leaderboard(tmp_path, tiny_pair):
     from questbench.report.leaderboard import leaderboard
     suite = {**SUITE, "registry": [str(tiny_pair)]}

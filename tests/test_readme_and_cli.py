@@ -24,6 +24,7 @@ def _cli(args, capsys):
     return exc.value.code, out, err
 
 
+@pytest.mark.slow
 def test_readme_python_blocks_run_as_written(tmp_path, monkeypatch, capsys):
     """The README's set-up runs `questbench run` first (here capped at 4 samples), then the Python blocks of the
     README and of every page under docs/."""

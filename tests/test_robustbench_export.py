@@ -179,6 +179,7 @@ def test_robustbench_mce_reads_the_imagenet_csv_and_agrees(rb, exported, monkeyp
         assert abs(100 * rb_mce - float(info["corruptions_mce"])) < 0.006
 
 
+@pytest.mark.slow
 def test_export_notes_and_refusals(run, tmp_path):
     from questbench.report.export import robustbench_files
     export = robustbench_files(run)  # the run's own dataset, fashion-mnist

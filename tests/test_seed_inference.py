@@ -14,6 +14,7 @@ TRUE_DELTA_PP = 2.0
 
 
 @pytest.mark.parametrize("k", [3, 5, 10])
+@pytest.mark.slow
 def test_interval_covers_the_true_mean_and_the_test_keeps_its_size(k):
     rng = np.random.default_rng(1000 + k)
     covered = rejected = 0
@@ -25,6 +26,7 @@ def test_interval_covers_the_true_mean_and_the_test_keeps_its_size(k):
     assert rejected / STUDIES <= 0.05
 
 
+@pytest.mark.slow
 def test_the_crossed_bootstrap_fails_the_same_simulation_at_three_pairs():
     """The oracle above can fail: the pairs x images bootstrap that questbench used before covers far less."""
     rng = np.random.default_rng(7)

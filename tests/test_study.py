@@ -100,6 +100,7 @@ margin_pp = 5.0
 """
 
 
+@pytest.mark.slow
 def test_a_declared_study_opens_the_page_with_its_verdicts(tmp_path):
     from questbench.config.suite import parse_suite
     from questbench.report.markdown import render_markdown

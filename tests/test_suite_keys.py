@@ -170,6 +170,7 @@ def _run(doc: dict, out, tiny_pair, calls: list) -> tuple[set[str], list]:
 
 
 @pytest.mark.parametrize("key", sorted(VARIANTS))
+@pytest.mark.slow
 def test_a_key_changes_job_identity_and_what_is_computed_or_is_refused(key, tmp_path, tiny_pair, captured):
     base_ids, base_calls = _run(_suite(key), tmp_path / "a", tiny_pair, captured)
     assert base_calls, "the base suite computes something"

@@ -36,6 +36,7 @@ def crops32():
 
 
 @pytest.mark.parametrize("name", DETERMINISTIC)
+@pytest.mark.slow
 def test_deterministic_corruptions_match_the_reference(name, crops32):
     """Mean absolute difference <= 1/255 per severity, on 32 px and 64 px colour images; worst pixel <= 1/255
     (measured: every corruption's worst pixel is 0 or 1 step)."""
@@ -48,6 +49,7 @@ def test_deterministic_corruptions_match_the_reference(name, crops32):
 
 
 @pytest.mark.parametrize("name", RANDOM)
+@pytest.mark.slow
 def test_random_corruptions_match_the_reference_in_psnr(name, crops32):
     """Per severity, the mean per-image PSNR within 5% of the reference's over 128 images, and its spread not
     told apart from the reference's by Levene's test (p > 0.001): at this n the std of a heavy-tailed PSNR
@@ -81,6 +83,7 @@ def test_an_image_is_corrupted_alike_in_any_batch(crops32):
         assert torch.equal(whole, again), name
 
 
+@pytest.mark.slow
 def test_cifar_constants_are_milder_at_32px(crops32):
     """The CIFAR-10-C constants were calibrated for 32 px: at every severity they leave 32 px images closer to
     the clean ones than ImageNet-C's constants do (mean PSNR), corruption by corruption."""

@@ -38,6 +38,7 @@ def test_train_one_learns_the_task_and_records_the_key_norm_curve():
     assert run.key_norm_biased > 0 and curve[0][0] == 0 and curve[-1][0] == 299
 
 
+@pytest.mark.slow
 def test_quick_grid_writes_csv_and_plots(tmp_path):
     runs = run_grid("quick", tmp_path, quiet=True, limit=None, steps=5)
     rows = list(csv.DictReader((tmp_path / "runs.csv").open()))

@@ -31,6 +31,7 @@ def _run(fmnist, attention, **kw):
 
 
 @pytest.mark.parametrize("attention", ["quest", "qknorm_hs"])
+@pytest.mark.slow
 def test_a_killed_run_resumes_to_the_uninterrupted_weights(fmnist, tmp_path, attention):
     whole, card = _run(fmnist, attention)
 
@@ -51,6 +52,7 @@ def test_a_killed_run_resumes_to_the_uninterrupted_weights(fmnist, tmp_path, att
     assert rcard["test_top1"] == card["test_top1"]
 
 
+@pytest.mark.slow
 def test_resume_without_the_generator_state_would_differ(fmnist, tmp_path):
     """The oracle above can fail: a resume that restarts the data order from the seed gives other weights."""
     whole, _ = _run(fmnist, "standard")

@@ -34,6 +34,7 @@ def test_zoo_holds_every_kind_per_seed_paired_with_the_standard_model_of_its_see
 
 
 @pytest.mark.parametrize("entry", BUILTIN, ids=lambda e: e.name)
+@pytest.mark.slow
 def test_builtin_model_matches_its_recorded_accuracy(entry):
     model = questbench.load_model(entry.name)
     card = model.card
