@@ -26,3 +26,7 @@ echo quit | nvidia-cuda-mps-control 2>/dev/null
   echo "## corruption_speed --engines --device cuda --size 224"
   timeout 90 python3 bench/corruption_speed.py --engines --device cuda --size 224 --images 256
 } 2>&1 | tee "$OUT/bench.log"
+{
+  echo "## paper_imagenet_slice: ViT-S/16 standard/QUEST pair, a slice of paper-imagenet extrapolated (issue 40)"
+  timeout 300 python3 bench/paper_imagenet_slice.py --device cuda --images 256 --aa-images 64 --batch 128 --workers 8
+} 2>&1 | tee "$OUT/paper_slice.log"
