@@ -97,9 +97,10 @@ class Kind:
     """One evaluation kind. ``plan``: Planning -> its jobs. ``execute``: (run context, this rank's work, advance)
     -> (job, parts) as they finish. ``record``: the schema of its rows. ``samples_of``: a job header -> the name of
     the planned sample-id list its rows follow in provenance (None: rows are not per sample). ``outcome``: a row
-    -> whether its outcome follows from its own fields (None: the kind has no such rule). ``tables``: the
-    report's sections from the results, for a kind that brings its own (the kinds the headline reads are
-    tabulated by the report itself, ``report.sections.HEADLINE_KINDS``). ``csv``: its rows of the tidy csv.
+    -> whether its outcome follows from its own fields (None: the kind has no such rule). ``aggregate``:
+    results -> what the kind's report shows, computed once; ``tables``: the report's sections from it, for a kind
+    that brings its own (the kinds the headline reads are tabulated by the report itself,
+    ``report.sections.HEADLINE_KINDS``); ``csv``: its rows of the tidy csv from the same aggregate.
     ``section``: the suite table that turns it on, when it has its own (validated with the suite)."""
 
     name: str
@@ -113,8 +114,9 @@ class Kind:
     drawn: bool = False  # its cost is unpredictable: under several ranks, units are drawn one at a time
     across_models: bool = False  # one batch of a setting serves every model: its units go to a rank together
     cost: Callable[[Job, int], float] = lambda job, n: float(n)  # relative cost of n samples, within the kind
-    tables: Optional[Callable[[Any], list[tuple[str, Any, list[str]]]]] = None
-    csv: Optional[Callable[[Any], list[dict[str, Any]]]] = None
+    aggregate: Optional[Callable[[Any], Any]] = None  # results -> what its tables and csv rows show (None: nothing)
+    tables: Optional[Callable[[Any], list[tuple[str, Any, list[str]]]]] = None  # the aggregate -> page sections
+    csv: Optional[Callable[[Any], list[dict[str, Any]]]] = None  # the aggregate -> tidy csv rows
     section: Optional[type[BaseModel]] = None
 
     def missing(self, tabulated_elsewhere=()) -> list[str]:
@@ -128,6 +130,8 @@ class Kind:
             out.append("tables")
         if self.tables is not None and self.csv is None:
             out.append("csv")  # every number of a page is in the csv
+        if self.tables is not None and self.aggregate is None:
+            out.append("aggregate")
         return out
 
 

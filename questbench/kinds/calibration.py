@@ -13,6 +13,7 @@ protocol counts it.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Iterator, Optional
 
 import numpy as np
@@ -170,24 +171,37 @@ def _siblings(s: pd.DataFrame) -> list[tuple[str, str]]:
             if m.attention != "standard" and m.pair in meta.index and meta.loc[m.pair].attention == "standard"]
 
 
-def summary(results) -> pd.DataFrame:
-    """One row per model and setting group (clean, corruptions: the mean over its settings, each shift)."""
-    s, bins, rows = _samples(results), _bins(results), []
-    for (model, group), g in s.groupby(["model", "group"], sort=False):
-        per = [_metrics(gs, bins) for _, gs in g.groupby("setting", sort=False)]
-        rows.append({"model": model, "attention": g.attention.iloc[0], "setting": group, "settings": len(per),
-                     "n": per[0]["n"], **{m: float(np.mean([p[m] for p in per])) for m in ("ece", "nll", "brier")}})
-    import pandas as pd
-    return pd.DataFrame(rows)
+@dataclass
+class CalibrationTables:
+    """Everything the page and the csv show of calibration, computed once per results: per model and setting,
+    per model and setting group (clean, corruptions: the mean over its settings, each shift) and per pair."""
+
+    bins: int
+    settings: pd.DataFrame  # model, attention, group, setting, n, ece, nll, brier
+    summary: pd.DataFrame  # model, attention, setting (the group), settings, n, ece, nll, brier
+    pairs: list[dict[str, Any]]
 
 
-def tables(results) -> list[tuple[str, pd.DataFrame, list[str]]]:
+def aggregate(results) -> Optional[CalibrationTables]:
     import pandas as pd
 
     s = _samples(results)
     if s.empty:
-        return []
-    bins, summ = _bins(results), summary(results)
+        return None
+    bins = _bins(results)
+    per = pd.DataFrame([{"model": model, "attention": g.attention.iloc[0], "group": g.group.iloc[0],
+                         "setting": setting, **_metrics(g, bins)}
+                        for (model, setting), g in s.groupby(["model", "setting"], sort=True)])
+    summ = pd.DataFrame([{"model": model, "attention": g.attention.iloc[0], "setting": group, "settings": len(g),
+                          "n": g.n.iloc[0], **{m: float(g[m].mean()) for m in ("ece", "nll", "brier")}}
+                         for (model, group), g in per.groupby(["model", "group"], sort=False)])
+    return CalibrationTables(bins, per, summ, _pair_rows(s, bins))
+
+
+def tables(agg: CalibrationTables) -> list[tuple[str, pd.DataFrame, list[str]]]:
+    import pandas as pd
+
+    summ = agg.summary
     rank = {g: i for i, g in enumerate(_in_order(summ.setting))}
     summ = summ.assign(rank=summ.setting.map(rank)).sort_values(["rank", "model"], kind="stable")
     df = pd.DataFrame({"model": summ.model, "attention": summ.attention,
@@ -195,12 +209,12 @@ def tables(results) -> list[tuple[str, pd.DataFrame, list[str]]]:
                                                                                               summ.settings)],
                        "ECE (%)": [f"{100 * e:.2f}" for e in summ.ece], "NLL": [f"{x:.3f}" for x in summ.nll],
                        "Brier": [f"{x:.3f}" for x in summ.brier], "n": summ.n.astype(int).astype(str)})
-    notes = [f"Expected calibration error over {bins} equal-mass confidence bins, mean negative log-likelihood "
+    notes = [f"Expected calibration error over {agg.bins} equal-mass confidence bins, mean negative log-likelihood "
              "(nats) and multiclass Brier score (0 to 2); lower is better for all three. A corruption row is the "
              "mean over its settings of each setting's value. Per-image confidence, p_true, nll and brier are in "
              "the long table."]
     out = [("Calibration under shift", df, notes)]
-    pairs = _pair_rows(s, bins)
+    pairs = agg.pairs
     if pairs:
         pdf = pd.DataFrame({"model": [r["model"] for r in pairs], "baseline": [r["baseline"] for r in pairs],
                             "setting": [r["setting"] for r in pairs],
@@ -238,28 +252,19 @@ def _pair_rows(s: pd.DataFrame, bins: int) -> list[dict[str, Any]]:
     return rows
 
 
-def csv(results) -> list[dict[str, Any]]:
+def csv(agg: CalibrationTables) -> list[dict[str, Any]]:
     """ECE rows of the tidy csv: every setting and each group's mean per model (error_pct), and each model
     minus its standard sibling per group (delta_pp with its interval)."""
-    s = _samples(results)
-    if s.empty:
-        return []
-    bins, rows = _bins(results), []
-    for (model, setting), g in s.groupby(["model", "setting"], sort=True):
-        m = _metrics(g, bins)
-        rows.append({"table": "ECE", "model": model, "attention": g.attention.iloc[0],
-                     "evaluation": _evaluation(g.group.iloc[0]), "setting": setting.removeprefix(SHIFT),
-                     "n": m["n"], "error_pct": 100 * m["ece"]})
-    for _, r in summary(results).iterrows():
-        if r.settings > 1:
-            rows.append({"table": "ECE", "model": r.model, "attention": r.attention,
-                         "evaluation": _evaluation(r.setting), "setting": f"all (mean of {r.settings} settings)",
-                         "n": r.n, "error_pct": 100 * r.ece})
-    for r in _pair_rows(s, bins):
-        rows.append({"table": "ECE", "model": r["model"], "baseline": r["baseline"],
-                     "evaluation": _evaluation(r["setting"]),
-                     "setting": "all" if r["setting"] == "corruptions" else r["setting"], "n": r["n"],
-                     "delta_pp": r["ece"][0], "delta_ci_low_pp": r["ece"][1], "delta_ci_high_pp": r["ece"][2]})
+    rows = [{"table": "ECE", "model": r.model, "attention": r.attention, "evaluation": _evaluation(r.group),
+             "setting": r.setting.removeprefix(SHIFT), "n": r.n, "error_pct": 100 * r.ece}
+            for r in agg.settings.itertuples()]
+    rows += [{"table": "ECE", "model": r.model, "attention": r.attention, "evaluation": _evaluation(r.setting),
+              "setting": f"all (mean of {r.settings} settings)", "n": r.n, "error_pct": 100 * r.ece}
+             for r in agg.summary.itertuples() if r.settings > 1]
+    rows += [{"table": "ECE", "model": r["model"], "baseline": r["baseline"], "evaluation": _evaluation(r["setting"]),
+              "setting": "all" if r["setting"] == "corruptions" else r["setting"], "n": r["n"],
+              "delta_pp": r["ece"][0], "delta_ci_low_pp": r["ece"][1], "delta_ci_high_pp": r["ece"][2]}
+             for r in agg.pairs]
     return rows
 
 
@@ -321,5 +326,5 @@ def _samples_of(job) -> Optional[str]:
 
 
 KIND = Kind(name="calibration", label="calibration", unit="images x settings", record=CalibrationRecord, plan=plan,
-            execute=execute, samples_of=_samples_of, outcome=_consistent, tables=tables, csv=csv,
+            execute=execute, samples_of=_samples_of, outcome=_consistent, aggregate=aggregate, tables=tables, csv=csv,
             section=CalibrationSpec, across_models=True)

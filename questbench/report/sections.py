@@ -8,6 +8,7 @@ import pandas as pd
 
 from ..config.labels import budget_label, eps_label
 from ..stats.metrics import MIN_N_5PP, min_sign_flip_p, resolves_5pp
+from ..kinds import KINDS
 from .checks import CHECK_NOTES
 from .compare import AGGREGATE, RELATIVE
 from .tables import CONVERGED_PP, CORRUPTION_SUMMARY_KEYS, Tables
@@ -300,7 +301,7 @@ def _sections(t: Tables) -> list:
     mech = mechanism_section(t)
     if mech is not None:
         out.append(mech)
-    out += t.kind_sections
+    out += [sec for name, agg in t.kinds.items() for sec in KINDS[name].tables(agg)]
     if not t.pairs.empty:
         # per-corruption settings stay in the csv and `questbench compare`; the table keeps what is claimed
         pairs = t.pairs[(t.pairs.evaluation != "corruption") | t.pairs.setting.isin([AGGREGATE, RELATIVE])]

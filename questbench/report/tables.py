@@ -46,7 +46,7 @@ class Tables:
     study: pd.DataFrame = field(default_factory=pd.DataFrame)  # study_table(): a verdict per contrast x endpoint
     margin_pp: Optional[float] = None  # the study's declared equivalence margin
     devices: dict[str, str] = field(default_factory=dict)  # model -> device, when joined folders ran on several
-    kind_sections: list = field(default_factory=list)  # (title, table, notes) of the kinds with their own tables
+    kinds: dict = field(default_factory=dict)  # kind name -> its aggregate (Kind.aggregate), for its tables and csv
 
 
 def clean_table(samples: pd.DataFrame) -> pd.DataFrame:
@@ -305,7 +305,8 @@ def compute_tables(results: Results) -> Tables:
                   mechanism=mechanism_table(results.diagnostics),
                   n_diagnostics=len(run.sample_ids.get("diagnostics", [])),
                   devices=model_devices(run),
-                  kind_sections=[sec for k in KINDS.values() if k.tables is not None for sec in k.tables(results)])
+                  kinds={name: agg for name, k in KINDS.items() if k.aggregate is not None
+                         if (agg := k.aggregate(results)) is not None})
 
 
 def model_devices(run: Provenance) -> dict[str, str]:

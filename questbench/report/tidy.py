@@ -76,9 +76,8 @@ def csv_rows(results: Results, t: Optional[Tables] = None) -> pd.DataFrame:
                      "entropy_nats": r.entropy, "entropy_ratio": r.entropy / r.max_entropy,
                      "max_attention": r.max_attention, "q_norm_mean": r.q_norm_mean, "k_norm_mean": r.k_norm_mean,
                      "k_norm_max": r.k_norm_max})
-    for k in KINDS.values():
-        if k.csv is not None:
-            rows += k.csv(results)
+    for name, agg in t.kinds.items():
+        rows += KINDS[name].csv(agg)
     df = pd.DataFrame(rows, columns=CSV_COLUMNS)
     df["resolves_5pp"] = [resolves_5pp(int(n)) if pd.notna(n) else None for n in df.n]
     return df

@@ -14,6 +14,7 @@ damaged, or incomplete. Every aggregate is computed from the per-sample rows, ne
 """
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -94,13 +95,9 @@ class JobInfo(_Strict):
         return v
 
 
+@functools.cache
 def _records_schema(kind: str) -> TypeAdapter:
-    if kind not in _RECORDS:
-        _RECORDS[kind] = TypeAdapter(list[KINDS[kind].record])
-    return _RECORDS[kind]
-
-
-_RECORDS: dict[str, TypeAdapter] = {}
+    return TypeAdapter(list[KINDS[kind].record])
 
 
 def _first_error(exc: ValidationError) -> str:
