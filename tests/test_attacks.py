@@ -146,3 +146,32 @@ def test_batch_fallback_halves_on_oom():
     assert run_with_batch_fallback(fn, 128) == 16 and seen == [128, 64, 32, 16]
     with pytest.raises(RuntimeError, match="other"):
         run_with_batch_fallback(lambda bs: (_ for _ in ()).throw(RuntimeError("other")), 8)
+
+
+def test_restarts_after_the_first_attack_only_what_is_still_robust(monkeypatch):
+    """The first restart is the single-restart attack, image for image; each later restart is run on exactly the
+    images no earlier restart fooled, and an image is robust only if it survived them all."""
+    import questbench.evaluators.attacks as attacks
+
+    model = make_tiny("standard", seed=3)
+    rng = np.random.default_rng(2)
+    ds = ArrayDataset((rng.random((16, 28, 28)) * 255).astype(np.uint8), rng.integers(0, 10, 16), "t", "t")
+    with torch.no_grad():
+        ds.labels = model(torch.stack([ds[i][0] for i in range(16)])).argmax(1).numpy()
+    eps = 0.043  # fools 4 of the 16
+    one = evaluate_attack(model, ds, AttackConfig("pgd", eps, steps=3), batch_size=16)
+    sizes, made = [], attacks._torchattacks_attack
+
+    def counting(*args):
+        attack = made(*args)
+        return lambda x, y: (sizes.append(len(x)), attack(x, y))[1]
+
+    monkeypatch.setattr(attacks, "_torchattacks_attack", counting)
+    three = evaluate_attack(model, ds, AttackConfig("pgd", eps, steps=3, restarts=3), batch_size=16)
+    still = [r["pred"] == r["label"] for r in one.records]
+    assert 0 < sum(still) < len(ds), "the case must leave some images robust and fool others"
+    assert sizes[:2] == [len(ds), sum(still)]
+    assert len(sizes) <= 3 and sizes == sorted(sizes, reverse=True)
+    for a, b in zip(one.records, three.records):
+        assert b["correct"] <= a["correct"]  # fooled by the first restart: fooled in the worst case
+    assert three.config["restarts_on"] == "robust" and "restarts_on" not in one.config

@@ -216,3 +216,52 @@ def test_compiled_normalization_matches_eager_with_gradients():
     assert torch.allclose(eager, fused, atol=1e-5) and torch.allclose(g_eager, g_fused, atol=1e-4)
     std = set_attention(timm.create_model("vit_tiny_patch16_224", img_size=32, patch_size=8, depth=2), "standard")
     assert compile_normalization(std) == 0
+
+
+def test_normalization_is_fused_automatically_only_where_it_pays(monkeypatch):
+    """On the CPU the eager path runs; on a CUDA device with Triton the fused kernel is put in automatically (the
+    rule itself is tested here with Triton's probe answered both ways; CI has no GPU)."""
+    import torch.utils._triton as triton_probe
+    from questbench.models.attention import fuse_where_it_pays
+
+    model = set_attention(timm.create_model("vit_tiny_patch16_224", img_size=32, patch_size=8, depth=2), "quest")
+    assert fuse_where_it_pays(model, "cpu") == 0
+    assert all(m.__dict__.get("_qb_l2_normalize") is None for m in model.modules() if isinstance(m, QuestAttention))
+    monkeypatch.setattr(triton_probe, "has_triton", lambda: False)
+    assert fuse_where_it_pays(model, "cuda:0") == 0
+    monkeypatch.setattr(triton_probe, "has_triton", lambda: True)
+    assert fuse_where_it_pays(model, "cuda:0") == 2
+
+
+def test_fused_normalization_falls_back_to_eager_when_it_cannot_compile():
+    from questbench.models.attention import _FusedNormalization, l2_normalize_reference
+
+    fused = _FusedNormalization()
+
+    def cannot(t):
+        raise RuntimeError("no compiler here")
+
+    fused.compiled = cannot
+    t = torch.randn(2, 3, 8)
+    with pytest.warns(UserWarning, match="eager path"):
+        out = fused(t)
+    assert torch.equal(out, l2_normalize_reference(t)) and fused.failed
+    assert torch.equal(fused(t), out)  # no second attempt, no second warning
+
+
+@pytest.mark.slow
+def test_compiled_normalization_within_bf16_tolerance_of_eager():
+    """In bf16 the fused kernel's rows and gradients agree with the eager formula's to bf16's precision."""
+    from questbench.models.attention import _FusedNormalization, _l2_normalize
+
+    torch.manual_seed(4)
+    t = torch.randn(4, 17, 3, 32, dtype=torch.bfloat16)
+    g = torch.randn_like(t)
+    outs = []
+    for norm in (_l2_normalize, _FusedNormalization()):
+        x = t.clone().requires_grad_(True)
+        y = norm(x)
+        outs.append((y.float(), torch.autograd.grad(y, x, g)[0].float()))
+    (ye, ge), (yf, gf) = outs
+    assert (ye - yf).abs().max() <= 2 ** -7 and (ge - gf).abs().max() <= 2 ** -6 * ge.abs().max()
+    assert ye.norm(dim=-1).sub(1).abs().max() < 2 ** -6

@@ -148,3 +148,30 @@ def test_a_run_with_calibration(tmp_path, tiny_pair):
     r = cal.iloc[0].to_dict()
     assert _consistent(r | {"correct": bool(r["correct"])})
     assert not _consistent(r | {"p_true": min(1.0, r["confidence"] + 0.1)})
+
+
+@pytest.mark.slow
+def test_calibration_takes_its_rows_from_the_accuracy_forward_passes(tmp_path, tiny_pair, monkeypatch):
+    """With clean and corruption jobs in the run, calibration runs no forward pass of its own (its jobs take no
+    time) and its rows equal those of a run in which it computes every one itself."""
+    import json
+
+    import questbench.run.runner as runner
+
+    suite = load_suite(str(write_suite(tmp_path, tiny_pair, SUITE)))
+    shared, alone = tmp_path / "shared", tmp_path / "alone"
+    run_suite(suite, shared, device="cpu", quiet=True)
+    monkeypatch.setattr(runner, "derived_for", lambda work: [])
+    run_suite(suite, alone, device="cpu", quiet=True)
+
+    def calibration_jobs(out):
+        docs = [json.loads(p.read_text()) for p in sorted((out / "jobs").glob("*__calibration__*.json"))]
+        return {d["job"]["key_sha256"]: d for d in docs}
+
+    a, b = calibration_jobs(shared), calibration_jobs(alone)
+    assert len(a) == 6 and a.keys() == b.keys()
+    assert all(a[k]["records"] == b[k]["records"] for k in a)
+    assert all(d["job"]["wall_s"] == 0 for d in a.values()) and all(d["job"]["wall_s"] > 0 for d in b.values())
+    for out in (shared, alone):  # the accuracy jobs' rows stay as they are
+        for p in [*(out / "jobs").glob("*__clean__*.json"), *(out / "jobs").glob("*__corruption__*.json")]:
+            assert set(json.loads(p.read_text())["records"][0]) == {"sample_id", "label", "pred", "correct"}

@@ -24,6 +24,14 @@ def test_a_kind_missing_a_piece_is_named(piece, value):
     assert piece in broken.missing(HEADLINE_KINDS)
 
 
+def test_a_kind_deriving_rows_from_other_kinds_runs_after_them_and_says_what_it_derives():
+    order = list(KINDS)
+    for name, k in KINDS.items():
+        assert all(order.index(source) < order.index(name) for source in k.from_logits_of), name
+    assert KINDS["calibration"].from_logits_of == ("clean", "corruption")
+    assert "logit_fields" in dataclasses.replace(KINDS["calibration"], logit_fields=None).missing(HEADLINE_KINDS)
+
+
 def test_a_kind_without_tables_of_its_own_is_named_unless_the_report_tabulates_it():
     assert dataclasses.replace(KINDS["clean"], name="new").missing(HEADLINE_KINDS) == ["tables"]
     assert KINDS["clean"].missing(HEADLINE_KINDS) == []

@@ -52,6 +52,8 @@ class AttackConfig:
             d.update(steps=1, step_size=self.eps, random_start=False, restarts=1)
         elif self.attack == "pgd":
             d["step_size"] = self.step_size if self.step_size is not None else 2.5 * self.eps / self.steps
+            if self.restarts > 1:  # restarts after the first attack only the images still classified correctly
+                d["restarts_on"] = "robust"
         elif self.attack in ("autoattack", "apgd-ce"):
             # the reference's own settings: version "standard" runs APGD-CE once; "custom" (APGD-CE alone) keeps
             # APGDAttack's constructor default of 5 restarts (pyautoattack 0.2.0, AutoAttack.__init__)

@@ -118,6 +118,11 @@ class Kind:
     tables: Optional[Callable[[Any], list[tuple[str, Any, list[str]]]]] = None  # the aggregate -> page sections
     csv: Optional[Callable[[Any], list[dict[str, Any]]]] = None  # the aggregate -> tidy csv rows
     section: Optional[type[BaseModel]] = None
+    # rows computed from the logits of other kinds' jobs (same model, same setting name, same images): those
+    # kinds' executors compute ``logit_fields`` on the way (Derived), and this kind runs the model only for the
+    # rows they did not leave it
+    from_logits_of: tuple[str, ...] = ()
+    logit_fields: Optional[Callable[[Any, Any], list[dict[str, float]]]] = None
 
     def missing(self, tabulated_elsewhere=()) -> list[str]:
         """The pieces this kind lacks (``tabulated_elsewhere``: kinds whose tables the report makes itself)."""
@@ -132,7 +137,49 @@ class Kind:
             out.append("csv")  # every number of a page is in the csv
         if self.tables is not None and self.aggregate is None:
             out.append("aggregate")
+        if self.from_logits_of and self.logit_fields is None:
+            out.append("logit_fields")
         return out
+
+
+class Derived:
+    """Rows one kind derives from the forward passes another kind's executor makes (calibration from the clean and
+    corruption logits). The source asks :meth:`extra` for the fields to compute with its records, then hands its
+    records to :meth:`keep`, which takes those fields back out (the source's rows stay as they are) and keeps them
+    for the (model, setting) pairs the deriving kind will run on this rank; the deriving kind :meth:`take`\ s them
+    instead of running the model again. What is kept is small: the outcome and the derived numbers per image."""
+
+    def __init__(self, kind: Kind, wanted: set[tuple[str, str]]):
+        self.kind, self.wanted = kind, wanted
+        # the derived fields: those the deriving kind's record adds to a plain classification record
+        self.names = [n for n in kind.record.model_fields if n not in SampleRecord.model_fields]
+        self.kept: dict[tuple[str, str], dict[str, tuple]] = {}
+
+    def extra(self, source: str) -> Optional[Callable]:
+        return self.kind.logit_fields if source in self.kind.from_logits_of and self.wanted else None
+
+    def keep(self, source: str, model: str, setting: str, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        if self.extra(source) is None:
+            return records
+        if (model, setting) in self.wanted:
+            got = self.kept.setdefault((model, setting), {})
+            got.update((r["sample_id"], (r["label"], r["pred"], r["correct"], *(r[k] for k in self.names)))
+                       for r in records)
+        return [{k: v for k, v in r.items() if k not in self.names} for r in records]
+
+    def take(self, model: str, setting: str, sample_ids: list[str]) -> Optional[list[dict[str, Any]]]:
+        """The rows of these images in the deriving kind's record form, or None unless every one was kept."""
+        got = self.kept.get((model, setting), {})
+        if not sample_ids or not all(i in got for i in sample_ids):
+            return None
+        rows = []
+        for i in sample_ids:
+            label, pred, correct, *values = got.pop(i)
+            rows.append({"sample_id": i, "label": label, "pred": pred, "correct": correct,
+                         **dict(zip(self.names, values))})
+        if not got:
+            del self.kept[(model, setting)]
+        return rows
 
 
 def split(spans: list[Span], records: list[dict], wall: float, flags=(), config=None) -> list[Part]:
@@ -157,7 +204,8 @@ def naming(job: Job) -> Iterator[None]:
 
 def per_sample(kind: str, dataset: Callable[[Any, Job], Any], evaluate: Callable[..., list[dict]]):
     """Executor for evaluations that are one model on one dataset, sample by sample: ``evaluate(model, ds,
-    batch_size, device, advance, spans, num_workers)`` -> records."""
+    batch_size, device, advance, spans, num_workers[, extra=])`` -> records (``extra`` only when another kind
+    derives rows from these logits)."""
     def execute(ctx, work: Work, advance: Advance) -> Iterator[tuple[Job, list[Part]]]:
         from ..evaluators.common import run_with_batch_fallback
 
@@ -165,9 +213,12 @@ def per_sample(kind: str, dataset: Callable[[Any, Job], Any], evaluate: Callable
             ctx.show(kind, job.model if job.setting == kind else f"{job.model} {job.setting}")
             ds = dataset(ctx, job)
             t0 = time.perf_counter()
+            extra = ctx.extra(kind)
+            more = {} if extra is None else {"extra": extra}  # fields other kinds derive from these logits
             with naming(job):
                 records = run_with_batch_fallback(
-                    lambda bs: evaluate(ctx.model(job.model), ds, bs, ctx.device, advance, spans, ctx.num_workers),
-                    ctx.suite.batch_size)
+                    lambda bs: evaluate(ctx.model(job.model), ds, bs, ctx.device, advance, spans, ctx.num_workers,
+                                        **more), ctx.suite.batch_size)
+            records = ctx.keep(kind, job.model, job.setting, records)
             yield job, split(spans, records, time.perf_counter() - t0)
     return execute

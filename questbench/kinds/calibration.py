@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Iterator, Optional
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from .base import Advance, Job, Kind, Part, Planning, SampleRecord, Work, per_sample
+from .base import Advance, Job, Kind, Part, Planning, SampleRecord, Work, per_sample, split
 
 if TYPE_CHECKING:  # pandas is imported where the tables are made: the command line starts without it
     import pandas as pd
@@ -308,9 +308,32 @@ def _dataset(ctx, job: Job):
     return ctx.data.shifts[job.setting.removeprefix(SHIFT)] if job.setting.startswith(SHIFT) else ctx.data.clean
 
 
+def _corruption_dataset(ctx, job: Job):
+    return ctx.data.corruption
+
+
+def _from_source(ctx, work: Work, advance: Advance) -> tuple[list[tuple[Job, list[Part]]], Work]:
+    """The jobs whose rows the clean and corruption executors left (their forward passes, not run again), and the
+    rest of the work."""
+    done, rest = [], []
+    for job, spans in work:
+        ds = None if job.setting.startswith(SHIFT) else (_corruption_dataset if "corruption" in job.fields
+                                                           else _dataset)(ctx, job)
+        ids = [] if ds is None else [ds.sample_ids[i] for a, b in spans for i in range(a, b)]
+        rows = ctx.take(KIND.name, job.model, job.setting, ids) if ids else None
+        if rows is None:
+            rest.append((job, spans))
+        else:
+            advance(len(rows))
+            done.append((job, split(spans, rows, 0.0)))
+    return done, rest
+
+
 def execute(ctx, work: Work, advance: Advance) -> Iterator[tuple[Job, list[Part]]]:
     from .corruption import grid_executor
 
+    done, work = _from_source(ctx, work, advance)
+    yield from done
     grid = [(j, sp) for j, sp in work if "corruption" in j.fields]
     clean = [(j, sp) for j, sp in work if j.setting == CLEAN]
     shifts = [(j, sp) for j, sp in work if j.setting.startswith(SHIFT)]
@@ -327,4 +350,5 @@ def _samples_of(job) -> Optional[str]:
 
 KIND = Kind(name="calibration", label="calibration", unit="images x settings", record=CalibrationRecord, plan=plan,
             execute=execute, samples_of=_samples_of, outcome=_consistent, aggregate=aggregate, tables=tables, csv=csv,
-            section=CalibrationSpec, across_models=True)
+            section=CalibrationSpec, across_models=True, from_logits_of=("clean", "corruption"),
+            logit_fields=probability_fields)

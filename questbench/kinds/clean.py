@@ -12,9 +12,9 @@ def plan(p: Planning) -> list[Job]:
             for m in p.models]
 
 
-def _evaluate(*args):
+def _evaluate(*args, **kwargs):
     from ..evaluators.clean import evaluate_clean
-    return evaluate_clean(*args)
+    return evaluate_clean(*args, **kwargs)
 
 
 KIND = Kind(name="clean", label="clean", unit="images", record=SampleRecord, plan=plan,

@@ -58,7 +58,7 @@ def grid_executor(kind: str, extra: Optional[Callable] = None):
             names = [m for m in ctx.models if any(m in jobs for jobs in by_setting.values())]
             models = {m: ctx.model(m) for m in names}
             kwargs = dict(batch_size=ctx.suite.batch_size, num_workers=ctx.num_workers, device=ctx.device,
-                          on_batch=lambda n: advance(n * len(models)), extra=extra)
+                          on_batch=lambda n: advance(n * len(models)), extra=extra or ctx.extra(kind))
             if ctx.released_source is None:
                 it = evaluate_corruptions(models, ds, here, suite_seed=ctx.suite.seed, mode=c.mode,
                                           engine=c.engine, params=c.params, **kwargs)
@@ -70,6 +70,8 @@ def grid_executor(kind: str, extra: Optional[Callable] = None):
                     ctx.show(kind, f"{setting.corruption} severity {setting.severity} done")
                     now = time.perf_counter()
                     wall, last, last_setting = (now - last) / len(models), now, setting
+                if extra is None:  # what other kinds derive from these logits is kept for them
+                    records = ctx.keep(kind, model_name, setting.key, records)
                 job = by_setting[setting.key].get(model_name)
                 if job is not None:
                     yield job, split(_chunks(job, a, b), records, wall)

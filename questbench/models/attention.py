@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import warnings
 from dataclasses import dataclass
 from typing import Iterator, Optional
 
@@ -54,7 +55,8 @@ class _L2Normalize(torch.autograd.Function):
     @staticmethod
     def backward(ctx, g: torch.Tensor) -> torch.Tensor:
         y, inv = ctx.saved_tensors
-        return (g - y * (g * y).sum(-1, keepdim=True)).mul_(inv)
+        # g - y <g, y> as one addcmul pass instead of a product and a subtraction (bench/attention_speed.py)
+        return torch.addcmul(g, y, (g * y).sum(-1, keepdim=True), value=-1).mul_(inv)
 
 
 def l2_normalize_reference(t: torch.Tensor) -> torch.Tensor:
@@ -228,18 +230,47 @@ def set_attention(model: nn.Module, kind: str) -> nn.Module:
     return model
 
 
+class _FusedNormalization:
+    """The row normalization as one generated kernel (``torch.compile`` of the eager formula: on a GPU one pass over
+    the keys where the qkv projection wrote them, forward and backward), falling back to the eager path for good,
+    with one warning, if compiling fails (no compiler or Triton where it runs)."""
+
+    def __init__(self):
+        self.compiled = torch.compile(l2_normalize_reference)
+        self.failed = False
+
+    def __call__(self, t: torch.Tensor) -> torch.Tensor:
+        if not self.failed:
+            try:
+                return self.compiled(t)
+            except Exception as exc:  # a backend that cannot compile here: the eager path gives the same rows
+                self.failed = True
+                warnings.warn(f"fused key normalization unavailable ({type(exc).__name__}); using the eager path")
+        return _l2_normalize(t)
+
+
 def compile_normalization(model: nn.Module) -> int:
-    """Fuse each normalizing layer's row normalization into one generated kernel (``torch.compile`` of the
-    eager formula; on a GPU, one pass over the keys where the qkv projection wrote them, forward and backward).
+    """Fuse each normalizing layer's row normalization into one generated kernel (:class:`_FusedNormalization`).
     The eager path stays the always-correct fallback: layers keep it until this is called. Returns how many
     layers were changed. The first call of each shape compiles (seconds)."""
-    compiled = torch.compile(l2_normalize_reference, dynamic=False)
+    fused = _FusedNormalization()
     n = 0
     for m in model.modules():
         if isinstance(m, QuestbenchAttention) and m.normalize_rows:
-            m._qb_l2_normalize = compiled
+            m._qb_l2_normalize = fused
             n += 1
     return n
+
+
+def fuse_where_it_pays(model: nn.Module, device: str) -> int:
+    """Fuse the row normalization automatically where a run is long enough for the compile (seconds) to pay and
+    the compiler is there: a CUDA device with Triton. Elsewhere (the CPU, where a default run is minutes and the
+    fused kernel would spend its saving compiling each batch shape) the eager path runs. Returns the layers fused."""
+    if not str(device).startswith("cuda"):
+        return 0
+    from torch.utils._triton import has_triton
+
+    return compile_normalization(model) if has_triton() else 0
 
 
 def attention_kind(model: nn.Module) -> str:

@@ -24,6 +24,7 @@ from ..data.arrays import ArrayDataset
 from .._io import safe_name
 from ..errors import QuestbenchError
 from .._io import atomic_write_bytes
+from .attention import fuse_where_it_pays
 from .build import ModelSpec, QuestbenchModel, build_model, save_checkpoint
 from ..progress import progress_bar
 from ..versions import library_versions
@@ -102,6 +103,7 @@ def train(spec: ModelSpec, recipe: Recipe, train_data: ArrayDataset, test_data: 
         raise QuestbenchError("recipe precision bf16 needs a CUDA device (bf16 autocast on a GPU)")
     torch.manual_seed(recipe.seed)
     model = build_model(spec).to(device)
+    fuse_where_it_pays(model, device)
     images = torch.from_numpy(train_data.images[: recipe.train_limit])
     labels = torch.from_numpy(train_data.labels[: recipe.train_limit])
     n = len(images)

@@ -196,6 +196,15 @@ def _load_data(s: Suite, limit: Optional[int]) -> PreparedData:
 
 
 def _load_models(s: Suite, device: str, registry_files: list, given: Optional[dict]) -> dict[str, Any]:
+    from ..models.attention import fuse_where_it_pays
+
+    models = _models_on(s, device, registry_files, given)
+    for m in models.values():
+        fuse_where_it_pays(m, device)
+    return models
+
+
+def _models_on(s: Suite, device: str, registry_files: list, given: Optional[dict]) -> dict[str, Any]:
     if given is None:
         return {name: load_model(ref, registry_files=registry_files, device=device)
                 for name, ref in model_names(s.models).items()}

@@ -22,7 +22,7 @@ from ..config.suite import Suite
 from ..errors import QuestbenchError
 from ..progress import JobProgress, progress_bar
 from ..store.results import job_done, write_provenance
-from .execute import Context, run_executor
+from .execute import Context, derived_for, run_executor
 from ..kinds import KINDS as KIND_OF
 from ..kinds import Part
 from .merge import SHARDS_DIR, merge_job, part_done, write_part
@@ -125,6 +125,7 @@ class Runner:
         local = int(os.environ.get("LOCAL_WORLD_SIZE", self.ranks.world))
         ctx = Context(self.suite, p.models, p.data, self.device, self.suite.num_workers // max(1, local),
                       p.released_source)
+        ctx.derived = derived_for(work.shared)
         by_id = {j.job_id: j for j in jobs}
         with progress_bar(self.quiet) as bar:
             progress = JobProgress(bar, {k: (KIND_OF[k].label, KIND_OF[k].unit, work.samples(k)) for k in KINDS})
