@@ -5,10 +5,13 @@ training step (forward + backward + AdamW). GPU (--device cuda): ViT-S/16 at 224
 training step. Rounds alternate the kinds so machine noise hits all of them alike; the ratio is the median
 step time of standard divided by the median step time of the kind (> 1 means faster than standard).
 
-``--compiled-norm`` adds QUEST with its key normalization compiled into one kernel
-(``questbench.models.attention.compile_normalization``) as a kind of its own, ``quest+compiled``.
+``--compiled-norm`` adds each normalized kind with its row normalization compiled into one kernel
+(``questbench.models.attention.compile_normalization``, what a CUDA run with Triton uses automatically) as a kind
+of its own, e.g. ``quest+compiled``. ``--inference`` times a forward pass under ``torch.inference_mode`` instead of
+a training step (same models, same batch).
 
     python bench/attention_speed.py [--device cpu|cuda] [--rounds 7] [--steps 5] [--threads 2] [--compiled-norm]
+                                    [--inference]
 """
 from __future__ import annotations
 
@@ -49,10 +52,13 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--kinds", default=",".join(ATTENTION_KINDS))
     ap.add_argument("--compiled-norm", action="store_true")
+    ap.add_argument("--inference", action="store_true")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     dev = args.device
-    kinds = args.kinds.split(",") + (["quest+compiled"] if args.compiled_norm else [])
+    kinds = args.kinds.split(",")
+    if args.compiled_norm:
+        kinds += [f"{k}+compiled" for k in kinds if ATTENTION_KINDS[k].normalize_rows]
     models, opts = {}, {}
     torch.manual_seed(0)
     for k in kinds:
@@ -63,6 +69,10 @@ def main() -> None:
     use_bf16 = dev.startswith("cuda")
 
     def step(k):
+        if args.inference:
+            with torch.inference_mode(), torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=use_bf16):
+                models[k](x)
+            return
         with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=use_bf16):
             loss = F.cross_entropy(models[k](x), y)
         opts[k].zero_grad(set_to_none=True)
@@ -88,11 +98,12 @@ def main() -> None:
             times[k].append((time.perf_counter() - t) / args.steps)
     base = statistics.median(times["standard"])
     name = torch.cuda.get_device_name() if use_bf16 else f"{platform.machine()} CPU, {args.threads} threads"
-    print(f"device: {name}; torch {torch.__version__}; timm {timm.__version__}")
-    print(f"{'kind':10s} {'ms/step':>9s} {'img/s':>8s} {'ratio vs standard':>18s}")
+    what = "inference (forward)" if args.inference else "training step"
+    print(f"device: {name}; torch {torch.__version__}; timm {timm.__version__}; {what}, batch {shape[0]}")
+    print(f"{'kind':16s} {'ms/step':>9s} {'img/s':>8s} {'ratio vs standard':>18s}")
     for k in kinds:
         med = statistics.median(times[k])
-        print(f"{k:10s} {1000 * med:9.1f} {shape[0] / med:8.0f} {base / med:18.3f}")
+        print(f"{k:16s} {1000 * med:9.1f} {shape[0] / med:8.0f} {base / med:18.3f}")
 
 
 if __name__ == "__main__":

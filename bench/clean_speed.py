@@ -20,7 +20,7 @@ import torch
 import questbench
 from questbench.data.arrays import ArrayDataset
 from questbench.evaluators.clean import evaluate_clean
-from questbench.evaluators.common import configure_matmul
+from questbench.evaluators.common import precision_scope
 
 
 def sync(device: str) -> None:
@@ -45,7 +45,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     args = ap.parse_args()
     dev = args.device
-    configure_matmul(dev)
+    precision_scope(dev).__enter__()  # TF32 matmuls on a GPU, as a run's fp32 jobs get them
     if args.vit_s:
         from questbench.models.build import ModelSpec, build_model
         n = args.images or 2048

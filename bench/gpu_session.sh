@@ -19,10 +19,10 @@ echo "zoo training wall: $(( $(date +%s) - t0 )) s" | tee -a "$OUT/train.log"
 (cd runs/zoo-train && tar czf "$OUT/zoo.tgz" $(ls *.safetensors *.json 2>/dev/null))
 echo quit | nvidia-cuda-mps-control 2>/dev/null
 {
-  echo "## attack_speed: built-in quest-s0, PGD-10 2/255 fp32 vs bf16, reference AutoAttack 2/255 on 500"
-  timeout 150 python3 bench/attack_speed.py --device cuda --images 500 --batch 500 --autoattack 500
-  echo "## attention_speed --device cuda (ViT-S/16 224, bf16 training step)"
-  timeout 90 python3 bench/attention_speed.py --device cuda --rounds 5 --kinds standard,quest,qnorm,qknorm_hs
+  echo "## speed_report --device cuda: attention eager/fused (training step, inference), PGD and patch vs bare loop, bf16"
+  timeout 420 python3 bench/speed_report.py --device cuda --kinds standard,quest,qnorm,qknorm_hs --skip-default-run
+  echo "## reference AutoAttack 2/255 on 500, built-in quest-s0"
+  timeout 150 python3 bench/attack_speed.py --device cuda --images 500 --batch 500 --autoattack 500 --rounds 1
   echo "## corruption_speed --engines --device cuda --size 224"
   timeout 90 python3 bench/corruption_speed.py --engines --device cuda --size 224 --images 256
 } 2>&1 | tee "$OUT/bench.log"

@@ -175,3 +175,25 @@ def test_restarts_after_the_first_attack_only_what_is_still_robust(monkeypatch):
     for a, b in zip(one.records, three.records):
         assert b["correct"] <= a["correct"]  # fooled by the first restart: fooled in the worst case
     assert three.config["restarts_on"] == "robust" and "restarts_on" not in one.config
+
+
+def test_an_attack_reads_the_device_a_few_times_per_batch_not_per_image(monkeypatch):
+    """Records are built from one host transfer per batch: the number of scalar reads (each one a wait for the
+    device on a GPU) does not grow with the batch."""
+    model = make_tiny("quest", seed=1)
+    rng = np.random.default_rng(3)
+    ds = ArrayDataset((rng.random((32, 28, 28)) * 255).astype(np.uint8), rng.integers(0, 10, 32), "t", "t")
+    reads = {"n": 0}
+    for name in ("__int__", "__float__", "__bool__", "item"):
+        real = getattr(torch.Tensor, name)
+
+        def counted(self, *a, _real=real):
+            reads["n"] += 1
+            return _real(self, *a)
+        monkeypatch.setattr(torch.Tensor, name, counted)
+    per_batch = {}
+    for bs in (8, 32):
+        reads["n"] = 0
+        evaluate_attack(model, ds, AttackConfig("pgd", 0.03, steps=2), batch_size=bs)
+        per_batch[bs] = reads["n"] / (len(ds) // bs)
+    assert per_batch[32] <= per_batch[8] + 1 and per_batch[32] < 16, per_batch

@@ -163,3 +163,25 @@ def test_more_steps_or_restarts_only_fool_more_and_the_curve_matches_shorter_run
     steps = [r["first_success_step"] for r in run[6, 1] if r["clean_correct"] and not r["correct"]]
     assert all(0 <= t <= 6 for t in steps)
     assert all(r["first_success_step"] is None for r in run[6, 1] if r["clean_correct"] and r["correct"])
+
+
+@pytest.mark.parametrize("loss", ["ce", "attention"])
+def test_the_patch_attack_reads_the_device_per_restart_not_per_step(monkeypatch, loss):
+    """The per-step bookkeeping (fooled yet, at which step, with which prediction) stays on the device: more steps
+    make no more scalar reads, each of which would wait for a GPU."""
+    model = make_tiny("quest", seed=3)
+    ds = _data()
+    reads = {"n": 0}
+    for name in ("__int__", "__float__", "__bool__", "item", "tolist", "cpu"):
+        real = getattr(torch.Tensor, name)
+
+        def counted(self, *a, _real=real, **k):
+            reads["n"] += 1
+            return _real(self, *a, **k)
+        monkeypatch.setattr(torch.Tensor, name, counted)
+    n = {}
+    for steps in (2, 6):
+        reads["n"] = 0
+        evaluate_patch(model, ds, PatchConfig(patches=1, steps=steps, loss=loss), batch_size=len(ds))
+        n[steps] = reads["n"]
+    assert n[6] == n[2], n

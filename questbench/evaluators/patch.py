@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from ..errors import QuestbenchError
 from ..config.settings import PatchConfig
 from .attacks import AttackResult
-from .common import PrecisionWrapper, Spans, batches, derive_seed, frozen, predictions, seeded
+from .common import NonFiniteLogits, PrecisionWrapper, Spans, batches, derive_seed, frozen, predictions, seeded
 
 
 def token_grid(model: nn.Module, image_hw: tuple[int, int]) -> tuple[int, int, int, int]:
@@ -179,25 +179,37 @@ def attack_patch_batch(model: nn.Module, cfg: PatchConfig, x: torch.Tensor, y: t
             clean_stats = _forward(model, x, sets, cfg.layers)[1].per_layer()
         with seeded(derive_seed(seed, cfg.trajectory_key, "init", trial, sample_ids[0]), str(x.device)):
             content = torch.rand_like(x)
-        fooled_here = torch.zeros(len(x), dtype=torch.bool)
-        pred_first = clean_pred.cpu()
+        # the per-step bookkeeping stays on the device: no step waits for the host (one transfer per restart)
+        fooled_here = torch.zeros(len(x), dtype=torch.bool, device=x.device)
+        first_here = torch.full((len(x),), -1, dtype=torch.long, device=x.device)
+        pred_first = clean_pred.clone()
+        nonfinite = torch.zeros(len(x), dtype=torch.bool, device=x.device)
         for step in range(cfg.steps + 1):
             last = step == cfg.steps
             content.requires_grad_(not last)
             x_adv = torch.where(pix, content, x)
+            # statistics are read at the final iterate; before it the tap gathers only what the loss needs (the
+            # explicit attention path runs either way, so the logits are the same as with every statistic on)
+            step_sets = sets if last else {"patch": sets["patch"]} if cfg.loss == "attention" else {}
             with torch.set_grad_enabled(not last):
-                logits, tap = _forward(model, x_adv, sets, cfg.layers)
-            pred = predictions(logits.detach()).cpu()
-            first_here = (pred != y_cpu) & ~fooled_here
-            fooled_here |= first_here
-            pred_first = torch.where(first_here, pred, pred_first)
-            better = first_here & ((best["first_step"] < 0) | (best["first_step"] > step))
-            best["first_step"] = torch.where(better, torch.tensor(step), best["first_step"])
+                logits, tap = _forward(model, x_adv, step_sets, cfg.layers)
+            flat = logits.detach()
+            nonfinite |= ~torch.isfinite(flat).all(1)
+            pred = flat.argmax(1)
+            now = (pred != y) & ~fooled_here
+            fooled_here |= now
+            pred_first = torch.where(now, pred, pred_first)
+            first_here = torch.where(now, step, first_here)
             if last:  # ``pred`` stays the final iterate's prediction
                 break
             objective = F.cross_entropy(logits, y, reduction="sum") if cfg.loss == "ce" else tap.loss_terms().sum()
             grad, = torch.autograd.grad(objective, content)
             content = (content.detach() + cfg.step_at(step) * grad.sign()).clamp_(0, 1)
+        if bool(nonfinite.any()):
+            raise NonFiniteLogits("the model", int(nonfinite.sum()), len(x))
+        fooled_here, first_here, pred_first, pred = (t.cpu() for t in (fooled_here, first_here, pred_first, pred))
+        better = (first_here >= 0) & ((best["first_step"] < 0) | (best["first_step"] > first_here))
+        best["first_step"] = torch.where(better, first_here, best["first_step"])
         # the record: the first restart that fools a sample (its prediction at the iterate that first fooled
         # it), else the last restart; attention statistics of that restart's final iterate, what the attack's
         # objective reached
