@@ -10,7 +10,7 @@ Every ratio is against a baseline measured in the same run. On the CPU: ViT-Tiny
 built-in Fashion-MNIST QUEST model; with ``--device cuda``: ViT-S/16 at 224, batch 256, bf16, and ViT-S/16 for the
 attacks. Each step has its own time limit, so a slow one cannot take the others' time.
 
-    python bench/speed_report.py [--device cpu|cuda] [--kinds standard,quest] [--skip-default-run]
+    python bench/speed_report.py [--device cpu|cuda] [--kinds standard,quest] [--skip-default-run] [--default-out DIR]
 """
 from __future__ import annotations
 
@@ -42,6 +42,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--skip-default-run", action="store_true")
+    ap.add_argument("--default-out", help="keep the default run's results here (a fresh folder; default: a temporary one)")
     args = ap.parse_args()
     py, dev = sys.executable, args.device
     gpu = dev.startswith("cuda")
@@ -56,7 +57,10 @@ def main() -> None:
     if args.skip_default_run:
         return
     with tempfile.TemporaryDirectory() as tmp:
-        cmd = [str(Path(py).with_name("questbench")), "run", "--quiet", "--out", os.path.join(tmp, "default")]
+        out = args.default_out or os.path.join(tmp, "default")
+        if os.path.exists(out):
+            sys.exit(f"{out} exists: the default run's wall time is measured on a fresh folder")
+        cmd = [str(Path(py).with_name("questbench")), "run", "--quiet", "--out", out]
         if gpu:
             cmd += ["--device", dev]
         print(f"## 3. the default run, wall time\n$ {' '.join(cmd)}", flush=True)
@@ -65,7 +69,6 @@ def main() -> None:
         wall = time.perf_counter() - t
         print(done.stdout.strip().splitlines()[-1] if done.stdout.strip() else done.stderr.strip()[-2000:])
         print(f"default run wall: {wall:.1f} s (exit {done.returncode})", flush=True)
-
 
 if __name__ == "__main__":
     main()

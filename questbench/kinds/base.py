@@ -146,7 +146,7 @@ class Derived:
     """Rows one kind derives from the forward passes another kind's executor makes (calibration from the clean and
     corruption logits). The source asks :meth:`extra` for the fields to compute with its records, then hands its
     records to :meth:`keep`, which takes those fields back out (the source's rows stay as they are) and keeps them
-    for the (model, setting) pairs the deriving kind will run on this rank; the deriving kind :meth:`take`\ s them
+    for the (model, setting) pairs the deriving kind will run on this rank; the deriving kind takes them (:meth:`take`)
     instead of running the model again. What is kept is small: the outcome and the derived numbers per image."""
 
     def __init__(self, kind: Kind, wanted: set[tuple[str, str]]):
