@@ -12,7 +12,7 @@ from questbench.report.sections import HEADLINE_KINDS
 
 
 def test_every_registered_kind_has_every_piece():
-    assert list(KINDS)[:6] == ["clean", "shift", "corruption", "attack", "check", "diagnostics"]
+    assert list(KINDS) == ["clean", "shift", "corruption", "calibration", "attack", "check", "diagnostics"]
     problems = {name: k.missing(HEADLINE_KINDS) for name, k in KINDS.items()}
     assert all(not p for p in problems.values()), problems
 
@@ -51,3 +51,19 @@ def test_the_layers_read_kinds_from_the_registry():
         JobInfo.model_validate(header | {"evaluation": "nonsense"})
     with pytest.raises(QuestbenchError, match="unknown evaluation kind 'nonsense'"):
         kind("nonsense")
+
+
+def test_derived_rows_come_back_exactly_and_only_when_every_image_was_kept():
+    from questbench.kinds.base import Derived
+
+    d = Derived(KINDS["calibration"], {("m", "s")})
+    rows = [{"sample_id": f"i{k}", "label": k, "pred": 9 - k, "correct": k == 9 - k, "confidence": 0.1 * k + 1e-17,
+             "p_true": 0.3, "nll": 1.2039728043259361, "brier": 0.7} for k in range(10)]
+    assert d.extra("clean") is not None and d.extra("shift") is None
+    stripped = d.keep("corruption", "m", "s", rows[:6]) + d.keep("corruption", "m", "s", rows[6:])
+    assert stripped == [{k: r[k] for k in ("sample_id", "label", "pred", "correct")} for r in rows]
+    assert d.keep("corruption", "other", "s", rows[:2]) and ("other", "s") not in d.kept  # not wanted: not kept
+    assert d.take("m", "s", ["i1", "i99"]) is None  # one image was never kept: the kind computes them itself
+    assert d.take("m", "s", ["i3", "i7"]) == [rows[3], rows[7]]  # types and values as they were computed
+    assert ("m", "s") in d.kept
+    assert d.take("m", "s", [r["sample_id"] for r in rows]) == rows and ("m", "s") not in d.kept

@@ -12,7 +12,9 @@ from .base import Job, Kind, Part, Planning, Work
 
 # the registry, in the order a rank runs its units
 KINDS: dict[str, Kind] = {k.name: k for k in (
-    clean.KIND, shift.KIND, corruption.KIND, attacks.ATTACK, attacks.CHECK, diagnostics.KIND, calibration.KIND,
+    # calibration right after the kinds whose forward passes give its rows: what it takes from them is let go
+    # before the attacks run
+    clean.KIND, shift.KIND, corruption.KIND, calibration.KIND, attacks.ATTACK, attacks.CHECK, diagnostics.KIND,
 )}
 
 

@@ -147,13 +147,14 @@ class Derived:
     corruption logits). The source asks :meth:`extra` for the fields to compute with its records, then hands its
     records to :meth:`keep`, which takes those fields back out (the source's rows stay as they are) and keeps them
     for the (model, setting) pairs the deriving kind will run on this rank; the deriving kind takes them (:meth:`take`)
-    instead of running the model again. What is kept is small: the outcome and the derived numbers per image."""
+    instead of running the model again. What is kept is small: per image one float64 row of the outcome and the
+    derived numbers (56 bytes with calibration's four), beside the sample ids the records already hold."""
 
     def __init__(self, kind: Kind, wanted: set[tuple[str, str]]):
         self.kind, self.wanted = kind, wanted
         # the derived fields: those the deriving kind's record adds to a plain classification record
         self.names = [n for n in kind.record.model_fields if n not in SampleRecord.model_fields]
-        self.kept: dict[tuple[str, str], dict[str, tuple]] = {}
+        self.kept: dict[tuple[str, str], list[tuple[list[str], Any]]] = {}  # (model, setting) -> (ids, rows)
 
     def extra(self, source: str) -> Optional[Callable]:
         return self.kind.logit_fields if source in self.kind.from_logits_of and self.wanted else None
@@ -161,25 +162,29 @@ class Derived:
     def keep(self, source: str, model: str, setting: str, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if self.extra(source) is None:
             return records
-        if (model, setting) in self.wanted:
-            got = self.kept.setdefault((model, setting), {})
-            got.update((r["sample_id"], (r["label"], r["pred"], r["correct"], *(r[k] for k in self.names)))
-                       for r in records)
+        if (model, setting) in self.wanted and records:
+            import numpy as np  # float64 holds the labels, predictions and flags exactly, and the numbers as computed
+
+            rows = np.array([[r["label"], r["pred"], r["correct"], *(r[k] for k in self.names)] for r in records],
+                            dtype=np.float64)
+            self.kept.setdefault((model, setting), []).append(([r["sample_id"] for r in records], rows))
         return [{k: v for k, v in r.items() if k not in self.names} for r in records]
 
     def take(self, model: str, setting: str, sample_ids: list[str]) -> Optional[list[dict[str, Any]]]:
         """The rows of these images in the deriving kind's record form, or None unless every one was kept."""
-        got = self.kept.get((model, setting), {})
-        if not sample_ids or not all(i in got for i in sample_ids):
+        chunks = self.kept.get((model, setting), [])
+        where = {i: (c, j) for c, (ids, _) in enumerate(chunks) for j, i in enumerate(ids)}
+        if not sample_ids or not all(i in where for i in sample_ids):
             return None
-        rows = []
+        out = []
         for i in sample_ids:
-            label, pred, correct, *values = got.pop(i)
-            rows.append({"sample_id": i, "label": label, "pred": pred, "correct": correct,
-                         **dict(zip(self.names, values))})
-        if not got:
+            c, j = where[i]
+            label, pred, correct, *values = chunks[c][1][j].tolist()
+            out.append({"sample_id": i, "label": int(label), "pred": int(pred), "correct": bool(correct),
+                        **dict(zip(self.names, values))})
+        if len(where) == len(set(sample_ids)):  # all taken: let it go
             del self.kept[(model, setting)]
-        return rows
+        return out
 
 
 def split(spans: list[Span], records: list[dict], wall: float, flags=(), config=None) -> list[Part]:
