@@ -127,8 +127,8 @@ def attack_batch(model: nn.Module, cfg: AttackConfig, x: torch.Tensor, y: torch.
         if todo is None:
             best_x, best_pred = x_adv, pred
         else:
-            fooled = todo[pred != ys]
-            best_x[fooled], best_pred[fooled] = x_adv[pred != ys], pred[pred != ys]
+            now = pred != ys
+            best_x[todo[now]], best_pred[todo[now]] = x_adv[now], pred[now]
     return best_x, best_pred
 
 

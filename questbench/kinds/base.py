@@ -157,7 +157,7 @@ class Derived:
         self.kept: dict[tuple[str, str], list[tuple[list[str], Any]]] = {}  # (model, setting) -> (ids, rows)
 
     def extra(self, source: str) -> Optional[Callable]:
-        return self.kind.logit_fields if source in self.kind.from_logits_of and self.wanted else None
+        return self.kind.logit_fields if source in self.kind.from_logits_of else None
 
     def keep(self, source: str, model: str, setting: str, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if self.extra(source) is None:

@@ -308,19 +308,16 @@ def _dataset(ctx, job: Job):
     return ctx.data.shifts[job.setting.removeprefix(SHIFT)] if job.setting.startswith(SHIFT) else ctx.data.clean
 
 
-def _corruption_dataset(ctx, job: Job):
-    return ctx.data.corruption
-
-
 def _from_source(ctx, work: Work, advance: Advance) -> tuple[list[tuple[Job, list[Part]]], Work]:
     """The jobs whose rows the clean and corruption executors left (their forward passes, not run again), and the
     rest of the work."""
     done, rest = [], []
     for job, spans in work:
-        ds = None if job.setting.startswith(SHIFT) else (_corruption_dataset if "corruption" in job.fields
-                                                           else _dataset)(ctx, job)
-        ids = [] if ds is None else [ds.sample_ids[i] for a, b in spans for i in range(a, b)]
-        rows = ctx.take(KIND.name, job.model, job.setting, ids) if ids else None
+        rows = None
+        if not job.setting.startswith(SHIFT):  # shift rows carry their protocol's fields: computed here
+            ds = ctx.data.corruption if "corruption" in job.fields else ctx.data.clean
+            ids = [ds.sample_ids[i] for a, b in spans for i in range(a, b)]
+            rows = ctx.take(KIND.name, job.model, job.setting, ids)
         if rows is None:
             rest.append((job, spans))
         else:
