@@ -27,6 +27,7 @@ class ExportFormat(str, Enum):
 class Design(str, Enum):
     mean = "mean"
     split = "split"
+    split_bias = "split-bias"
     cls = "cls"
 
 
@@ -253,7 +254,8 @@ def toy(out: Path = typer.Option(Path("runs/toy"), "--out"),
         quick: bool = typer.Option(False, "--quick", help="the small grid (a few minutes on 2 CPU cores)"),
         design: Design = typer.Option(Design.mean, "--design", help="mean (every token queries; the default), split (the "
                                    "mean design with q, k from each token's key part only, v from its value part, "
-                                   "a finer lr grid with warmup) or cls (the first design: a learned query token)"),
+                                   "a finer lr grid with warmup), split-bias (split with a learned qkv bias, 5 x 5 "
+                                   "seeds per cell) or cls (the first design: a learned query token)"),
         quiet: bool = typer.Option(False, "--quiet", "-q")):
     """Reproduce the QUEST paper's toy example (spurious shortcut) over a learning-rate x weight-decay grid;
     a killed grid resumes from the runs already written to OUT."""
@@ -263,8 +265,8 @@ def toy(out: Path = typer.Option(Path("runs/toy"), "--out"),
     check_creatable(out, "--out")  # a folder holding runs.jsonl is resumed
     preset = "quick" if quick else "full"
     design = design.value
-    if design == "split":
-        design, preset = "mean", "split-quick" if quick else "split"
+    if design in ("split", "split-bias"):
+        design, preset = "mean", f"{design}-quick" if quick else design
     if design == "mean":
         from .toy.mean_design import run_mean_grid, write_mean_outputs
         runs = run_mean_grid(preset, out, quiet=quiet)

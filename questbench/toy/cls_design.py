@@ -57,6 +57,7 @@ class ToyConfig:
     log_every: int = 50
     warmup_steps: int = 0  # linear warmup before the cosine decay (0: cosine from the first step)
     qk_from_key_part: bool = False  # split design: q, k from each token's key part (no bias), v from its value
+    split_qkv_bias: bool = False  # split design with a learned bias on q, k and v (the weights stay split)
 
 
 PRESETS = {
