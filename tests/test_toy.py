@@ -277,3 +277,52 @@ def test_shortcut_effect_is_the_difference_in_differences_of_a_known_grid():
     gaps = (control.quest - control.standard).to_numpy()
     lo, hi = sps.t.interval(0.95, len(gaps) - 1, loc=gaps.mean(), scale=sps.sem(gaps))
     assert e["without"][:3] == pytest.approx((gaps.mean(), lo, hi))
+
+
+def _seeded_grid(rng, mu: float, seed_sd: float, seeds: int) -> "pd.DataFrame":
+    """Runs whose quest - standard gap is mu plus an effect of the data seed shared by every cell and init seed of
+    that data realization, plus small run noise."""
+    import pandas as pd
+    rows = []
+    for d in range(seeds):
+        shift = rng.normal(0, seed_sd)
+        for lr in (0.01, 0.03):
+            for wd in (0.0, 0.1):
+                for s in (0, 1):
+                    for kind, level in (("standard", 0.5), ("quest", 0.5 + mu + shift)):
+                        for f in (0.0, 0.5):
+                            rows.append(dict(attention=kind, lr=lr, wd=wd, init_seed=s, data_seed=d,
+                                             biased_fraction=f, acc_conflict=level + rng.normal(0, 0.002)))
+    return pd.DataFrame(rows)
+
+
+def test_intervals_run_over_data_seeds_when_enough_were_drawn():
+    """With five data seeds the data seed is the unit: the interval is scipy's t over the per-seed means, and it
+    covers the true gap at about its level when the data realization matters; the interval over lr x wd cells
+    (what two data seeds allow) would cover it far less often, so a return to cells fails this test."""
+    from scipy import stats as sps
+
+    from questbench.toy.stats import shortcut_effect, unit_of
+    rng = np.random.default_rng(3)
+    df = _seeded_grid(rng, 0.05, 0.03, 5)
+    assert unit_of(df) == "data seeds" and unit_of(df[df.data_seed < 2]) == "cells"
+    m, lo, hi, n = shortcut_effect(df, "quest", "standard")["with"]
+    per_seed = df[df.biased_fraction == 0.5].pivot_table(index="data_seed", columns="attention",
+                                                         values="acc_conflict", aggfunc="mean")
+    gaps = (per_seed.quest - per_seed.standard).to_numpy()
+    assert n == 5 and (m, lo, hi) == pytest.approx((gaps.mean(), *sps.t.interval(0.95, 4, gaps.mean(), sps.sem(gaps))))
+    covered = 0
+    for _ in range(300):
+        m, lo, hi, n = shortcut_effect(_seeded_grid(rng, 0.05, 0.03, 5), "quest", "standard")["with"]
+        covered += lo <= 0.05 <= hi
+    assert 0.90 <= covered / 300 <= 0.99
+
+
+def test_toy_report_names_the_unit_of_its_intervals():
+    from questbench.toy.stats import markdown
+    df = _seeded_grid(np.random.default_rng(0), 0.05, 0.03, 5)
+    df = df.assign(acc_unbiased=0.8, bayes_unbiased=0.84, unstable=False, success=True)
+    md = markdown(df, "split-bias")
+    assert md.startswith("# QUEST toy example, split design with a learned qkv bias")
+    assert "95% Student t interval over the 5 data seeds" in md and "| data seeds |" in md
+    assert "over the 4 cells where some kind learns (the cells are the units; only 2 data seed(s)" in markdown(df[df.data_seed < 2], "split")

@@ -2,10 +2,12 @@
 
 The units that vary in the grid are the learning-rate x weight-decay cells, the data seeds and the init seeds;
 a run is not an independent unit. Differences between kinds are paired within a (lr, wd, init seed, data seed)
-point, averaged within each lr x wd cell, and get a Student t interval over the cells (k - 1 df) - the same
-small-sample method as the seed-level rows of the leaderboards. The two data seeds enter through the cell means;
-with two of them their own variation cannot be estimated and is not resampled. A claim that one kind is better
-needs an interval that excludes zero; otherwise the kinds are reported as tied.
+point. With at least MIN_DATA_SEEDS data seeds (the split-bias grid draws five) the data seed is the unit: the
+differences are averaged per data seed over the cells and init seeds, and the Student t interval (k - 1 df) runs
+over the data seeds, the unit that was sampled. With fewer (the committed mean and split grids draw two) their
+variation cannot be estimated; the differences are averaged per lr x wd cell and the interval runs over the
+cells, which the tables say. A claim that one kind is better needs an interval that excludes zero; otherwise
+the kinds are reported as tied.
 
 Threshold-free, primary: the distribution of conflict-set accuracy and of unbiased accuracy / Bayes. Success
 rates are shown at 0.85, 0.90 and 0.95 x Bayes so a reader sees how much the threshold decides. Instability is
@@ -26,6 +28,37 @@ THRESHOLDS = (0.85, 0.90, 0.95)
 COMPARISONS = (("quest", "standard"), ("qnorm", "standard"), ("quest", "qnorm"), ("qknorm_hs", "standard"),
                ("quest", "qknorm_hs"), ("qknorm_ds", "standard"), ("quest", "qknorm_ds"))
 POINT = ["lr", "wd", "init_seed", "data_seed"]
+MIN_DATA_SEEDS = 3  # from here on the data seed is the unit of every interval
+DESIGNS = {  # preset -> (design name, what the model is)
+    "split": ("split design", "queries and keys from each token's key part only, without bias, values from its "
+              "value part (qkv weight masked block-wise); mean-pooled residual + attention output; "
+              "Linear-GELU-Linear head"),
+    "split-bias": ("split design with a learned qkv bias", "queries and keys from each token's key part only, "
+                   "values from its value part (qkv weight masked block-wise), with a learned bias on q, k and v; "
+                   "mean-pooled residual + attention output; Linear-GELU-Linear head"),
+    "mean": ("mean design", "every token queries through one attention layer of the kind under test on a linear "
+             "embedding; mean-pooled residual + attention output; Linear-GELU-Linear head"),
+}
+
+
+def design_of(preset: str) -> tuple[str, str]:
+    """(design name, model description) of a preset: its name without "-quick"; any other preset is the mean design."""
+    return DESIGNS.get(preset.removesuffix("-quick"), DESIGNS["mean"])
+
+
+def unit_of(df: pd.DataFrame) -> str:
+    """What the intervals run over for these runs: "data seeds" or "cells" (lr x wd)."""
+    return "data seeds" if df.data_seed.nunique() >= MIN_DATA_SEEDS else "cells"
+
+
+def _over_units(d: pd.Series) -> tuple[float, float, float, int]:
+    """Mean and t interval of paired per-point differences (indexed by POINT), over the data seeds when there are
+    MIN_DATA_SEEDS of them, else over the lr x wd cells."""
+    d = d.dropna()
+    if d.empty:
+        return math.nan, math.nan, math.nan, 0
+    seeds = d.index.get_level_values("data_seed").nunique() >= MIN_DATA_SEEDS
+    return t_interval(d.groupby(level=["data_seed"] if seeds else ["lr", "wd"]).mean().to_numpy())
 
 
 def load_runs(path: str | Path) -> pd.DataFrame:
@@ -64,27 +97,15 @@ def t_interval(values: np.ndarray, level: float = 0.95) -> tuple[float, float, f
 
 
 def kind_difference(df: pd.DataFrame, a: str, b: str, column: str) -> tuple[float, float, float, int]:
-    """Mean of ``column`` for kind a minus kind b, paired per grid point, averaged per lr x wd cell; t interval
-    over the cells."""
-    main = df[df.biased_fraction == 0.5]
-    pa = main[main.attention == a].set_index(POINT)[column].astype(float)
-    pb = main[main.attention == b].set_index(POINT)[column].astype(float)
-    d = (pa - pb).dropna()
-    if d.empty:
-        return math.nan, math.nan, math.nan, 0
-    cells = d.groupby(level=["lr", "wd"]).mean()
-    return t_interval(cells.to_numpy())
+    """Mean of ``column`` for kind a minus kind b, paired per grid point; t interval over the data seeds or cells
+    (``_over_units``)."""
+    return _over_units(_paired_cells(df, a, column, 0.5) - _paired_cells(df, b, column, 0.5))
 
 
 def shortcut_harm(df: pd.DataFrame, kind: str) -> tuple[float, float, float, int]:
-    """Unbiased accuracy trained without the shortcut minus with it (pp), paired per grid point, t over cells."""
-    k = df[df.attention == kind]
-    with_ = k[k.biased_fraction == 0.5].set_index(POINT).acc_unbiased
-    without = k[k.biased_fraction == 0.0].set_index(POINT).acc_unbiased
-    d = (100 * (without - with_)).dropna()
-    if d.empty:
-        return math.nan, math.nan, math.nan, 0
-    return t_interval(d.groupby(level=["lr", "wd"]).mean().to_numpy())
+    """Unbiased accuracy trained without the shortcut minus with it (pp), paired per grid point, t over the data
+    seeds or cells."""
+    return _over_units(100 * (_paired_cells(df, kind, "acc_unbiased", 0.0) - _paired_cells(df, kind, "acc_unbiased", 0.5)))
 
 
 def _paired_cells(df: pd.DataFrame, kind: str, column: str, fraction: float) -> pd.Series:
@@ -96,15 +117,21 @@ def shortcut_effect(df: pd.DataFrame, a: str, b: str, column: str = "acc_conflic
                     ) -> dict[str, tuple[float, float, float, int]]:
     """Kind a minus kind b in ``column``, trained with the shortcut (fraction 0.5), trained without it (fraction 0:
     the "can it learn the cue" control) and their difference-in-differences, (a - b at 0.5) - (a - b at 0): the
-    part of the gap the shortcut makes. Each paired per grid point, averaged per lr x wd cell, t over the cells."""
-    out = {}
+    part of the gap the shortcut makes. Each paired per grid point, t over the data seeds or cells."""
     d_with = _paired_cells(df, a, column, 0.5) - _paired_cells(df, b, column, 0.5)
     d_without = _paired_cells(df, a, column, 0.0) - _paired_cells(df, b, column, 0.0)
-    for name, d in (("with", d_with), ("without", d_without), ("did", d_with - d_without)):
-        d = d.dropna()
-        out[name] = (t_interval(d.groupby(level=["lr", "wd"]).mean().to_numpy()) if not d.empty
-                     else (math.nan, math.nan, math.nan, 0))
-    return out
+    return {name: _over_units(d) for name, d in (("with", d_with), ("without", d_without),
+                                                  ("did", d_with - d_without))}
+
+
+def _unit_sentence(df: pd.DataFrame, cells: str) -> str:
+    """How the intervals of these runs were made, as a sentence (``cells``: which lr x wd cells enter)."""
+    k = df.data_seed.nunique()
+    if k >= MIN_DATA_SEEDS:
+        return (f"averaged per data seed over {cells} and the init seeds, 95% Student t interval over the {k} data "
+                "seeds (the unit that was sampled).")
+    return (f"averaged per lr x wd cell, 95% Student t interval over {cells} (the cells are the units; only {k} data "
+            "seed(s) were drawn, so variation between data realizations is not resampled).")
 
 
 def _ci(m: float, lo: float, hi: float, scale: float = 100.0) -> str:
@@ -126,10 +153,8 @@ def control_section(df: pd.DataFrame, kinds: list[str]) -> list[str]:
         lines.append(f"| {k} | {_q(g0.ratio)} | {_q(g5.ratio)} | {_q(g0.acc_conflict)} | {_q(g5.acc_conflict)} |")
     lines += ["", "Conflict-set accuracy between kinds, in pp: the gap trained with the shortcut, the gap trained "
               "without it, and their difference-in-differences (the part of the gap the shortcut makes). Paired "
-              "per grid point, averaged per lr x wd cell, 95% t interval over every cell of the grid (the cells are "
-              f"the units; only {df.data_seed.nunique()} data seed(s) were drawn, so variation between data "
-              "realizations is not resampled).", "",
-              "| comparison | gap at fraction 0.5 | gap at fraction 0 (control) | shortcut effect (DiD) | cells |",
+              f"per grid point, {_unit_sentence(df, 'every cell of the grid')}", "",
+              f"| comparison | gap at fraction 0.5 | gap at fraction 0 (control) | shortcut effect (DiD) | {unit_of(df)} |",
               "|---|---|---|---|---|"]
     for a, b in COMPARISONS:
         if a not in kinds or b not in kinds:
@@ -188,9 +213,9 @@ def markdown(df: pd.DataFrame, preset: str, image_prefix: str = "") -> str:
     main = df[df.biased_fraction == 0.5]
     ml = main[main.lr.isin(learn)]
     n_cells = ml.groupby(["lr", "wd"]).ngroups
-    lines = [f"# QUEST toy example, mean design ({preset} grid: {len(df)} runs)", "",
-             "Every token queries through one attention layer of the kind under test; mean-pooled residual + "
-             "attention output; Linear-GELU-Linear head (`questbench/toy/mean_design.py`); statistics from "
+    design, model = design_of(preset)
+    lines = [f"# QUEST toy example, {design} ({preset} grid: {len(df)} runs)", "",
+             f"{model[0].upper()}{model[1:]} (`questbench/toy/mean_design.py`); statistics from "
              "`questbench/toy/stats.py`. Grid: learning rates " + ", ".join(f"{x:g}" for x in sorted(df.lr.unique()))
              + "; weight decays " + ", ".join(f"{x:g}" for x in sorted(df.wd.unique())) + f"; "
              f"{df.init_seed.nunique()} init seeds x {df.data_seed.nunique()} data seeds; biased fraction 0.5 "
@@ -215,8 +240,9 @@ def markdown(df: pd.DataFrame, preset: str, image_prefix: str = "") -> str:
     lines += ["", "All learning rates (as the paper's grid counts them): success at 0.9 x Bayes " + ", ".join(
         f"{k} {100 * main[main.attention == k]['success_0.90'].mean():.0f}%" for k in kinds) + ".", "",
               "## Differences between kinds", "",
-              f"Paired per grid point, averaged per lr x wd cell, 95% Student t interval over the {n_cells} cells"
-              + ("" if none_learn else " where some kind learns") + ". 'tie' when the interval includes zero.", "",
+              "Paired per grid point, " + _unit_sentence(
+                  df, f"the {n_cells} cells" + ("" if none_learn else " where some kind learns"))
+              + " 'tie' when the interval includes zero.", "",
               "| comparison | unbiased acc / Bayes (x100) | conflict-set acc (pp) | success at 0.9 x Bayes (pp) | "
               f"conflict-set acc (pp), all {main.groupby(['lr', 'wd']).ngroups} cells |",
               "|---|---|---|---|---|"]
@@ -250,9 +276,9 @@ def markdown(df: pd.DataFrame, preset: str, image_prefix: str = "") -> str:
     lines += [f"| {k} | " + " | ".join(f"{per_lr.loc[k, x]:.3f}" for x in lrs) + " |" for k in kinds]
     lines += ["", "## Shortcut harm and instability", "",
               "Shortcut harm: unbiased accuracy trained without the shortcut (fraction 0) minus with it (0.5), "
-              "paired per grid point, t interval over the lr x wd cells where some kind learns. Instability "
+              f"paired per grid point, t interval over the {unit_of(df)} (lr x wd cells where some kind learns). Instability "
               "(non-finite loss, max |logit| > 1000, entropy < 0.1 nats, or a loss spike), both fractions.", "",
-              "| attention | shortcut harm (pp, 95% CI, cells) | unstable, lr where some kind learns | "
+              f"| attention | shortcut harm (pp, 95% CI, {unit_of(df)}) | unstable, lr where some kind learns | "
               "unstable, other lr |", "|---|---|---|---|"]
     for k in kinds:
         m, lo, hi, n = shortcut_harm(df[df.lr.isin(learn)], k)
