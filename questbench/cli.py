@@ -265,21 +265,12 @@ def toy(out: Path = typer.Option(Path("runs/toy"), "--out"),
     check_creatable(out, "--out")  # a folder holding runs.jsonl is resumed
     preset = "quick" if quick else "full"
     design = design.value
-    if design in ("split", "split-bias"):
-        design, preset = "mean", f"{design}-quick" if quick else design
-    if design == "mean":
-        from .toy.mean_design import run_mean_grid, write_mean_outputs
-        runs = run_mean_grid(preset, out, quiet=quiet)
-        write_mean_outputs(runs, preset, out)
-        typer.echo(f"{len(runs)} runs; statistics in {out / 'toy.md'}")
-    else:
-        from ._io import atomic_write_bytes
-        from .toy.cls_design import run_grid, success_rates, toy_markdown
-        runs = run_grid(preset, out, quiet=quiet)
-        atomic_write_bytes(out / "toy.md", toy_markdown(runs, preset).encode())
-        for kind, rate in success_rates(runs).items():
-            typer.echo(f"{kind:10s} success {100 * rate:5.1f}%")
-    typer.echo(f"runs.csv, plots and toy.md in {out}")
+    if design != "mean":
+        preset = f"{design}-quick" if quick else design
+    from .toy.mean_design import run_mean_grid, write_mean_outputs
+    runs = run_mean_grid(preset, out, quiet=quiet)
+    write_mean_outputs(runs, preset, out)
+    typer.echo(f"{len(runs)} runs; runs.csv, plots and statistics in {out / 'toy.md'}")
 
 
 @app.command()

@@ -122,7 +122,7 @@ def test_suite_errors_name_the_key_and_the_type(tmp_path, capsys):
     (["frobnicate"], "No such command"),
     (["leaderboard", "--format", "pdf", "."], "'pdf' is not one of 'md', 'rich', 'csv', 'html'"),
     (["export", ".", "--format", "onnx", "--out", "x"], "'onnx' is not one of 'robustbench'"),
-    (["toy", "--design", "grid"], "'grid' is not one of 'mean', 'split', 'cls'"),
+    (["toy", "--design", "grid"], "'grid' is not one of 'mean', 'split', 'split-bias', 'cls'"),
     (["leaderboard"], "Missing argument"),
 ])
 def test_bad_arguments_are_one_line(args, contains, capsys):

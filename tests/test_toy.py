@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from questbench.toy.cls_design import TOY_KINDS, ToyConfig, make_data, run_grid, success_rates, toy_markdown, train_one
+from questbench.toy.cls_design import TOY_KINDS, ToyConfig, make_data
 
 
 @pytest.fixture(autouse=True)
@@ -30,23 +30,35 @@ def test_data_generator_is_seeded_and_plants_the_answer():
     assert not biased.any() and 12 < float(answers[:, 0].var()) < 20 and 0.8 < float(answers[:, 5].var()) < 1.2
 
 
-def test_train_one_learns_the_task_and_records_the_key_norm_curve():
-    untrained, _ = train_one(ToyConfig(steps=1, train_size=512, eval_size=512), "quest", 1e-9, 0.0, 0, 0)
-    run, curve = train_one(ToyConfig(steps=300, train_size=2048, eval_size=512), "quest", 1e-2, 0.0, 0, 0)
+def test_cls_design_learns_the_task_and_records_answer_key_norms():
+    """The first design's model (a learned query token) trained by the shared runner: its answer key norms read
+    the answer's own token (offset by the query token), so planting a large key there moves exactly them."""
+    from questbench.toy.mean_design import answer_key_norm, train_mean
+    cfg = ToyConfig(steps=300, train_size=2048, eval_size=512, query_token=True)
+    untrained = train_mean(ToyConfig(steps=1, train_size=512, eval_size=512, query_token=True), "quest", 1e-9,
+                           0.0, 0, 0, 0.5)
+    run = train_mean(cfg, "quest", 1e-2, 0.0, 0, 0, 0.5)
     # chance is 1/8 (one of 8 values); training must move the unbiased accuracy far above it
     assert untrained.acc_unbiased < 0.3 and run.acc_unbiased > 0.5 and run.acc_biased > 0.5
-    assert run.key_norm_biased > 0 and curve[0][0] == 0 and curve[-1][0] == 299
+    assert run.key_norm_biased > 0 and run.key_norm_unbiased > 0 and run.trace[0][0] == 0
+    from questbench.toy.cls_design import ToyRetriever
+    torch.manual_seed(0)
+    model = ToyRetriever(cfg, "standard")
+    x, c, pos, _ = make_data(cfg, 64, 0.0, torch.Generator().manual_seed(0), torch.zeros(cfg.key_dim))
+    k = model.attn.qkv(model.tokens(x, c))[..., cfg.width: 2 * cfg.width].norm(dim=-1)
+    assert answer_key_norm(model, x, c, pos) == pytest.approx(float(k[torch.arange(64), pos + 1].mean()), rel=1e-5)
 
 
 @pytest.mark.slow
-def test_quick_grid_writes_csv_and_plots(tmp_path):
-    runs = run_grid("quick", tmp_path, quiet=True, limit=None, steps=5)
+def test_cls_quick_grid_writes_csv_plots_and_its_control(tmp_path):
+    from questbench.toy.mean_design import run_mean_grid, write_mean_outputs
+    runs = run_mean_grid("cls-quick", tmp_path, quiet=True, steps=5, workers=1)
+    md = write_mean_outputs(runs, "cls-quick", tmp_path)
     rows = list(csv.DictReader((tmp_path / "runs.csv").open()))
-    assert len(rows) == len(runs) == 4 * 8 and {"attention", "success", "acc_unbiased"} <= set(rows[0])
-    assert {r["attention"] for r in rows} == set(TOY_KINDS)
-    assert (tmp_path / "success_heatmap.png").is_file() and (tmp_path / "key_norms.png").is_file()
-    assert set(success_rates(runs)) == set(TOY_KINDS)
-    assert "reported (paper)" in toy_markdown(runs, "quick")
+    assert len(rows) == len(runs) == 4 * 8 * 2 and {"acc_conflict", "key_norm_biased"} <= set(rows[0])
+    assert {r["attention"] for r in rows} == set(TOY_KINDS) and {float(r["biased_fraction"]) for r in rows} == {0.5, 0.0}
+    assert (tmp_path / "success_heatmap.png").is_file() and md.startswith("# QUEST toy example, cls design")
+    assert "fraction-0 control" in md and "reported (paper)" in md
 
 
 def test_position_rule_matches_closed_form():

@@ -15,28 +15,24 @@ ours and stay fixed):
   query token's output. Only the attention kind changes between runs.
 - Training: AdamW, 1,500 steps of 128 samples from a fixed training set of 4,096 (seeded by the data seed),
   cosine schedule, init seed separate from data seed.
-- Success (the robust solution): held-out unbiased accuracy >= 0.80.
+
+This module holds what every design uses (the config, the data generator, the shortcut, the training set-up) and
+this design's model; the grid, the fraction-0 control, the metrics and the statistics are the mean design's
+runner's (``questbench toy --design cls``: questbench/toy/mean_design.py, preset "cls").
 """
 from __future__ import annotations
 
-import itertools
-import json
 import math
-import time
-from dataclasses import asdict, dataclass
-from pathlib import Path
-from typing import Iterator, Optional, Sequence
+from dataclasses import dataclass
 
-import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from ..models.attention import attention_class
-from .common import PAPER_RATES, bayes_class_accuracy, success_heatmap, tidy_csv
+from .common import bayes_class_accuracy
 
 TOY_KINDS = ("standard", "qnorm", "qknorm_hs", "quest")
-SUCCESS_THRESHOLD = 0.80
 
 
 @dataclass(frozen=True)
@@ -58,12 +54,7 @@ class ToyConfig:
     warmup_steps: int = 0  # linear warmup before the cosine decay (0: cosine from the first step)
     qk_from_key_part: bool = False  # split design: q, k from each token's key part (no bias), v from its value
     split_qkv_bias: bool = False  # split design with a learned bias on q, k and v (the weights stay split)
-
-
-PRESETS = {
-    "quick": dict(lrs=(1e-3, 1e-2), wds=(0.0, 0.1), init_seeds=(0, 1), data_seeds=(0,), steps=600),
-    "full": dict(lrs=(1e-3, 3e-3, 1e-2), wds=(0.0, 0.1), init_seeds=(0, 1, 2), data_seeds=(0, 1), steps=1500),
-}
+    query_token: bool = False  # the cls design's model (ToyRetriever) trained by the mean design's runner
 
 
 def make_data(cfg: ToyConfig, n: int, biased_fraction: float, gen: torch.Generator, bias: torch.Tensor):
@@ -105,6 +96,8 @@ def training_setup(model: nn.Module, cfg: ToyConfig, lr: float, wd: float, init_
 
 
 class ToyRetriever(nn.Module):
+    answer_offset = 1  # token j of the sample is token j + 1 of the attention layer (the query token is first)
+
     def __init__(self, cfg: ToyConfig, kind: str):
         super().__init__()
         self.embed = nn.Sequential(nn.Linear(cfg.key_dim + cfg.values, cfg.width), nn.GELU(),
@@ -121,127 +114,6 @@ class ToyRetriever(nn.Module):
     def forward(self, x, c):
         return self.head(self.attn(self.tokens(x, c))[:, 0])
 
-    @torch.no_grad()
-    def key_norms(self, x, c, pos):
-        """Norm of the answer tokens' keys (before any normalization the kind applies)."""
-        t = self.tokens(x, c)
-        k = F.linear(t, self.attn.qkv.weight, self.attn.qkv.bias)[..., t.shape[-1]: 2 * t.shape[-1]]
-        return k[torch.arange(len(x)), pos + 1].norm(dim=-1)
-
-
-@dataclass
-class ToyRun:
-    attention: str
-    lr: float
-    wd: float
-    init_seed: int
-    data_seed: int
-    success: bool
-    acc_unbiased: float
-    acc_biased: float
-    key_norm_biased: float
-    key_norm_unbiased: float
-    wall_s: float
-
-
-def train_one(cfg: ToyConfig, kind: str, lr: float, wd: float, init_seed: int, data_seed: int
-              ) -> tuple[ToyRun, list[tuple[int, float]]]:
-    start = time.perf_counter()
-    gen, bias = shortcut_bias(cfg, data_seed)
-    x, c, pos, biased = make_data(cfg, cfg.train_size, cfg.biased_fraction, gen, bias)
-    xu, cu, pu, _ = make_data(cfg, cfg.eval_size, 0.0, gen, bias)
-    xb, cb, pb, _ = make_data(cfg, cfg.eval_size, 1.0, gen, bias)
-    y = c[torch.arange(len(c)), pos]
-    torch.manual_seed(init_seed)
-    model = ToyRetriever(cfg, kind)
-    opt, sched, order_gen = training_setup(model, cfg, lr, wd, init_seed)
-    curve: list[tuple[int, float]] = []
-    for step in range(cfg.steps):
-        idx = torch.randint(0, cfg.train_size, (cfg.batch_size,), generator=order_gen)
-        loss = F.cross_entropy(model(x[idx], c[idx]), y[idx])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        if step % cfg.log_every == 0 or step == cfg.steps - 1:
-            curve.append((step, float(model.key_norms(xb[:256], cb[:256], pb[:256]).mean())))
-    with torch.no_grad():
-        acc_u = float((model(xu, cu).argmax(1) == cu[torch.arange(len(cu)), pu]).float().mean())
-        acc_b = float((model(xb, cb).argmax(1) == cb[torch.arange(len(cb)), pb]).float().mean())
-        kb = float(model.key_norms(xb, cb, pb).mean())
-        ku = float(model.key_norms(xu, cu, pu).mean())
-    run = ToyRun(kind, lr, wd, init_seed, data_seed, acc_u >= SUCCESS_THRESHOLD, acc_u, acc_b, kb, ku,
-                 time.perf_counter() - start)
-    return run, curve
-
-
-def grid(preset: str, kinds: Sequence[str] = TOY_KINDS) -> Iterator[tuple[str, float, float, int, int]]:
-    p = PRESETS[preset]
-    return itertools.product(kinds, p["lrs"], p["wds"], p["init_seeds"], p["data_seeds"])
-
-
-def run_grid(preset: str, out: Path, kinds: Sequence[str] = TOY_KINDS, quiet: bool = False,
-             limit: Optional[int] = None, steps: Optional[int] = None) -> list[ToyRun]:
-    from .._io import atomic_write_bytes
-    from ..progress import progress_bar
-
-    cfg = ToyConfig(steps=steps or PRESETS[preset]["steps"])
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    points = list(grid(preset, kinds))[:limit]
-    runs, curves = [], []
-    with progress_bar(quiet) as bar:
-        task = bar.add_task(f"toy {preset}", total=len(points))
-        for kind, lr, wd, init_seed, data_seed in points:
-            run, curve = train_one(cfg, kind, lr, wd, init_seed, data_seed)
-            runs.append(run)
-            curves += [{"attention": kind, "lr": lr, "wd": wd, "init_seed": init_seed, "data_seed": data_seed,
-                        "step": s, "key_norm_biased": v} for s, v in curve]
-            bar.update(task, advance=1)
-    atomic_write_bytes(out / "runs.csv", tidy_csv([asdict(r) for r in runs]).encode())
-    atomic_write_bytes(out / "key_norms.csv", tidy_csv(curves).encode())
-    atomic_write_bytes(out / "config.json", json.dumps(
-        {"preset": preset, "grid": {k: list(v) if isinstance(v, tuple) else v for k, v in PRESETS[preset].items()},
-         "toy": asdict(cfg), "success_threshold": SUCCESS_THRESHOLD}, indent=2).encode())
-    write_plots(runs, curves, out)
-    return runs
-
-
-def success_rates(runs: Sequence[ToyRun]) -> dict[str, float]:
-    rates = {}
-    for kind in dict.fromkeys(r.attention for r in runs):
-        rs = [r for r in runs if r.attention == kind]
-        rates[kind] = sum(r.success for r in rs) / len(rs)
-    return rates
-
-
-def write_plots(runs: Sequence[ToyRun], curves: list[dict], out: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    success_heatmap(((r.attention, r.lr, r.wd, r.success) for r in runs), out / "success_heatmap.png",
-                    "success rate per learning rate x weight decay")
-    kinds = list(dict.fromkeys(r.attention for r in runs))
-    fig, ax = plt.subplots(figsize=(5, 3.5))
-    colors = dict(zip(kinds, plt.rcParams["axes.prop_cycle"].by_key()["color"]))
-    for kind in kinds:
-        seen = False
-        for key in dict.fromkeys((c["lr"], c["wd"], c["init_seed"], c["data_seed"]) for c in curves
-                                 if c["attention"] == kind):
-            pts = [(c["step"], c["key_norm_biased"]) for c in curves if c["attention"] == kind and
-                   (c["lr"], c["wd"], c["init_seed"], c["data_seed"]) == key]
-            ax.plot(*zip(*pts), color=colors[kind], alpha=0.35, lw=1, label=None if seen else kind)
-            seen = True
-    ax.set_yscale("log")
-    ax.set_xlabel("training step")
-    ax.set_ylabel("key norm of biased answer tokens")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out / "key_norms.png", dpi=110)
-    plt.close(fig)
-
 
 def bayes_unbiased_accuracy(cfg: ToyConfig = ToyConfig(), n: int = 200_000, seed: int = 0) -> float:
     """Accuracy of the Bayes rule (the answer's class with the largest posterior) on fresh unbiased samples. No
@@ -249,24 +121,3 @@ def bayes_unbiased_accuracy(cfg: ToyConfig = ToyConfig(), n: int = 200_000, seed
     gen = torch.Generator().manual_seed(seed)
     x, c, pos, _ = make_data(cfg, n, 0.0, gen, torch.zeros(cfg.key_dim))
     return bayes_class_accuracy(x, c, pos, cfg.signal_dims, cfg.signal_var, cfg.values)
-
-
-def toy_markdown(runs: Sequence[ToyRun], preset: str, image_prefix: str = "") -> str:
-    """The replication table: our success rates beside the paper's reported ones."""
-    rates = success_rates(runs)
-    lines = [f"# QUEST toy example: spurious-shortcut retrieval ({preset} grid, {len(runs)} runs)", "",
-             f"Success = held-out unbiased accuracy >= {SUCCESS_THRESHOLD:.2f}. Setup, grid and criterion: "
-             "`questbench/toy/cls_design.py` and the README. The paper's numbers come from a secondary summary and its "
-             "sizes, grid and criterion differ from ours, so compare directions, not digits.", "",
-             f"Bayes ceiling of unbiased accuracy for this setup (the answer's class with the largest posterior, "
-             f"summed over the tokens that carry each class; 200,000 samples): {bayes_unbiased_accuracy():.3f}.", "",
-             "| attention | runs | success rate (ours) | reported (paper) | mean unbiased acc | mean biased acc | "
-             "mean key norm, biased answers |", "|---|---|---|---|---|---|---|"]
-    for kind, rate in rates.items():
-        rs = [r for r in runs if r.attention == kind]
-        lines.append(f"| {kind} | {len(rs)} | {100 * rate:.0f}% | {PAPER_RATES.get(kind, '-')} | "
-                     f"{np.mean([r.acc_unbiased for r in rs]):.3f} | {np.mean([r.acc_biased for r in rs]):.3f} | "
-                     f"{np.mean([r.key_norm_biased for r in rs]):.2f} |")
-    lines += ["", f"![success rate per learning rate and weight decay]({image_prefix}success_heatmap.png)", "",
-              f"![key norms of biased answer tokens during training]({image_prefix}key_norms.png)", ""]
-    return "\n".join(lines)

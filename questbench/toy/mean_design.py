@@ -32,7 +32,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..errors import QuestbenchError
-from .cls_design import ToyConfig, make_data, shortcut_bias, training_setup
+from .cls_design import ToyConfig, ToyRetriever, make_data, shortcut_bias, training_setup
 from .common import bayes_class_accuracy, success_heatmap, tidy_csv
 
 MEAN_KINDS = ("standard", "qnorm", "qknorm_hs", "quest", "qknorm_ds")
@@ -58,6 +58,12 @@ MEAN_PRESETS = {
     "split-bias-quick": dict(lrs=(0.02, 0.05), wds=(0.0,), init_seeds=(0, 1), data_seeds=(0, 1), steps=600,
                              kinds=("standard", "qnorm", "qknorm_hs", "quest"), warmup_steps=50,
                              qk_from_key_part=True, split_qkv_bias=True, data_seed_major=True),
+    # the first design (a learned query token reads the answer; questbench/toy/cls_design.py) on its own grid, run
+    # by this design's runner so it gets the fraction-0 control, the conflict set and the instability flags
+    "cls": dict(lrs=(1e-3, 3e-3, 1e-2), wds=(0.0, 0.1), init_seeds=(0, 1, 2), data_seeds=(0, 1), steps=1500,
+                kinds=("standard", "qnorm", "qknorm_hs", "quest"), query_token=True),
+    "cls-quick": dict(lrs=(1e-3, 1e-2), wds=(0.0, 0.1), init_seeds=(0, 1), data_seeds=(0,), steps=600,
+                      kinds=("standard", "qnorm", "qknorm_hs", "quest"), query_token=True),
     "split-quick": dict(lrs=(0.02, 0.05), wds=(0.0,), init_seeds=(0, 1), data_seeds=(0,), steps=600,
                         kinds=("standard", "qnorm", "qknorm_hs", "quest"), warmup_steps=50, qk_from_key_part=True),
 }
@@ -135,6 +141,10 @@ class MeanRun:
     final_loss: float
     wall_s: float
     trace: list = field(default_factory=list)  # (step, loss, max |logit|, entropy, mean |q|, mean |k|)
+    # mean norm of the answer token's key (before any normalization) on the held-out biased and unbiased sets:
+    # the paper's mechanism is standard attention growing the biased answers' keys (nan in runs made before)
+    key_norm_biased: float = math.nan
+    key_norm_unbiased: float = math.nan
 
     @property
     def key(self) -> tuple:
@@ -156,6 +166,25 @@ def _attention_probe(model: MeanRetriever, x, c) -> tuple[float, float, float, f
     with torch.no_grad(), tap_attention(model, cb):
         model(x, c)
     return seen["logit"], seen["entropy"], seen["q"], seen["k"]
+
+
+def answer_key_norm(model: nn.Module, x, c, pos) -> float:
+    """Mean norm of the answer tokens' raw keys (what the kind then normalizes, or not) on these samples."""
+    from ..models.attention import tap_attention
+    seen = {}
+
+    def cb(module, q, k, attn):
+        seen["k"] = k[:, 0].norm(dim=-1)  # (samples, tokens) of the one head
+
+    with torch.no_grad(), tap_attention(model, cb):
+        model(x, c)
+    return float(seen["k"][torch.arange(len(pos)), pos + getattr(model, "answer_offset", 0)].mean())
+
+
+def _model(cfg: ToyConfig, kind: str) -> nn.Module:
+    if cfg.query_token:
+        return ToyRetriever(cfg, kind)
+    return (SplitRetriever if cfg.qk_from_key_part else MeanRetriever)(cfg, kind)
 
 
 def conflict_set(cfg: ToyConfig, n: int, gen: torch.Generator, bias: torch.Tensor):
@@ -196,7 +225,7 @@ def train_mean(cfg: ToyConfig, kind: str, lr: float, wd: float, init_seed: int, 
     (xu, cu, pu), (xb, cb, pb), (xc, cc, pc) = evaluation_sets(cfg, data_seed, bias)
     y = c[torch.arange(len(c)), pos]
     torch.manual_seed(init_seed)
-    model = (SplitRetriever if cfg.qk_from_key_part else MeanRetriever)(cfg, kind)
+    model = _model(cfg, kind)
     opt, sched, order_gen = training_setup(model, cfg, lr, wd, init_seed)
     losses: list[float] = []
     trace: list[tuple] = []
@@ -234,11 +263,12 @@ def train_mean(cfg: ToyConfig, kind: str, lr: float, wd: float, init_seed: int, 
             return float((out.argmax(1) == cs[torch.arange(len(cs)), ps]).float().mean()) \
                 if torch.isfinite(out).all() else 0.0
         acc_u, acc_b, acc_c = acc(xu, cu, pu), acc(xb, cb, pb), acc(xc, cc, pc)
+    key_b, key_u = answer_key_norm(model, xb, cb, pb), answer_key_norm(model, xu, cu, pu)
     bayes = bayes_accuracy(cfg, xu, cu, pu)
     unstable = bool(reasons)
     return MeanRun(kind, lr, wd, init_seed, data_seed, biased_fraction, acc_u, acc_b, acc_c, bayes,
                    (acc_u >= SUCCESS_OF_BAYES * bayes) and not unstable, unstable, "; ".join(reasons), max_logit,
-                   min_entropy, losses[-1] if losses else math.nan, time.perf_counter() - start, trace)
+                   min_entropy, losses[-1] if losses else math.nan, time.perf_counter() - start, trace, key_b, key_u)
 
 
 def _worker(args) -> dict:
@@ -266,7 +296,7 @@ def run_mean_grid(preset: str, out: Path, quiet: bool = False, workers: Optional
     p = MEAN_PRESETS[preset]
     cfg = ToyConfig(steps=steps or p["steps"], warmup_steps=p.get("warmup_steps", 0),
                     qk_from_key_part=p.get("qk_from_key_part", False),
-                    split_qkv_bias=p.get("split_qkv_bias", False))
+                    split_qkv_bias=p.get("split_qkv_bias", False), query_token=p.get("query_token", False))
     log = out / "runs.jsonl"
     done: dict[tuple, MeanRun] = {}
     if log.is_file():

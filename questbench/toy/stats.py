@@ -36,6 +36,9 @@ DESIGNS = {  # preset -> (design name, what the model is)
     "split-bias": ("split design with a learned qkv bias", "queries and keys from each token's key part only, "
                    "values from its value part (qkv weight masked block-wise), with a learned bias on q, k and v; "
                    "mean-pooled residual + attention output; Linear-GELU-Linear head"),
+    "cls": ("cls design", "a token MLP embeds each token, a learned query token is prepended and reads the answer "
+            "through one attention layer of the kind under test; a linear head on the query token's output "
+            "(`questbench/toy/cls_design.py`, trained by the mean design's runner)"),
     "mean": ("mean design", "every token queries through one attention layer of the kind under test on a linear "
              "embedding; mean-pooled residual + attention output; Linear-GELU-Linear head"),
 }
