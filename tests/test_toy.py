@@ -338,3 +338,16 @@ def test_toy_report_names_the_unit_of_its_intervals():
     assert md.startswith("# QUEST toy example, split design with a learned qkv bias")
     assert "95% Student t interval over the 5 data seeds" in md and "| data seeds |" in md
     assert "over the 4 cells where some kind learns (the cells are the units; only 2 data seed(s)" in markdown(df[df.data_seed < 2], "split")
+
+
+def test_key_norm_table_reads_only_runs_that_recorded_it():
+    from questbench.toy.stats import key_norm_section, with_outcomes
+    df = _seeded_grid(np.random.default_rng(0), 0.05, 0.03, 2).assign(
+        acc_unbiased=0.8, bayes_unbiased=0.84, unstable=False, success=True)
+    assert key_norm_section(with_outcomes(df), ["quest", "standard"]) == []  # older runs: no column, no table
+    df = df.assign(key_norm_biased=np.where(df.attention == "standard", 6.0, 2.0), key_norm_unbiased=2.0)
+    df.loc[df.index[:4], ["key_norm_biased", "key_norm_unbiased"]] = np.nan
+    lines = key_norm_section(with_outcomes(df), ["standard", "quest"])
+    assert f"over {len(df) - 4} of {len(df)} runs" in lines[2]
+    row = next(line for line in lines if line.startswith("| standard |"))
+    assert row.startswith("| standard | 6.000 (6.000-6.000) | 2.000 (2.000-2.000) | 3.000 (3.000-3.000) |")

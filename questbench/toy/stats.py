@@ -168,6 +168,29 @@ def control_section(df: pd.DataFrame, kinds: list[str]) -> list[str]:
     return lines + [""]
 
 
+def key_norm_section(df: pd.DataFrame, kinds: list[str]) -> list[str]:
+    """The paper's mechanism: how large the answer tokens' raw keys grow, biased against unbiased answers, per
+    kind and biased fraction (runs that recorded it)."""
+    if "key_norm_biased" not in df or df.key_norm_biased.isna().all():
+        return []
+    kn = df.dropna(subset=["key_norm_biased", "key_norm_unbiased"])
+    lines = ["## Key norms of the answer tokens", "",
+             "Mean norm of the answer token's key before any normalization, on held-out biased answers (drawn from "
+             "the shortcut) and unbiased ones, at the end of training; the ratio biased / unbiased per run. The "
+             "paper's mechanism is standard attention growing the biased answers' keys; a normalized-key kind's "
+             "logits do not see these norms. Medians (interquartile range) over "
+             f"{len(kn)} of {len(df)} runs (those that recorded it).", "",
+             "| attention | biased answers, fraction 0.5 | unbiased answers, fraction 0.5 | biased / unbiased, "
+             "fraction 0.5 | biased / unbiased, fraction 0 |", "|---|---|---|---|---|"]
+    for k in kinds:
+        g5, g0 = kn[(kn.attention == k) & (kn.biased_fraction == 0.5)], kn[(kn.attention == k) & (kn.biased_fraction == 0.0)]
+        if g5.empty or g0.empty:
+            continue
+        lines.append(f"| {k} | {_q(g5.key_norm_biased)} | {_q(g5.key_norm_unbiased)} | "
+                     f"{_q(g5.key_norm_biased / g5.key_norm_unbiased)} | {_q(g0.key_norm_biased / g0.key_norm_unbiased)} |")
+    return lines + [""]
+
+
 def success_curves(df: pd.DataFrame, path: Path) -> None:
     """Per learning rate and kind: success rate at 0.9 x Bayes and median conflict-set accuracy (fraction 0.5),
     and success without the shortcut (fraction 0, dashed), as a png."""
@@ -290,7 +313,7 @@ def markdown(df: pd.DataFrame, preset: str, image_prefix: str = "") -> str:
         un_d = kd[kd.lr.isin(dead)].unstable.mean() if dead else math.nan
         lines.append(f"| {k} | {m:+.2f} ({lo:+.2f} to {hi:+.2f}, {n}) | {100 * un_l:.0f}% | "
                      + (f"{100 * un_d:.0f}%" if dead else "-") + " |")
-    lines += [""] + control_section(df, kinds)
+    lines += [""] + control_section(df, kinds) + key_norm_section(df, kinds)
     lines += [f"![success and conflict-set accuracy per learning rate]({image_prefix}success_curves.png)", "",
               f"![success per learning rate and weight decay]({image_prefix}success_heatmap.png)", "",
               f"![max attention logit, entropy and key norm during training]({image_prefix}training_traces.png)", ""]
