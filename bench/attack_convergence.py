@@ -10,7 +10,10 @@ Prints one line per (model, eps) as soon as it has it, then the largest change; 
 bench/RESULTS.md with the machine they came from.
 
     python bench/attack_convergence.py [--attack apgd-ce] [--eps 4/255,8/255] [--samples 1000]
-        [--models fmnist-vit-standard-s0,fmnist-vit-quest-s0] [--steps 100 --restarts 5] [--threads 2]
+        [--models fmnist-vit-standard-s0,fmnist-vit-quest-s0 | fashion-mnist] [--steps 100 --restarts 5]
+        [--threads 2] [--device cuda]
+
+``--models fashion-mnist`` is every zoo model of that dataset (the study's "every model").
 """
 from __future__ import annotations
 
@@ -28,10 +31,10 @@ from questbench.evaluators.attacks import evaluate_attack
 
 
 def apgd_robust(model, x: torch.Tensor, y: torch.Tensor, eps: float, n_iter: int, n_restarts: int,
-                seed: int) -> float:
+                seed: int, device: str) -> float:
     from pyautoattack import AutoAttack
 
-    aa = AutoAttack(model, norm="Linf", eps=eps, version="custom", attacks=["apgd-ce"], seed=seed, device="cpu")
+    aa = AutoAttack(model, norm="Linf", eps=eps, version="custom", attacks=["apgd-ce"], seed=seed, device=device)
     aa.apgd.n_iter, aa.apgd.n_restarts = n_iter, n_restarts
     x_adv, _ = aa.run_standard_evaluation(x, y, batch_size=len(x))
     with torch.no_grad():
@@ -40,10 +43,10 @@ def apgd_robust(model, x: torch.Tensor, y: torch.Tensor, eps: float, n_iter: int
     return 100 * float((clean & adv).float().mean())
 
 
-def pgd_robust(model, ds, eps: float, steps: int, restarts: int, seed: int) -> float:
+def pgd_robust(model, ds, eps: float, steps: int, restarts: int, seed: int, device: str) -> float:
     cfg = AttackConfig(attack="pgd", eps=eps, norm="Linf", steps=steps, step_size=eps / 4, restarts=restarts,
                        random_start=True, loss="ce")
-    records = evaluate_attack(model, ds, cfg, seed=seed, batch_size=500).records
+    records = evaluate_attack(model, ds, cfg, seed=seed, batch_size=500, device=device).records
     return 100 * float(np.mean([r["correct"] for r in records]))
 
 
@@ -57,6 +60,7 @@ def main() -> None:
     ap.add_argument("--restarts", type=int, default=None, help="restarts (apgd-ce: 5, pgd: 3)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--device", default="cpu")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     steps = a.steps or (100 if a.attack == "apgd-ce" else 50)
@@ -64,24 +68,27 @@ def main() -> None:
     ds = questbench.load_dataset("fashion-mnist")
     ids = np.random.default_rng(a.seed).choice(len(ds), a.samples, replace=False)
     ds = ds.subset(sorted(int(i) for i in ids))
-    x = torch.stack([ds[i][0] for i in range(len(ds))])
-    y = torch.tensor([int(ds[i][1]) for i in range(len(ds))])
-    print(f"# {platform.processor() or platform.machine()}, torch {torch.__version__}, {a.threads} threads, "
+    x = torch.stack([ds[i][0] for i in range(len(ds))]).to(a.device)
+    y = torch.tensor([int(ds[i][1]) for i in range(len(ds))]).to(a.device)
+    names = a.models.split(",")
+    if a.models == "fashion-mnist":
+        names = [m.name for m in questbench.list_models() if m.dataset == a.models]
+    print(f"# {platform.processor() or platform.machine()}, torch {torch.__version__}, {a.threads} threads, {a.device}, "
           f"{a.samples} Fashion-MNIST test images (seed {a.seed}), {a.attack} {steps} x {restarts} vs "
           f"{2 * steps} x {2 * restarts}", flush=True)
     print("model | eps | robust@S,R (%) | robust@2S,2R (%) | change (pp) | s", flush=True)
     worst = 0.0
-    for name in a.models.split(","):
-        model = questbench.load_model(name).eval()
+    for name in names:
+        model = questbench.load_model(name).eval().to(a.device)
         for text in a.eps.split(","):
             eps = float(Fraction(text))
             t0 = time.perf_counter()
             if a.attack == "apgd-ce":
-                base = apgd_robust(model, x, y, eps, steps, restarts, a.seed)
-                long = apgd_robust(model, x, y, eps, 2 * steps, 2 * restarts, a.seed)
+                base = apgd_robust(model, x, y, eps, steps, restarts, a.seed, a.device)
+                long = apgd_robust(model, x, y, eps, 2 * steps, 2 * restarts, a.seed, a.device)
             else:
-                base = pgd_robust(model, ds, eps, steps, restarts, a.seed)
-                long = pgd_robust(model, ds, eps, 2 * steps, 2 * restarts, a.seed)
+                base = pgd_robust(model, ds, eps, steps, restarts, a.seed, a.device)
+                long = pgd_robust(model, ds, eps, 2 * steps, 2 * restarts, a.seed, a.device)
             worst = max(worst, abs(long - base))
             print(f"{name} | {text} | {base:.2f} | {long:.2f} | {long - base:+.2f} | "
                   f"{time.perf_counter() - t0:.0f}", flush=True)
