@@ -45,7 +45,8 @@ def test_cls_design_learns_the_task_and_records_answer_key_norms():
     torch.manual_seed(0)
     model = ToyRetriever(cfg, "standard")
     x, c, pos, _ = make_data(cfg, 64, 0.0, torch.Generator().manual_seed(0), torch.zeros(cfg.key_dim))
-    k = model.attn.qkv(model.tokens(x, c))[..., cfg.width: 2 * cfg.width].norm(dim=-1)
+    with torch.no_grad():
+        k = model.attn.qkv(model.tokens(x, c))[..., cfg.width: 2 * cfg.width].norm(dim=-1)
     assert answer_key_norm(model, x, c, pos) == pytest.approx(float(k[torch.arange(64), pos + 1].mean()), rel=1e-5)
 
 
