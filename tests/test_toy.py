@@ -352,3 +352,34 @@ def test_key_norm_table_reads_only_runs_that_recorded_it():
     assert f"over {len(df) - 4} of {len(df)} runs" in lines[2]
     row = next(line for line in lines if line.startswith("| standard |"))
     assert row.startswith("| standard | 6.000 (6.000-6.000) | 2.000 (2.000-2.000) | 3.000 (3.000-3.000) |")
+
+
+def test_paper_claims_get_their_verdict_from_the_interval():
+    """quest well above standard: reproduced; qnorm equal to standard: not established; qknorm_hs above
+    standard where the paper reports it failing: reversed. Standard's biased-answer keys grow only when trained
+    with the shortcut: reproduced, and the measured growth is the planted one."""
+    from questbench.toy.stats import claims_section, with_outcomes
+    rng = np.random.default_rng(5)
+    level = {"standard": 0.50, "quest": 0.60, "qnorm": 0.50, "qknorm_hs": 0.55}
+    rows = []
+    for d in range(4):
+        for lr in (0.01, 0.03):
+            for s in (0, 1):
+                for kind, acc in level.items():
+                    for f in (0.0, 0.5):
+                        grow = 3.0 if (kind == "standard" and f == 0.5) else 1.0
+                        rows.append(dict(attention=kind, lr=lr, wd=0.0, init_seed=s, data_seed=d, biased_fraction=f,
+                                         acc_conflict=acc + rng.normal(0, 0.01), acc_unbiased=0.8,
+                                         bayes_unbiased=0.84, unstable=False, success=True,
+                                         key_norm_biased=2.0 * grow + rng.normal(0, 0.01), key_norm_unbiased=2.0))
+    import pandas as pd
+    df = with_outcomes(pd.DataFrame(rows))
+    lines = claims_section(df, df, list(level))
+    verdict = {line.split(" | ")[0].lstrip("| "): line.rstrip(" |").rsplit(" | ", 1)[1] for line in lines
+               if line.startswith("| ") and "---" not in line and "the paper says" not in line}
+    assert verdict["QUEST above standard (58% vs 25% success)"] == "reproduced"
+    assert verdict["QNorm above standard (49% vs 25%)"].startswith("not established")
+    assert verdict["QKNorm fails (~0%; here QKNorm-HS, below standard)"] == "reversed"
+    assert verdict["standard attention grows the keys of the biased answers"] == "reproduced"
+    growth = next(line for line in lines if "grows the keys" in line)
+    assert "fraction 0.5 minus 0: +2.00" in growth and "4 data seeds" in growth
