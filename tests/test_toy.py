@@ -185,20 +185,23 @@ def _grid(effect_quest=0.05, noise=0.01, seed=0):
     return pd.DataFrame(rows)
 
 
-def test_kind_difference_is_a_t_interval_over_cells_and_matches_its_closed_form():
+def test_kind_difference_is_a_t_interval_over_data_seeds_or_cells_and_matches_its_closed_form():
     from scipy import stats
 
     from questbench.toy.stats import kind_difference, shortcut_harm, with_outcomes
     df = with_outcomes(_grid())
-    m, lo, hi, n = kind_difference(df, "quest", "standard", "acc_unbiased")
     main = df[df.biased_fraction == 0.5]
     q = main[main.attention == "quest"].set_index(["lr", "wd", "init_seed", "data_seed"]).acc_unbiased
     s = main[main.attention == "standard"].set_index(["lr", "wd", "init_seed", "data_seed"]).acc_unbiased
-    cells = (q - s).groupby(level=["lr", "wd"]).mean().to_numpy()
-    half = stats.t.ppf(0.975, len(cells) - 1) * cells.std(ddof=1) / np.sqrt(len(cells))
-    assert n == 12 and m == pytest.approx(cells.mean())
-    assert (lo, hi) == (pytest.approx(cells.mean() - half), pytest.approx(cells.mean() + half))
-    harm, hlo, hhi, cells_h = shortcut_harm(df[df.lr < 0.1], "quest")
+    for level, rows, n_units in ((["data_seed"], df, 2), (["lr", "wd"], df[df.data_seed == 0], 12)):
+        m, lo, hi, n = kind_difference(rows, "quest", "standard", "acc_unbiased")
+        d = q - s if level == ["data_seed"] else (q - s)[(q - s).index.get_level_values("data_seed") == 0]
+        units = d.groupby(level=level).mean().to_numpy()
+        half = stats.t.ppf(0.975, len(units) - 1) * units.std(ddof=1) / np.sqrt(len(units))
+        assert n == n_units and m == pytest.approx(units.mean())
+        assert (lo, hi) == (pytest.approx(units.mean() - half), pytest.approx(units.mean() + half))
+    one_seed = df[(df.lr < 0.1) & (df.data_seed == 0)]
+    harm, hlo, hhi, cells_h = shortcut_harm(one_seed, "quest")
     assert cells_h == 9 and hlo < harm < hhi and harm == pytest.approx(4.0, abs=0.5)
 
 
@@ -318,7 +321,8 @@ def test_intervals_run_over_data_seeds_when_enough_were_drawn():
     from questbench.toy.stats import shortcut_effect, unit_of
     rng = np.random.default_rng(3)
     df = _seeded_grid(rng, 0.05, 0.03, 5)
-    assert unit_of(df) == "data seeds" and unit_of(df[df.data_seed < 2]) == "cells"
+    assert unit_of(df) == "data seeds" and unit_of(df[df.data_seed < 2]) == "data seeds"
+    assert unit_of(df[df.data_seed == 0]) == "cells"
     m, lo, hi, n = shortcut_effect(df, "quest", "standard")["with"]
     per_seed = df[df.biased_fraction == 0.5].pivot_table(index="data_seed", columns="attention",
                                                          values="acc_conflict", aggfunc="mean")
@@ -338,7 +342,7 @@ def test_toy_report_names_the_unit_of_its_intervals():
     md = markdown(df, "split-bias")
     assert md.startswith("# QUEST toy example, split design with a learned qkv bias")
     assert "95% Student t interval over the 5 data seeds" in md and "| data seeds |" in md
-    assert "over the 4 cells where some kind learns (the cells are the units; only 2 data seed(s)" in markdown(df[df.data_seed < 2], "split")
+    assert "over the 4 cells where some kind learns (the cells are the units; only 1 data seed(s)" in markdown(df[df.data_seed == 0], "split")
 
 
 def test_key_norm_table_reads_only_runs_that_recorded_it():

@@ -1,12 +1,12 @@
 """Statistics of the toy grid that do not hang on one threshold (no torch: reads runs.csv or a DataFrame).
 
 The units that vary in the grid are the learning-rate x weight-decay cells, the data seeds and the init seeds;
-a run is not an independent unit. Differences between kinds are paired within a (lr, wd, init seed, data seed)
-point. With at least MIN_DATA_SEEDS data seeds (the split-bias grid draws five) the data seed is the unit: the
-differences are averaged per data seed over the cells and init seeds, and the Student t interval (k - 1 df) runs
-over the data seeds, the unit that was sampled. With fewer (the committed mean and split grids draw two) their
-variation cannot be estimated; the differences are averaged per lr x wd cell and the interval runs over the
-cells, which the tables say. A claim that one kind is better needs an interval that excludes zero; otherwise
+a run is not an independent unit, and the lr x wd cells are a fixed design, not a sample. Differences between
+kinds are paired within a (lr, wd, init seed, data seed) point, averaged per data seed over the cells and init
+seeds, and get a Student t interval (k - 1 df) over the data seeds, the unit that was sampled: with the two data
+seeds of the committed mean and split grids that is 1 df and a wide interval, with the five of the split-bias
+grid 4 df. Only a grid of one data seed (the quick presets) falls back to an interval over the cells, which its
+tables say. A claim that one kind is better needs an interval that excludes zero; otherwise
 the kinds are reported as tied.
 
 Threshold-free, primary: the distribution of conflict-set accuracy and of unbiased accuracy / Bayes. Success
@@ -28,7 +28,7 @@ THRESHOLDS = (0.85, 0.90, 0.95)
 COMPARISONS = (("quest", "standard"), ("qnorm", "standard"), ("quest", "qnorm"), ("qknorm_hs", "standard"),
                ("quest", "qknorm_hs"), ("qknorm_ds", "standard"), ("quest", "qknorm_ds"))
 POINT = ["lr", "wd", "init_seed", "data_seed"]
-MIN_DATA_SEEDS = 3  # from here on the data seed is the unit of every interval
+MIN_DATA_SEEDS = 2  # from here on the data seed is the unit of every interval (t with k - 1 df)
 DESIGNS = {  # preset -> (design name, what the model is)
     "split": ("split design", "queries and keys from each token's key part only, without bias, values from its "
               "value part (qkv weight masked block-wise); mean-pooled residual + attention output; "
