@@ -37,8 +37,8 @@ DESIGNS = {  # preset -> (design name, what the model is)
                    "values from its value part (qkv weight masked block-wise), with a learned bias on q, k and v; "
                    "mean-pooled residual + attention output; Linear-GELU-Linear head"),
     "cls": ("cls design", "a token MLP embeds each token, a learned query token is prepended and reads the answer "
-            "through one attention layer of the kind under test; a linear head on the query token's output "
-            "(`questbench/toy/cls_design.py`, trained by the mean design's runner)"),
+            "through one attention layer of the kind under test; a linear head on the query token's output (the "
+            "model: `questbench/toy/cls_design.py`)"),
     "mean": ("mean design", "every token queries through one attention layer of the kind under test on a linear "
              "embedding; mean-pooled residual + attention output; Linear-GELU-Linear head"),
 }
@@ -295,7 +295,7 @@ def markdown(df: pd.DataFrame, preset: str, image_prefix: str = "") -> str:
     n_cells = ml.groupby(["lr", "wd"]).ngroups
     design, model = design_of(preset)
     lines = [f"# QUEST toy example, {design} ({preset} grid: {len(df)} runs)", "",
-             f"{model[0].upper()}{model[1:]} (`questbench/toy/mean_design.py`); statistics from "
+             f"{model[0].upper()}{model[1:]}. Runner: `questbench/toy/mean_design.py`; statistics: "
              "`questbench/toy/stats.py`. Grid: learning rates " + ", ".join(f"{x:g}" for x in sorted(df.lr.unique()))
              + "; weight decays " + ", ".join(f"{x:g}" for x in sorted(df.wd.unique())) + f"; "
              f"{df.init_seed.nunique()} init seeds x {df.data_seed.nunique()} data seeds; biased fraction 0.5 "
@@ -305,8 +305,10 @@ def markdown(df: pd.DataFrame, preset: str, image_prefix: str = "") -> str:
              ("No learning rate where some kind succeeds in >= 50% of its runs at 0.9 x Bayes: the tables below "
               "read every learning rate." if none_learn else
               f"Learning rates where some kind still learns (success >= 50% at 0.9 x Bayes): "
-              f"{', '.join(f'{x:g}' for x in learn)}. At {', '.join(f'{x:g}' for x in dead) or 'none'} every kind "
-              "fails; the tables below use the learning rates where some kind learns unless they say otherwise."),
+              f"{', '.join(f'{x:g}' for x in learn)}. "
+              + (f"At {', '.join(f'{x:g}' for x in dead)} every kind fails; the tables below use the learning rates "
+                 "where some kind learns unless they say otherwise." if dead else "That is every learning rate of "
+                 "the grid.")),
              ""] + claims_section(df, df[df.lr.isin(learn)], kinds) + [
              "## Threshold-free (primary)", "",
              "Median (interquartile range) over the runs at "
