@@ -22,7 +22,7 @@ from questbench.toy.common import success_heatmap
 from questbench.toy.mean_design import SUCCESS_OF_BAYES, evaluation_bayes
 from questbench.toy.stats import load_runs, markdown, success_curves
 
-MEAN_DESIGNS = {"toy": "full", "toy-split": "split"}
+MEAN_DESIGNS = {"toy": "full", "toy-split": "split", "toy-cls": "cls"}
 
 
 def rescore_mean(folder: Path, name: str, preset: str) -> None:
