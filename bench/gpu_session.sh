@@ -4,11 +4,7 @@
 # .devsite (pyautoattack without its example weights; the Fashion-MNIST training IDX files) carried along.
 # Each step has its own time limit so a slow one cannot take the others' time.
 set -u
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
-  || exit 1
-export PYTHONPATH=/tmp/site:$PWD/.devsite:$PWD PYTHONUNBUFFERED=1
-mkdir -p /usr/share/datasets/fashion-mnist
-cp .devsite/fmnist/* questbench/data/fashion_mnist/t10k* /usr/share/datasets/fashion-mnist/
+. bench/device_env.sh
 { nvidia-smi --query-gpu=name,driver_version --format=csv,noheader; nproc;
   python3 -c "import torch, timm; print('torch', torch.__version__, 'timm', timm.__version__)"; } | tee "$OUT/machine.txt"
 nvidia-cuda-mps-control -d 2>/dev/null && echo "MPS on" | tee -a "$OUT/machine.txt"

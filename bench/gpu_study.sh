@@ -6,11 +6,7 @@
 # folder). Each step has its own time limit and prints as soon as it has a figure; every results folder comes
 # back as a tarball. Carries .whl and .devsite as gpu_session.sh does. Untested on a GPU so far (no device lent).
 set -u
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
-  || exit 1
-export PYTHONPATH=/tmp/site:$PWD/.devsite:$PWD PYTHONUNBUFFERED=1
-mkdir -p /usr/share/datasets/fashion-mnist
-cp .devsite/fmnist/* questbench/data/fashion_mnist/t10k* /usr/share/datasets/fashion-mnist/
+. bench/device_env.sh
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee "$OUT/machine.txt"
 t0=$(date +%s)
 timeout "${TRAIN_LIMIT:-120}" python3 tools/train_zoo.py --out runs/zoo-train --seeds 0-9 --jobs 8 --threads 1 \

@@ -2,9 +2,7 @@
 # Device session 2: the suites that need a GPU (reference AutoAttack on 500 images costs hours on 2 CPU cores),
 # then the ablation suite; each results folder comes back as a tarball. Carries .whl and .devsite as gpu_session.sh.
 set -u
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
-  || exit 1
-export PYTHONPATH=/tmp/site:$PWD/.devsite:$PWD PYTHONUNBUFFERED=1
+. bench/device_env.sh
 for spec in "fmnist-autoattack ${AA_LIMIT:-200}" "fmnist-ablation ${ABL_LIMIT:-190}"; do
   set -- $spec
   t0=$(date +%s)
