@@ -177,7 +177,7 @@ CLAIMS = (("quest", "standard", +1, "QUEST above standard (58% vs 25% success)")
 
 def _claim_verdict(lo: float, hi: float, direction: int) -> str:
     if not (lo > 0 or hi < 0):
-        return "not established (interval includes 0)"
+        return "inconclusive (interval includes 0)"
     return "reproduced" if (lo > 0) == (direction > 0) else "reversed"
 
 
@@ -193,7 +193,7 @@ def key_norm_growth(df: pd.DataFrame, kind: str) -> tuple[float, float, float, i
 
 def claims_section(df: pd.DataFrame, learning: pd.DataFrame, kinds: list[str]) -> list[str]:
     """Each of the paper's toy claims against this grid: reproduced (the interval excludes 0 in the paper's
-    direction), reversed (it excludes 0 the other way) or not established."""
+    direction), reversed (it excludes 0 the other way) or inconclusive."""
     unit = unit_of(df)
     lines = ["## The paper's claims, here", "",
              "Measured on conflict-set accuracy (the shortcut points at a wrong token; threshold-free) at the "
