@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The study's device session (issue 35): train the zoo models still missing, measure whether the primary attack
-# (reference APGD-CE, 100 x 5) has converged on every Fashion-MNIST model at 1,000 images (doubling iterations
+# (reference APGD-CE, 100 iterations x 1 restart as the suites run it) has converged on every Fashion-MNIST model at 1,000 images (doubling iterations
 # and restarts must move robust accuracy by under 0.5 pp), then run fmnist-ablation and fmnist-seeds with the
 # primary endpoints (a results folder holds one configuration, so fmnist-seeds runs its 20 models again in its own
 # folder). Each step has its own time limit and prints as soon as it has a figure; every results folder comes

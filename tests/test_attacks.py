@@ -134,6 +134,43 @@ def test_autoattack_matches_direct_pyautoattack():
     assert ours.config["implementation"] == "pyautoattack" and ours.config["version"] == "standard"
 
 
+@pytest.mark.parametrize("restarts", [1, 2])
+def test_apgd_ce_runs_the_restarts_asked_for_as_direct_pyautoattack(restarts, monkeypatch):
+    """APGD-CE's restarts reach the reference (AutoAttack's standard version runs it with 1; APGDAttack's own
+    default is 5): per-sample predictions equal a direct pyautoattack run with the same restarts, and the
+    restarts pyautoattack was left with are the ones recorded."""
+    from pyautoattack import AutoAttack
+    from pyautoattack.autopgd_base import APGDAttack
+
+    model = make_tiny("standard", seed=4)
+    rng = np.random.default_rng(5)
+    ds = ArrayDataset((rng.random((8, 28, 28)) * 255).astype(np.uint8), rng.integers(0, 10, 8), "t", "t")
+    x = torch.stack([ds[i][0] for i in range(8)])
+    with torch.no_grad():
+        ds.labels = model(x).argmax(1).numpy()
+    seen = []
+    perturb = APGDAttack.perturb
+    monkeypatch.setattr(APGDAttack, "perturb", lambda self, *a, **k: (seen.append(self.n_restarts),
+                                                                       perturb(self, *a, **k))[1])
+    cfg = AttackConfig("apgd-ce", 2 / 255, restarts=restarts)
+    ours = evaluate_attack(model, ds, cfg, seed=0, batch_size=8)
+    assert seen == [restarts] and ours.config["restarts"] == restarts
+    direct = AutoAttack(model, norm="Linf", eps=2 / 255, version="custom", attacks=["apgd-ce"],
+                        seed=derive_seed(0, cfg.key, 0), device="cpu")
+    direct.apgd.n_restarts = restarts
+    _, y_adv = direct.run_standard_evaluation(x, torch.tensor(ds.labels), batch_size=8)
+    assert [r["pred"] for r in ours.records] == y_adv.tolist()
+
+
+def test_apgd_ce_restarts_default_to_the_references_and_name_the_setting():
+    assert AttackConfig("apgd-ce", 8 / 255).resolved()["restarts"] == 5  # APGDAttack's default
+    assert AttackConfig("apgd-ce", 8 / 255).key == "apgd-ce/Linf/eps=0.0313725"
+    one = AttackConfig("apgd-ce", 8 / 255, restarts=1)
+    assert one.resolved()["restarts"] == 1 and one.key == "apgd-ce/Linf/eps=0.0313725/restarts=1"
+    assert AttackConfig("pgd", 8 / 255, steps=10).restarts == 1 and AttackConfig("autoattack", 0.1).resolved()[
+        "restarts"] == 1
+
+
 def test_batch_fallback_halves_on_oom():
     seen = []
 

@@ -12,6 +12,7 @@ from .corruptions import ALL_CORRUPTIONS
 ATTENTION_NAMES = ("standard", "quest", "qnorm", "qknorm_hs", "qknorm_ds")  # attention.ATTENTION_KINDS' keys
 ATTACKS = ("fgsm", "pgd", "autoattack", "apgd-ce", "autoattack-fast")
 NORMS = ("Linf", "L2")
+APGD_RESTARTS = 5  # pyautoattack 0.2.0's APGDAttack default, which its "custom" version keeps
 SHIFT_DATASETS = ("imagenet-a", "imagenet-r", "imagenet-sketch", "imagenet-v2", "imagenet-real")
 
 
@@ -22,12 +23,14 @@ class AttackConfig:
     norm: str = "Linf"
     steps: int = 0  # fgsm: 1; pgd: as given; autoattack: the reference's own (100)
     step_size: Optional[float] = None  # absolute; pgd default 2.5 * eps / steps (Madry et al.)
-    restarts: int = 1
+    restarts: Optional[int] = None  # None: the attack's own default (apgd-ce: 5, pyautoattack's; the others: 1)
     random_start: bool = True
     loss: str = "ce"
     version: str = "standard"
 
     def __post_init__(self):
+        if self.restarts is None:
+            object.__setattr__(self, "restarts", APGD_RESTARTS if self.attack == "apgd-ce" else 1)
         if self.attack not in ATTACKS:
             raise QuestbenchError(f"unknown attack {self.attack!r}; known: {', '.join(ATTACKS)}")
         if self.norm not in NORMS:
@@ -55,11 +58,12 @@ class AttackConfig:
             if self.restarts > 1:  # restarts after the first attack only the images still classified correctly
                 d["restarts_on"] = "robust"
         elif self.attack in ("autoattack", "apgd-ce"):
-            # the reference's own settings: version "standard" runs APGD-CE once; "custom" (APGD-CE alone) keeps
-            # APGDAttack's constructor default of 5 restarts (pyautoattack 0.2.0, AutoAttack.__init__)
+            # the reference's own settings: version "standard" runs APGD-CE with one restart; APGD-CE alone
+            # (version "custom") runs the restarts asked for, by default APGDAttack's own 5 (pyautoattack 0.2.0)
             d.update(steps=100, step_size=None, random_start=True, loss="ce" if self.attack == "apgd-ce" else
                      "ce+dlr-targeted+fab-targeted+square", version="standard" if self.attack == "autoattack"
-                     else "custom", restarts=1 if self.attack == "autoattack" else 5, implementation="pyautoattack")
+                     else "custom", restarts=1 if self.attack == "autoattack" else self.restarts,
+                     implementation="pyautoattack")
         elif self.attack == "autoattack-fast":
             d.update(steps=10, step_size=None, implementation="torchattacks", version="torchattacks-standard")
         d.setdefault("implementation", "torchattacks")
@@ -75,6 +79,8 @@ class AttackConfig:
                 parts.append("no-random-start")
             if self.loss != "ce":
                 parts.append(f"loss={self.loss}")
+        elif self.attack == "apgd-ce" and self.restarts != APGD_RESTARTS:
+            parts.append(f"restarts={self.restarts}")
         return "/".join(parts)
 
 

@@ -24,7 +24,7 @@ from .._io import parse_toml
 from ..errors import QuestbenchError
 from ..kinds import KINDS
 from .corruptions import ALL_CORRUPTIONS, COMMON_CORRUPTIONS, EXTRA_CORRUPTIONS
-from .settings import ATTACKS, SHIFT_DATASETS, AttackConfig, CorruptionSetting, PatchConfig, check_corruption
+from .settings import APGD_RESTARTS, ATTACKS, SHIFT_DATASETS, AttackConfig, CorruptionSetting, PatchConfig, check_corruption
 
 CORRUPTION_SOURCES = ("native", "faithful", "imagenet-c", "cifar-c")
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"  # a suite name becomes a folder name under runs/
@@ -225,9 +225,21 @@ class _EpsSweepSpec(_SweepSpec):
 
 
 class FixedAttackSpec(_EpsSweepSpec):
-    """FGSM, AutoAttack and the reference APGD-CE: an eps sweep with the attack's own steps, loss and restarts."""
+    """FGSM and AutoAttack: an eps sweep with the attack's own steps, loss and restarts."""
 
-    attack: Literal["fgsm", "autoattack", "autoattack-fast", "apgd-ce"]
+    attack: Literal["fgsm", "autoattack", "autoattack-fast"]
+
+
+class APGDSpec(_EpsSweepSpec):
+    """The reference APGD-CE (pyautoattack, 100 iterations): its restarts are the one setting a suite chooses
+    (5, APGDAttack's default, unless given; AutoAttack's standard version runs it with 1)."""
+
+    attack: Literal["apgd-ce"]
+    restarts: PositiveInt = APGD_RESTARTS
+
+    def _make_configs(self) -> list[AttackConfig]:
+        return [AttackConfig(attack="apgd-ce", eps=eps, norm=self.norm, steps=0, restarts=self.restarts)
+                for eps in self._eps_list()]
 
 
 class PGDSpec(_EpsSweepSpec):
@@ -274,7 +286,7 @@ class PatchSpec(_SweepSpec):
                 for k in counts]
 
 
-AttackSpec = Annotated[Union[FixedAttackSpec, PGDSpec, PatchSpec], Field(discriminator="attack")]
+AttackSpec = Annotated[Union[FixedAttackSpec, APGDSpec, PGDSpec, PatchSpec], Field(discriminator="attack")]
 ATTACK_TAGS = ATTACKS + ("patch",)  # the union's tags: they appear in an error's location, and are dropped there
 
 

@@ -91,6 +91,7 @@ def _reference_autoattack(model: nn.Module, cfg: AttackConfig, x: torch.Tensor, 
     else:
         aa = AutoAttack(model, norm=cfg.norm, eps=cfg.eps, version="custom", attacks=["apgd-ce"], seed=seed,
                         device=device)
+        aa.apgd.n_restarts = cfg.restarts  # restarts after the first run only on the images still robust
     handler = _SanityLog()
     logger = logging.getLogger("auto-attack")
     logger.addHandler(handler)
