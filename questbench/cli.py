@@ -130,12 +130,17 @@ def leaderboard(results: List[Path] = typer.Argument(..., help="results folder(s
                 format: Format = typer.Option(Format.md, "--format", "-f", help="the rendering"),
                 output: Optional[Path] = typer.Option(None, "--output", "-o", help="write to FILE (md: plots beside it)"),
                 images_per_cell: int = typer.Option(6, "--images-per-cell", min=0, help="html: discordant images "
-                                                    "shown per side of each setting (0: none)")):
+                                                    "shown per side of each setting (0: none)"),
+                models: Optional[str] = typer.Option(None, "--models", help="only these models, comma-separated "
+                                                     "(e.g. the standard/QUEST pairs of a four-kind study)")):
     """Render the leaderboard of a results folder, or of several as one (same suite and data, other models or
     machines)."""
     from .report.leaderboard import leaderboard as lb
 
-    text = lb(list(results), format.value, str(output) if output else None, images_per_cell)
+    chosen = [m.strip() for m in models.split(",") if m.strip()] if models is not None else None
+    if chosen is not None and not chosen:
+        raise QuestbenchError("--models names no model")
+    text = lb(list(results), format.value, str(output) if output else None, images_per_cell, chosen)
     if text is not None and output is None:
         typer.echo(text, nl=False)
 

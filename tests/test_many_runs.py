@@ -89,3 +89,16 @@ def test_a_model_given_twice_and_a_damaged_folder_are_refused(runs, capsys):
     job.write_text(json.dumps(doc))  # each folder is verified on its own before any joining
     with pytest.raises(QuestbenchError, match="digest mismatch"):
         questbench.load_results([std, quest])
+
+
+@pytest.mark.slow
+def test_a_page_of_some_models_equals_a_run_of_those_models(runs, tmp_path, capsys):
+    """`--models`: the standard/QUEST pairs of a four-kind study get their own page without running again."""
+    both, std, _ = runs
+    from questbench.report.leaderboard import leaderboard
+    assert leaderboard(both, "csv", models=["tiny-std"]) == leaderboard(std, "csv")
+    assert leaderboard(both, "csv", models=["tiny-quest", "tiny-std"]) == leaderboard(both, "csv")
+    page = leaderboard(both, "md", models=["tiny-std"])
+    assert "- models: 1 of the 2 in these results (`--models`)" in page and "`tiny-quest`" not in page
+    code, _, err = cli(["leaderboard", both, "--models", "tiny-std,nope", "--format", "csv"], capsys)
+    assert_one_line_error(code, err, contains="'nope' is not in these results")

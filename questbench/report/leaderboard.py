@@ -30,16 +30,19 @@ def render(results, fmt: str = "md", output: Optional[Path] = None, images_per_c
     return render_csv(results, t)
 
 
-def leaderboard(results_dir, fmt: str = "md", output: Optional[str] = None, images_per_cell: int = 6
-                ) -> Optional[str]:
+def leaderboard(results_dir, fmt: str = "md", output: Optional[str] = None, images_per_cell: int = 6,
+                models: Optional[list[str]] = None) -> Optional[str]:
     """`questbench leaderboard`: the results of a folder (or of several, joined) rendered, to ``output`` or
-    returned (rich: printed, None)."""
+    returned (rich: printed, None); ``models``: only these of them."""
     if fmt not in FORMATS:
         raise QuestbenchError(f"format must be one of {', '.join(FORMATS)}, not {fmt!r}")
     if output is not None:
         from .._io import check_output_file
         check_output_file(output)
     results = load_results(results_dir)
+    if models:
+        from ..store.combine import select_models
+        results = select_models(results, models)
     if results.samples.empty and results.diagnostics.empty:
         where = ", ".join(map(str, results_dir)) if isinstance(results_dir, (list, tuple)) else results_dir
         raise QuestbenchError(f"{where} holds no finished jobs")

@@ -40,6 +40,8 @@ def provenance_lines(results: Results, plain: bool = False) -> list[str]:
         lines.append(f"- results folder {code(src.folder)}: {len(src.models)} model(s) on "
                      f"{text(src.device_name)}, suite sha256 `{src.suite_sha256[:12]}`, "
                      + ", ".join(f"{k} {src.versions[k]}" for k in ("torch", "timm") if k in src.versions))
+    if p.selected_from is not None:
+        lines.append(f"- models: {len(p.models)} of the {p.selected_from} in these results (`--models`)")
     for name, m in sorted(p.models.items()):
         where = f", from {code(m.folder)}" if m.folder is not None else ""
         lines.append(f"- {code(name)}: {text(m.arch)} / {text(m.attention)}, sha256 {code(m.sha256[:12])}{where}")

@@ -99,3 +99,34 @@ def combine_results(folders: Sequence[Path], loaded: Sequence[Any]):
     return Results(samples=samples, jobs=pd.concat([r.jobs for r in loaded], ignore_index=True),  # typed on creation
                    diagnostics=pd.concat(diags, ignore_index=True) if diags else loaded[0].diagnostics,
                    provenance=prov, missing_jobs=sorted(j for r in loaded for j in r.missing_jobs))
+
+
+def select_models(results, names: Sequence[str]):
+    """The results of ``names`` only (in the order given), as they are in ``results``: a page of a subset, such as
+    the standard/QUEST pairs of a four-kind study, without running those models again. Each model's jobs, samples
+    and provenance are kept untouched; the provenance says how many models the results held."""
+    from dataclasses import replace
+
+    from .._io import slug
+
+    held = sorted(results.provenance.get("models", {}))
+    unknown = [n for n in names if n not in held]
+    if unknown:
+        raise QuestbenchError(f"--models: {unknown[0]!r} is not in these results (they hold "
+                              f"{', '.join(held)})")
+    if len(set(names)) != len(names):
+        raise QuestbenchError("--models names a model twice")
+    keep = set(names)
+    prefixes = tuple(slug(f"{n}__") for n in names)
+
+    def rows(df: pd.DataFrame) -> pd.DataFrame:
+        return df if df.empty or "model" not in df else df[df["model"].isin(keep)].reset_index(drop=True)
+
+    p = results.provenance
+    prov = {**p, "models": {n: p["models"][n] for n in names},
+            "jobs": {j: h for j, h in p.get("jobs", {}).items() if j.startswith(prefixes)},
+            "suite": {**p.get("suite", {}), "models": list(names)}, "selected_from": len(held)}
+    prov.pop("sha256", None)  # the folder's digest was checked; the selection is not a file
+    return replace(results, samples=rows(results.samples), jobs=rows(results.jobs),
+                   diagnostics=rows(results.diagnostics), provenance=prov,
+                   missing_jobs=[j for j in results.missing_jobs if j.startswith(prefixes)])

@@ -77,6 +77,7 @@ class Provenance(_Doc):
     sample_ids: dict[str, list[StrictStr]]
     shifts: dict[str, ShiftEntry] = {}
     sources: list[SourceEntry] = []  # joined folders only
+    selected_from: Optional[StrictInt] = None  # a page of some of the models: how many the results held
 
     def suite_table(self, key: str) -> Optional[dict[str, Any]]:
         """A suite table a kind brings of its own (e.g. ``calibration``), as recorded; None when absent."""

@@ -1,0 +1,31 @@
+"""tools/run_study_by_seed.py: a study run seed by seed gives folders that join into the study's one leaderboard,
+so each narrowed suite must differ from the built-in one in its models only."""
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+from questbench.config.suite import builtin_suites_dir, load_suite, parse_suite
+from questbench.store.combine import _what_rows_mean
+
+spec = importlib.util.spec_from_file_location("run_study_by_seed",
+                                              Path(__file__).parents[1] / "tools" / "run_study_by_seed.py")
+tool = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(tool)
+
+
+@pytest.mark.parametrize("name", ["fmnist-ablation", "fmnist-seeds"])
+def test_a_seeds_suite_differs_from_the_study_in_its_models_only(name):
+    full = load_suite(name)
+    text = (builtin_suites_dir() / f"{name}.toml").read_text()
+    mine = [m for m in full.models if m.endswith("-s3")]
+    narrowed = parse_suite(tool.seed_suite_text(text, mine), f"{name}-s3.toml")
+    assert narrowed.models == mine and len(mine) == (4 if name == "fmnist-ablation" else 2)
+    a, b = full.as_dict(), narrowed.as_dict()
+    # what decides a row's meaning is equal, so the seed folders join (store/combine.py)
+    assert _what_rows_mean({"suite": a}) == _what_rows_mean({"suite": b})
+    assert {k for k in a if a[k] != b[k]} <= {"models", "path", "sha256"}
+
+
+def test_seed_ranges():
+    assert tool.seeds_of("0-9") == list(range(10)) and tool.seeds_of("4") == [4]
