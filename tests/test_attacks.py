@@ -167,6 +167,9 @@ def test_apgd_ce_restarts_default_to_the_references_and_name_the_setting():
     assert AttackConfig("apgd-ce", 8 / 255).key == "apgd-ce/Linf/eps=0.0313725"
     one = AttackConfig("apgd-ce", 8 / 255, restarts=1)
     assert one.resolved()["restarts"] == 1 and one.key == "apgd-ce/Linf/eps=0.0313725/restarts=1"
+    from questbench.config.labels import attack_label
+    assert attack_label(one.key) == "APGD-CE Linf (1 restart)"
+    assert attack_label(AttackConfig("apgd-ce", 8 / 255).key) == "APGD-CE Linf"
     assert AttackConfig("pgd", 8 / 255, steps=10).restarts == 1 and AttackConfig("autoattack", 0.1).resolved()[
         "restarts"] == 1
 

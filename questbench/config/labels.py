@@ -49,6 +49,9 @@ def attack_label(setting: str) -> str:
         if "no-random-start" in parts:
             extra.append("no random start")
         return f"{name} {norm}" + (f" ({', '.join(extra)})" if extra else "")
+    if attack == "apgd-ce" and "restarts" in fields:  # named only when not the reference's own 5
+        n = fields["restarts"]
+        return f"{name} {norm} ({n} restart{'' if n == '1' else 's'})"
     return f"{name} {norm}"
 
 
