@@ -387,3 +387,17 @@ def test_paper_claims_get_their_verdict_from_the_interval():
     assert verdict["standard attention grows the keys of the biased answers"] == "reproduced"
     growth = next(line for line in lines if "grows the keys" in line)
     assert "fraction 0.5 minus 0: +2.00" in growth and "4 data seeds" in growth
+
+
+@pytest.mark.parametrize("folder, preset", [("toy", "full"), ("toy-split", "split"), ("toy-cls", "cls"),
+                                            ("toy-split-bias", "split-bias")])
+def test_committed_toy_pages_are_what_their_committed_runs_give(folder, preset):
+    """Each committed toy page is rendered from its committed runs.csv as the code stands (so a change to the
+    statistics that moves a number, or a page edited by hand, fails here until the page is re-rendered)."""
+    from pathlib import Path
+
+    from questbench.toy.stats import load_runs, markdown
+
+    root = Path(__file__).parents[1] / "leaderboards"
+    page = (root / f"{folder}.md").read_text()
+    assert markdown(load_runs(root / folder / "runs.csv"), preset, f"{folder}/") == page
