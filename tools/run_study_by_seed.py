@@ -1,5 +1,5 @@
 """Run a multi-seed study suite one seed at a time, each seed's models in their own results folder, so that a
-machine that cannot finish the whole study in one sitting (a 2-core CPU: about 30 minutes per seed of
+machine that cannot finish the whole study in one sitting (a 2-core CPU: about 40 minutes per seed of
 fmnist-ablation) finishes whole seeds and resumes the next where it stopped.
 
 Each folder is the built-in suite with its models narrowed to one seed's (every other setting untouched, so the
