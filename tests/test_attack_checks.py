@@ -206,3 +206,33 @@ def test_a_small_steps_gap_in_every_model_is_flagged_pooled():
     pooled = [r for r in long_rows if r["check"] == "steps (pooled)"]
     assert pooled and pooled[0]["flag"] and "8 of 8 models" in pooled[0]["sentence"]
     assert any("all models" in f for f in check_flags(samples))
+
+
+def test_a_passing_pooled_steps_check_states_its_counts_and_p():
+    """When the pooled sign test does not flag, the summary still says what it counted and its p (issue 38):
+    4 models where PGD-long leaves one fewer robust, 4 where it leaves one more, p = 1 by the exact sign test."""
+    from scipy.stats import binomtest
+
+    from questbench.config.settings import AttackConfig
+    from questbench.report.sections import checks_verdict
+
+    short = AttackConfig(attack="pgd", eps=EPS, norm="Linf", steps=10, step_size=EPS / 4, restarts=1,
+                         random_start=True, loss="ce")
+    long = AttackConfig(attack="pgd", eps=EPS, norm="Linf", steps=50, step_size=EPS / 4, restarts=3,
+                        random_start=True, loss="ce")
+    rows = []
+    for m in range(8):
+        robust = np.arange(100) < 40
+        rec = [dict(sample_id=f"test/{i}", label=0, pred=0, correct=bool(r)) for i, r in enumerate(robust)]
+        if m % 2:
+            other = [dict(r, correct=r["correct"] and i != 0) for i, r in enumerate(rec)]
+        else:
+            other = [dict(r, correct=r["correct"] or i == 99) for i, r in enumerate(rec)]
+        rows += _check_rows(f"m{m}", "pgd-short", short, rec) + _check_rows(f"m{m}", "pgd-long", long, other)
+    checks = checks_table(pd.DataFrame(rows))
+    pooled = [r for r in checks[1] if r["check"] == "steps (pooled)"]
+    assert pooled and not pooled[0]["flag"]
+    assert pooled[0]["p_value"] == pytest.approx(binomtest(4, 8, 0.5).pvalue)
+    verdict = checks_verdict(checks)
+    assert verdict.startswith("Every check passed")
+    assert "in 4 of 8 models and more in 4 (sign test p = 1" in verdict and "0.0 pp on average" in verdict

@@ -126,6 +126,16 @@ def pooled_steps(found: list[tuple[str, str, str, dict]]) -> Optional[dict]:
             "flag": bool(fewer > more and p < ALPHA)}
 
 
+def pooled_sentence(pooled: dict) -> str:
+    """The pooled steps check in words, with its counts and p whether it flags or passes."""
+    counts = (f"PGD with more steps and restarts leaves fewer samples robust than the short PGD in {pooled['fewer']} "
+              f"of {pooled['models']} models and more in {pooled['more']} (sign test p = {pooled['p']:.2g}; "
+              f"{pooled['gap']:.1f} pp on average)")
+    if pooled["flag"]:
+        return f"all models: {counts}: the short PGD had not converged"
+    return f"Pooled over the models, {counts}: no sign that the short PGD had not converged."
+
+
 def check_flags(samples: pd.DataFrame) -> list[str]:
     """One sentence per failed check."""
     checks = checks_table(samples)
@@ -174,10 +184,7 @@ def checks_table(samples: pd.DataFrame) -> Optional[tuple[pd.DataFrame, list[dic
                      "setting": f"{pooled['models']} models", "n": pooled["models"],
                      "accuracy_pct": None, "baseline_accuracy_pct": None, "p_value": pooled["p"],
                      "flag": pooled["flag"],
-                     "sentence": f"all models: PGD with more steps and restarts leaves fewer samples robust than "
-                                 f"the short PGD in {pooled['fewer']} of {pooled['models']} models and more in "
-                                 f"{pooled['more']} (sign test p = {pooled['p']:.2g}; {pooled['gap']:.1f} pp on "
-                                 "average): the short PGD had not converged"})
+                     "sentence": pooled_sentence(pooled)})
     df = pd.DataFrame(list(rows.values()))
     df = df[["model", "attention"] + [c for c in COLUMNS if (df[c] != "-").any()] + ["flags"]]
     return df, long

@@ -416,11 +416,12 @@ def checks_verdict(checks) -> str:
     if flagged:
         return f"Flagged: {', '.join(flagged)} (the sentences under Flags say which check and by how much)."
     ns = sorted({int(r["n"]) for r in checks[1] if r["check"] not in ("large budget", "steps (pooled)")})
+    pooled_text = f" {pooled[0]['sentence']}" if pooled else ""
     if not ns:
-        return "Every check passed for every model."
+        return "Every check passed for every model." + pooled_text
     gaps = ", ".join(f"{min_detectable_gap_pp(n):.1f} pp at n = {n}" for n in ns)
     return (f"Every check passed for every model; a comparison can flag only a gap of at least {gaps} (every "
-            f"discordant sample on one side), so a smaller gap passes unseen.")
+            f"discordant sample on one side), so a smaller gap passes unseen.{pooled_text}")
 
 
 def seed_finding(row) -> str:
