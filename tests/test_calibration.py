@@ -175,3 +175,24 @@ def test_calibration_takes_its_rows_from_the_accuracy_forward_passes(tmp_path, t
     for out in (shared, alone):  # the accuracy jobs' rows stay as they are
         for p in [*(out / "jobs").glob("*__clean__*.json"), *(out / "jobs").glob("*__corruption__*.json")]:
             assert set(json.loads(p.read_text())["records"][0]) == {"sample_id", "label", "pred", "correct"}
+
+
+def test_the_resampled_ece_by_counts_equals_sorting_each_resample():
+    """The bootstrap's ECE reads each resample's bins off counts over one sort per setting; it must equal the
+    definition applied to the resampled arrays, ties (saturated confidences) and bins cutting through copies of one
+    image included."""
+    from questbench.kinds.calibration import _SortedSettings
+
+    rng = np.random.default_rng(3)
+    for trial in range(40):
+        settings, n, bins = rng.integers(1, 5), rng.integers(2, 90), rng.integers(1, 18)
+        conf = rng.uniform(0.2, 1, (settings, n))
+        if trial % 2:
+            conf = np.round(conf * 4) / 4  # a handful of tie groups per setting
+        correct = rng.uniform(size=(settings, n)) < conf
+        draws = rng.integers(0, n, (6, n))
+        counts = np.stack([np.bincount(d, minlength=n) for d in draws])
+        want = np.array([[ece_by_array_split(c[d], k[d], min(bins, n)) if trial % 2 == 0 else
+                          expected_calibration_error(c[d], k[d], bins) for c, k in zip(conf, correct)]
+                         for d in draws])
+        np.testing.assert_allclose(_SortedSettings(conf, correct, bins).ece(counts), want, atol=1e-12, rtol=0)
