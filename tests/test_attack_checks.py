@@ -204,7 +204,7 @@ def test_a_small_steps_gap_in_every_model_is_flagged_pooled():
     table, long_rows = checks_table(samples)
     assert not any(r["flag"] for r in long_rows if r["check"] == "steps")
     pooled = [r for r in long_rows if r["check"] == "steps (pooled)"]
-    assert pooled and pooled[0]["flag"] and "8 of 8 models" in pooled[0]["sentence"]
+    assert pooled and pooled[0]["flag"] and "8 of 8 comparisons" in pooled[0]["sentence"]
     assert any("all models" in f for f in check_flags(samples))
 
 
@@ -235,4 +235,24 @@ def test_a_passing_pooled_steps_check_states_its_counts_and_p():
     assert pooled[0]["p_value"] == pytest.approx(binomtest(4, 8, 0.5).pvalue)
     verdict = checks_verdict(checks)
     assert verdict.startswith("Every check passed")
-    assert "in 4 of 8 models and more in 4 (sign test p = 1" in verdict and "0.0 pp on average" in verdict
+    assert "in 4 of 8 comparisons and more in 4 (sign test p = 1" in verdict and "0.0 pp on average" in verdict
+    assert verdict.endswith("no sign of it.")
+
+
+def test_apgd_ce_is_checked_against_pgd_per_model_and_pooled():
+    """The study's reference APGD-CE is read against PGD at the same eps like AutoAttack: one model where PGD
+    leaves far fewer robust is flagged on its own; a 2-sample gap in each of 8 models only pooled (issue 35:
+    the primary endpoint's attack must have converged)."""
+    rng = np.random.default_rng(1)
+    pgd = rng.random(1000) < 0.4
+    weak = pd.DataFrame(_synthetic("m", "pgd", pgd) + _synthetic("m", "apgd-ce", pgd | (rng.random(1000) < 0.1)))
+    flags = check_flags(weak)
+    assert len(flags) == 1 and "APGD-CE is weaker than PGD" in flags[0]
+    rows = []
+    for m in range(8):
+        rows += _synthetic(f"m{m}", "pgd", pgd) + _synthetic(f"m{m}", "apgd-ce", pgd | (np.arange(1000) >= 998))
+    table, long_rows = checks_table(pd.DataFrame(rows))
+    assert not any(r["flag"] for r in long_rows if r["check"] == "autoattack")
+    pooled = [r for r in long_rows if r["check"] == "autoattack (pooled)"]
+    assert pooled and pooled[0]["flag"] and "in 8 of 8 comparisons and more in 0" in pooled[0]["sentence"]
+    assert pooled[0]["sentence"].endswith("the reference attack had not converged")

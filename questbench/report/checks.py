@@ -6,7 +6,8 @@ challenger to leave fewer samples robust with an exact McNemar p below ``ALPHA``
 than ``LARGE_EPS_MAX`` of the samples left robust):
 
 - one-step: FGSM leaves fewer samples robust than PGD at the same norm and eps (the suite's own sweeps);
-- AutoAttack: AutoAttack leaves more samples robust than PGD at the same norm and eps;
+- AutoAttack: AutoAttack (or the reference APGD-CE alone) leaves more samples robust than PGD at the same norm
+  and eps;
 - steps: PGD with many steps and restarts leaves fewer samples robust than the short PGD the suite reports,
   so the short one had not converged ([checks]: pgd-short vs pgd-long);
 - large budget: robust accuracy does not reach ~0 at a budget that can turn any image into another
@@ -30,7 +31,8 @@ POOLED_MIN_MODELS = 5  # the steps check pooled over a study's models (sign test
 
 # (reported attack, challenger, check name, what it means when the challenger leaves fewer samples robust)
 ATTACK_ORDER = (("pgd", "fgsm", "one-step", "a one-step attack (FGSM) is stronger than the iterative one (PGD)"),
-                ("autoattack", "pgd", "autoattack", "AutoAttack is weaker than PGD"))
+                ("autoattack", "pgd", "autoattack", "AutoAttack is weaker than PGD"),
+                ("apgd-ce", "pgd", "autoattack", "APGD-CE is weaker than PGD: it had not converged"))
 CHECK_ORDER = (("pgd-short", "pgd-long", "steps", "PGD with more steps and restarts is stronger than the short "
                 "PGD: the short one had not converged"),
                ("pgd-short", "transfer", "transfer", "a transfer attack from the pair's other model is stronger "
@@ -109,31 +111,38 @@ def min_detectable_gap_pp(n: int, alpha: float = ALPHA) -> float:
     return 100.0 * d / n if n else float("inf")
 
 
-def pooled_steps(found: list[tuple[str, str, str, dict]]) -> Optional[dict]:
-    """The steps check pooled over models: how many models the longer PGD leaves fewer robust than the short one,
-    against how many it leaves more, with an exact sign test. Each model's own check lacks power at 100 images;
-    a study's models together do not (issue 38)."""
+POOLED = {"steps": "PGD with more steps and restarts leaves fewer samples robust than the short PGD",
+          "autoattack": "PGD leaves fewer samples robust than the reference attack (AutoAttack or APGD-CE)"}
+POOLED_MEANING = {"steps": "the short PGD had not converged", "autoattack": "the reference attack had not converged"}
+
+
+def pooled(found: list[tuple[str, str, str, dict]], check: str) -> Optional[dict]:
+    """A comparison check pooled over models: in how many models the challenger leaves fewer samples robust than
+    the reported attack, against how many it leaves more, with an exact sign test. Each model's own check lacks
+    power at 100 images; a study's models together do not (issue 38). One result per model and eps counts."""
     from scipy.stats import binomtest
 
-    steps = [r for _, name, _, r in found if name == "steps" and r["n"]]
-    if len(steps) < POOLED_MIN_MODELS:
+    rows = [r for _, name, _, r in found if name == check and r["n"]]
+    if len(rows) < POOLED_MIN_MODELS:
         return None
-    fewer = sum(r["challenger"] < r["reported"] for r in steps)
-    more = sum(r["challenger"] > r["reported"] for r in steps)
+    fewer = sum(r["challenger"] < r["reported"] for r in rows)
+    more = sum(r["challenger"] > r["reported"] for r in rows)
     p = binomtest(fewer, fewer + more, 0.5).pvalue if fewer + more else 1.0
-    gap = float(np.mean([r["reported"] - r["challenger"] for r in steps]))
-    return {"models": len(steps), "fewer": fewer, "more": more, "p": float(p), "gap": gap,
+    gap = float(np.mean([r["reported"] - r["challenger"] for r in rows]))
+    return {"check": check, "models": len(rows), "fewer": fewer, "more": more, "p": float(p), "gap": gap,
             "flag": bool(fewer > more and p < ALPHA)}
 
 
-def pooled_sentence(pooled: dict) -> str:
-    """The pooled steps check in words, with its counts and p whether it flags or passes."""
-    counts = (f"PGD with more steps and restarts leaves fewer samples robust than the short PGD in {pooled['fewer']} "
-              f"of {pooled['models']} models and more in {pooled['more']} (sign test p = {pooled['p']:.2g}; "
-              f"{pooled['gap']:.1f} pp on average)")
-    if pooled["flag"]:
-        return f"all models: {counts}: the short PGD had not converged"
-    return f"Pooled over the models, {counts}: no sign that the short PGD had not converged."
+
+def pooled_sentence(result: dict) -> str:
+    """A pooled check in words, with its counts and p whether it flags or passes."""
+    counts = (f"{POOLED[result['check']]} in {result['fewer']} of {result['models']} comparisons and more in "
+              f"{result['more']} (sign test p = {result['p']:.2g}; {result['gap']:.1f} pp on average)")
+    if result["flag"]:
+        return f"all models: {counts}: {POOLED_MEANING[result['check']]}"
+    verdict = "not flagged (a flag needs more fewer than more and p < 0.01)" if result["fewer"] > result["more"] \
+        else "no sign of it"
+    return f"Pooled over the models, {counts}: {verdict}."
 
 
 def check_flags(samples: pd.DataFrame) -> list[str]:
@@ -178,13 +187,13 @@ def checks_table(samples: pd.DataFrame) -> Optional[tuple[pd.DataFrame, list[dic
                      "n": r["n"], "accuracy_pct": r.get("robust", r.get("challenger")),
                      "baseline_accuracy_pct": r.get("reported"), "p_value": r.get("p"), "flag": r["flag"],
                      "sentence": _sentence(model, name, context, r)})
-    pooled = pooled_steps(found)
-    if pooled is not None:
-        long.append({"model": "(all models)", "attention": "", "check": "steps (pooled)",
-                     "setting": f"{pooled['models']} models", "n": pooled["models"],
-                     "accuracy_pct": None, "baseline_accuracy_pct": None, "p_value": pooled["p"],
-                     "flag": pooled["flag"],
-                     "sentence": pooled_sentence(pooled)})
+    for check in POOLED:
+        result = pooled(found, check)
+        if result is not None:
+            long.append({"model": "(all models)", "attention": "", "check": f"{check} (pooled)",
+                         "setting": f"{result['models']} comparisons", "n": result["models"],
+                         "accuracy_pct": None, "baseline_accuracy_pct": None, "p_value": result["p"],
+                         "flag": result["flag"], "sentence": pooled_sentence(result)})
     df = pd.DataFrame(list(rows.values()))
     df = df[["model", "attention"] + [c for c in COLUMNS if (df[c] != "-").any()] + ["flags"]]
     return df, long

@@ -127,12 +127,13 @@ def compare(results_or_dir, baseline: str, model: str, seed: int = 0) -> pd.Data
     """``model`` minus ``baseline`` on their shared samples, one row per setting and one per aggregate
     (``setting == "all"``); columns as in ``COLUMNS`` (accuracies and deltas in percent / pp)."""
     res = _results(results_or_dir)
-    s = res.samples
+    known = set(res.samples.model.unique())
     for name in (baseline, model):
-        if name not in set(s.model):
+        if name not in known:
             raise QuestbenchError(f"model {name!r} has no results here")
+    s = res.samples[res.samples.model.isin([baseline, model])]  # once: a study's page compares 30 pairs
     rows = []
-    for evaluation, setting, g, aggregate in settings_of(s[s.model.isin([baseline, model])]):
+    for evaluation, setting, g, aggregate in settings_of(s):
         sums = paired_sums(s, g, setting, baseline, model)
         if sums is None:
             continue

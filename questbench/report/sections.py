@@ -410,13 +410,12 @@ def checks_verdict(checks) -> str:
     """The checks' summary sentence, with the power behind a pass: the smallest gap a comparison could flag."""
     from .checks import min_detectable_gap_pp
     flagged = checks[0][checks[0]["flags"] > 0].model.tolist()
-    pooled = [r for r in checks[1] if r["check"] == "steps (pooled)"]
-    if pooled and pooled[0]["flag"]:
-        flagged.append("all models together (steps, pooled)")
+    pooled = [r for r in checks[1] if r["check"].endswith("(pooled)")]
+    flagged += [f"all models together ({r['check']})" for r in pooled if r["flag"]]
     if flagged:
         return f"Flagged: {', '.join(flagged)} (the sentences under Flags say which check and by how much)."
-    ns = sorted({int(r["n"]) for r in checks[1] if r["check"] not in ("large budget", "steps (pooled)")})
-    pooled_text = f" {pooled[0]['sentence']}" if pooled else ""
+    ns = sorted({int(r["n"]) for r in checks[1] if r["check"] != "large budget" and r not in pooled})
+    pooled_text = "".join(f" {r['sentence']}" for r in pooled)
     if not ns:
         return "Every check passed for every model." + pooled_text
     gaps = ", ".join(f"{min_detectable_gap_pp(n):.1f} pp at n = {n}" for n in ns)
