@@ -90,6 +90,13 @@ def run(suite: Optional[str] = typer.Argument(None, help="built-in suite name or
             return
     for note in summary.notes:
         typer.echo(note, err=True)
+    board = out / "leaderboard.md"
+    if summary.jobs_run == 0 and quiet and board.is_file() and board.with_suffix(".html").is_file():
+        # a resumed folder with nothing new: its pages are those results already (a 40-model study resumes its
+        # finished seed folders this way; `questbench leaderboard` re-renders on demand)
+        typer.echo(f"0 job(s) run, {summary.jobs_skipped} already done, {summary.wall_s:.1f} s; results in {out}, "
+                   f"leaderboard {board} (and .html) kept", err=True)
+        return
     from .report.leaderboard import render
     from .report.tables import compute_tables
     from .store.results import load_results
@@ -98,7 +105,6 @@ def run(suite: Optional[str] = typer.Argument(None, help="built-in suite name or
     if not quiet:
         render(results, "rich", t=tables)
     from ._io import atomic_write_bytes
-    board = out / "leaderboard.md"
     atomic_write_bytes(board, render(results, "md", board, t=tables).encode())
     atomic_write_bytes(board.with_suffix(".html"), render(results, "html", t=tables).encode())
     typer.echo(f"{summary.jobs_run} job(s) run, {summary.jobs_skipped} already done, "

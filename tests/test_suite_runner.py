@@ -224,3 +224,21 @@ def test_no_process_outlives_the_run_during_corruptions(tmp_path, tiny_pair, sig
         assert "Traceback" not in err
     time.sleep(1.0)
     assert processes_mentioning(str(out)) == []
+
+
+@pytest.mark.slow
+def test_a_resumed_folder_with_nothing_new_keeps_its_pages(tmp_path, tiny_pair):
+    """A quiet resume that runs no job leaves leaderboard.md/.html as they are (a study resumes its finished seed
+    folders so); one whose page is missing, or that ran a job, renders again."""
+    p = write_suite(tmp_path, tiny_pair, SUITE)
+    out = tmp_path / "o"
+    args = ["run", str(p), "--out", str(out), "--quiet", "--device", "cpu", "--ranks", "1"]
+    assert _run_cli(args).returncode == 0
+    board = out / "leaderboard.md"
+    board.write_text("left as it was\n")
+    r = _run_cli(args)
+    assert r.returncode == 0 and "kept" in r.stderr and board.read_text() == "left as it was\n"
+    (out / "leaderboard.html").unlink()
+    r = _run_cli(args)
+    assert r.returncode == 0 and "kept" not in r.stderr and board.read_text().startswith("# questbench")
+    assert (out / "leaderboard.html").is_file()
