@@ -29,3 +29,21 @@ def test_a_seeds_suite_differs_from_the_study_in_its_models_only(name):
 
 def test_seed_ranges():
     assert tool.seeds_of("0-9") == list(range(10)) and tool.seeds_of("4") == [4]
+
+
+def test_render_study_reads_finished_seed_folders_only(tmp_path):
+    """tools/render_study.py leaves out a seed folder that still misses a planned job."""
+    import json
+    spec = importlib.util.spec_from_file_location("render_study",
+                                                  Path(__file__).parents[1] / "tools" / "render_study.py")
+    render_study = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(render_study)
+    folder = tmp_path / "s0"
+    (folder / "jobs").mkdir(parents=True)
+    (folder / "provenance.json").write_text(json.dumps({"jobs": {"m__clean": "k1", "m__attack__pgd": "k2"}}))
+    (folder / "jobs" / "m__clean.json").write_text("{}")
+    assert not render_study.finished(folder)
+    (folder / "jobs" / "m__attack__pgd.json").write_text("{}")
+    assert render_study.finished(folder)
+    (folder / "provenance.json").write_text(json.dumps({"jobs": {}}))
+    assert not render_study.finished(folder)

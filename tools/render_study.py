@@ -1,0 +1,66 @@
+"""Render a study's pages from its seed folders (tools/run_study_by_seed.py) with one load and one computation of
+the tables per page: the whole study, and the page of a narrower suite whose models are a subset of it.
+
+    python tools/render_study.py runs/study/fmnist-ablation --to leaderboards/fmnist-ablation \\
+        --subset fmnist-seeds=leaderboards/fmnist-seeds
+
+writes fmnist-ablation.md (plots beside it) and .html, and fmnist-seeds.md/.html from the same results narrowed
+to fmnist-seeds' models. Only finished seed folders (every planned job present) are read; the others are named
+and left out, so a page made while the study runs says how many seeds it holds.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from questbench._io import atomic_write_bytes
+from questbench.config.suite import load_suite
+from questbench.report.leaderboard import render
+from questbench.report.tables import compute_tables
+from questbench.store.combine import select_models
+from questbench.store.results import load_results
+
+
+def finished(folder: Path) -> bool:
+    """Every job the folder's plan names has its file."""
+    plan = json.loads((folder / "provenance.json").read_text()).get("jobs", {})
+    return bool(plan) and all((folder / "jobs" / f"{job}.json").is_file() for job in plan)
+
+
+def write_pages(results, stem: Path) -> None:
+    t0 = time.perf_counter()
+    tables = compute_tables(results)
+    md = stem.with_suffix(".md")
+    atomic_write_bytes(md, render(results, "md", md, t=tables).encode())
+    atomic_write_bytes(stem.with_suffix(".html"), render(results, "html", t=tables).encode())
+    print(f"{md} and .html: {results.samples.model.nunique()} models, {time.perf_counter() - t0:.0f} s", flush=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("study", type=Path, help="the folder holding s<seed> result folders")
+    ap.add_argument("--to", type=Path, required=True, help="the page's path without suffix")
+    ap.add_argument("--subset", action="append", default=[], metavar="SUITE=PATH",
+                    help="also the page of this built-in suite's models, at PATH (without suffix)")
+    a = ap.parse_args()
+    folders = sorted((p for p in a.study.glob("s*") if (p / "provenance.json").is_file()),
+                     key=lambda p: int(p.name[1:]) if p.name[1:].isdigit() else -1)
+    done = [p for p in folders if finished(p)]
+    for p in sorted(set(folders) - set(done)):
+        print(f"{p}: not finished, left out", flush=True)
+    if not done:
+        sys.exit(f"no finished seed folder in {a.study}")
+    print(f"{len(done)} finished seed folder(s): {', '.join(p.name for p in done)}", flush=True)
+    results = load_results(done)
+    write_pages(results, a.to)
+    for item in a.subset:
+        suite, _, path = item.partition("=")
+        present = set(results.samples.model)
+        write_pages(select_models(results, [m for m in load_suite(suite).models if m in present]), Path(path))
+
+
+if __name__ == "__main__":
+    main()
