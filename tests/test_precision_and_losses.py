@@ -124,3 +124,64 @@ def test_the_loss_is_part_of_the_attack_identity_and_unknown_losses_are_refused(
         AttackConfig("pgd", 0.5, norm="L2", steps=5, loss="dlr")
     with pytest.raises(QuestbenchError, match="own loss"):
         AttackConfig("apgd-ce", 2 / 255, loss="dlr")
+
+
+def _first_fooling_iterates(model, x, y, eps, alpha, steps):
+    """The oracle for stop-at-success: PGD on the whole batch for every step (no image leaves), each image's
+    iterates recorded; per image the first iterate the model misclassifies, else the last."""
+    x_adv = (x + torch.empty_like(x).uniform_(-eps, eps)).clamp(0, 1)
+    chosen, done = x_adv.clone(), torch.zeros(len(x), dtype=torch.bool)
+    for _ in range(steps + 1):
+        with torch.no_grad():
+            fooled = model(x_adv).argmax(1) != y
+        new = fooled & ~done
+        chosen[new], done = x_adv[new], done | fooled
+        xa = x_adv.clone().requires_grad_(True)
+        grad = torch.autograd.grad(nn.functional.cross_entropy(model(xa), y), xa)[0]
+        x_adv = (x + (x_adv + alpha * grad.sign() - x).clamp(-eps, eps)).clamp(0, 1)
+    return chosen, done
+
+
+EPS_STOP = 2 / 255
+
+
+def test_pgd_stop_at_success_keeps_each_images_first_fooling_iterate():
+    """Against a whole-batch PGD that records every iterate (float64, so batch size moves no bit that matters):
+    fooled images get their first fooling iterate, the others pgd_linf's last; and with no image fooled the loop
+    is pgd_linf, hence torchattacks' PGD."""
+    from questbench.evaluators.attacks import pgd_linf_until_fooled
+
+    model = make_tiny("standard").double()
+    model.requires_grad_(False)
+    x = torch.rand(24, 1, 28, 28, dtype=torch.float64)
+    with torch.no_grad():
+        y = model(x).argmax(1)  # every image classified "correctly" before the attack
+    eps, alpha, steps = EPS_STOP, EPS_STOP / 4, 6
+    with seeded(3):
+        ours = pgd_linf_until_fooled(model, x, y, eps, alpha, steps, True, "ce")
+    with seeded(3):
+        chosen, fooled = _first_fooling_iterates(model, x, y, eps, alpha, steps)
+    with seeded(3):
+        last = pgd_linf(model, x, y, eps, alpha, steps, True, "ce")
+    assert 0 < int(fooled.sum()) < len(x)  # both kinds of image occur
+    assert torch.allclose(ours[fooled], chosen[fooled], atol=1e-12)
+    assert torch.allclose(ours[~fooled], last[~fooled], atol=1e-12)
+    with torch.no_grad():
+        assert (model(ours).argmax(1) != y).equal(fooled)
+    assert (ours - x).abs().max() <= eps + 1e-12 and ours.min() >= 0 and ours.max() <= 1
+    robust = model(x).argmax(1) == y  # where no image can be fooled within a tiny budget, it is plain PGD
+    with seeded(4):
+        a = pgd_linf_until_fooled(model, x[robust], y[robust], 1e-4, 1e-5, 3, True, "ce")
+    with seeded(4):
+        b = pgd_linf(model, x[robust], y[robust], 1e-4, 1e-5, 3, True, "ce")
+    assert torch.equal(a, b)
+
+
+def test_stop_at_success_is_part_of_the_identity_and_pgd_only():
+    plain, stop = AttackConfig("pgd", 8 / 255, steps=50), AttackConfig("pgd", 8 / 255, steps=50, stop_at_success=True)
+    assert "stop_at_success" not in plain.resolved() and stop.resolved()["stop_at_success"] is True
+    assert stop.key == plain.key + "/stop-at-success"
+    from questbench.config.labels import attack_label
+    assert attack_label(stop.key) == "PGD-50 Linf (step eps/20, stop at success)"
+    with pytest.raises(QuestbenchError, match="Linf pgd only"):
+        AttackConfig("fgsm", 8 / 255, stop_at_success=True)

@@ -77,6 +77,7 @@ VARIANTS: dict[str, tuple[str, Any]] = {
     "attacks.restarts": ("attacks", 2),
     "attacks.random_start": ("attacks", False),
     "attacks.loss": ("attacks", "dlr"),
+    "attacks.stop_at_success": ("attacks", True),
     "attacks.samples": ("attacks", 3),
     "attacks.batch_size": ("attacks", 2),
     "attacks.patches": ("patch", [2]),
@@ -92,6 +93,7 @@ VARIANTS: dict[str, tuple[str, Any]] = {
     "checks.long_restarts": ("checks", 1),
     "checks.large_eps": ("checks", "32/255"),
     "checks.transfer": ("checks", False),
+    "checks.stop_at_success": ("checks", True),
     "calibration": ("clean", {}),
 }
 

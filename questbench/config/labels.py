@@ -48,6 +48,8 @@ def attack_label(setting: str) -> str:
             extra.append(f"{fields['restarts']} restarts")
         if "no-random-start" in parts:
             extra.append("no random start")
+        if "stop-at-success" in parts:
+            extra.append("stop at success")
         return f"{name} {norm}" + (f" ({', '.join(extra)})" if extra else "")
     if attack == "apgd-ce" and "restarts" in fields:  # named only when not the reference's own 5
         n = fields["restarts"]

@@ -27,6 +27,9 @@ class AttackConfig:
     random_start: bool = True
     loss: str = "ce"
     version: str = "standard"
+    # pgd: an image stops being attacked at the first iterate that fools the model and counts as fooled (the
+    # attack found an adversarial example in the budget), instead of being judged at the last iterate only
+    stop_at_success: bool = False
 
     def __post_init__(self):
         if self.restarts is None:
@@ -47,10 +50,14 @@ class AttackConfig:
             raise QuestbenchError(f"attack loss must be ce or dlr, not {self.loss!r}")
         if self.loss == "dlr" and self.norm != "Linf":
             raise QuestbenchError("pgd with loss='dlr' is implemented for the Linf norm only")
+        if self.stop_at_success and (self.attack != "pgd" or self.norm != "Linf"):
+            raise QuestbenchError("stop_at_success is a setting of Linf pgd only")
 
     def resolved(self) -> dict[str, Any]:
         """The full configuration as run, with defaults filled in (recorded with every result)."""
         d = asdict(self)
+        if not self.stop_at_success:  # absent unless asked for: the configurations made before it keep their keys
+            d.pop("stop_at_success")
         if self.attack == "fgsm":
             d.update(steps=1, step_size=self.eps, random_start=False, restarts=1)
         elif self.attack == "pgd":
@@ -79,6 +86,8 @@ class AttackConfig:
                 parts.append("no-random-start")
             if self.loss != "ce":
                 parts.append(f"loss={self.loss}")
+            if self.stop_at_success:
+                parts.append("stop-at-success")
         elif self.attack == "apgd-ce" and self.restarts != APGD_RESTARTS:
             parts.append(f"restarts={self.restarts}")
         return "/".join(parts)

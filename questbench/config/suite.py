@@ -250,6 +250,7 @@ class PGDSpec(_EpsSweepSpec):
     restarts: PositiveInt = 1
     random_start: bool = True
     loss: Literal["ce", "dlr"] = "ce"
+    stop_at_success: bool = False
 
     def _make_configs(self) -> list[AttackConfig]:
         if self.step_size is not None and self.step_size_ratio is not None:
@@ -258,7 +259,8 @@ class PGDSpec(_EpsSweepSpec):
         return [AttackConfig(attack="pgd", eps=eps, norm=self.norm, steps=self.steps,
                              step_size=step if step is not None else (
                                  self.step_size_ratio * eps if self.step_size_ratio is not None else None),
-                             restarts=self.restarts, random_start=self.random_start, loss=self.loss)
+                             restarts=self.restarts, random_start=self.random_start, loss=self.loss,
+                             stop_at_success=self.stop_at_success)
                 for eps in self._eps_list()]
 
 
@@ -303,6 +305,9 @@ class ChecksSpec(_Schema):
     long_restarts: PositiveInt = 3
     large_eps: Fractionish = "64/255"
     transfer: bool = True
+    # the challengers (the long PGD and the large budget) stop attacking an image once it is fooled and count it
+    # fooled: stronger (any iterate counts, not only the last) and cheaper (fooled images cost no more steps)
+    stop_at_success: bool = False
     _sweeps: list[PGDSpec] = PrivateAttr(default_factory=list)
 
     @model_validator(mode="after")
@@ -315,7 +320,9 @@ class ChecksSpec(_Schema):
                                                               else [])
         self._sweeps = []
         for check, e, steps, restarts in runs:
-            spec = PGDSpec(attack="pgd", eps=e, steps=steps, restarts=restarts, samples=self.samples)
+            stop = self.stop_at_success and check in ("pgd-long", "large-eps")
+            spec = PGDSpec(attack="pgd", eps=e, steps=steps, restarts=restarts, samples=self.samples,
+                           stop_at_success=stop)
             spec._check = check
             self._sweeps.append(spec)
         return self

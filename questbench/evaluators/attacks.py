@@ -66,10 +66,39 @@ def pgd_linf(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, alp
     return x_adv
 
 
+def pgd_linf_until_fooled(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, alpha: float, steps: int,
+                          random_start: bool, loss: str) -> torch.Tensor:
+    """``pgd_linf`` where an image leaves the loop at the first iterate the model misclassifies (the random start
+    included) and that iterate is returned for it; the others step on as in ``pgd_linf``. Each image's steps
+    depend on its own gradient's sign only, so an image never fooled gets the iterates ``pgd_linf`` gives it (up
+    to the float rounding a smaller batch can bring to a near-zero gradient entry), and a fooled one costs no
+    further passes: at a large budget most images leave within a step or two."""
+    objective = LOSSES[loss]
+    x = x.clone().detach()
+    x_adv = x.clone()
+    if random_start:
+        x_adv = (x_adv + torch.empty_like(x_adv).uniform_(-eps, eps)).clamp(0, 1).detach()
+    active = torch.arange(len(x), device=x.device)
+    for _ in range(steps):
+        xa = x_adv[active].requires_grad_(True)
+        logits = model(xa)
+        going = predictions(logits) == y[active]  # the iterate fools the model where it is not: that one stays
+        if not bool(going.any()):
+            return x_adv
+        grad = torch.autograd.grad(objective(logits[going], y[active][going]), xa)[0][going]
+        x0, active = x[active][going], active[going]
+        step = xa.detach()[going] + alpha * grad.sign()
+        x_adv[active] = (x0 + (step - x0).clamp(-eps, eps)).clamp(0, 1)
+    return x_adv
+
+
 def _torchattacks_attack(model: nn.Module, cfg: AttackConfig, num_classes: int, seed: int):
     import torchattacks
 
     r = cfg.resolved()
+    if cfg.attack == "pgd" and cfg.stop_at_success:
+        return lambda x, y: pgd_linf_until_fooled(model, x, y, cfg.eps, r["step_size"], cfg.steps,
+                                                  cfg.random_start, cfg.loss)
     if cfg.attack == "pgd" and cfg.loss != "ce":  # torchattacks' PGD has cross-entropy built in
         return lambda x, y: pgd_linf(model, x, y, cfg.eps, r["step_size"], cfg.steps, cfg.random_start, cfg.loss)
     if cfg.attack == "fgsm":

@@ -207,4 +207,6 @@ CHECK_NOTES = [
     "converged); large budget: robust accuracy at the large eps (FLAG above "
     f"{100 * LARGE_EPS_MAX:g}%); transfer: white-box PGD-short / PGD crafted on the pair's other model (FLAG when "
     "the transfer attack leaves fewer robust: masked gradients). A comparison flags only when its exact McNemar "
-    f"p < {ALPHA:g}. A flagged model's robust accuracies are upper bounds that an attack did not reach."]
+    f"p < {ALPHA:g}. A flagged model's robust accuracies are upper bounds that an attack did not reach. "
+    "Challengers run with stop_at_success ([checks]) count an image fooled at the first iterate that fools the "
+    "model, not only at the last."]
