@@ -256,3 +256,11 @@ def test_apgd_ce_is_checked_against_pgd_per_model_and_pooled():
     pooled = [r for r in long_rows if r["check"] == "autoattack (pooled)"]
     assert pooled and pooled[0]["flag"] and "in 8 of 8 comparisons and more in 0" in pooled[0]["sentence"]
     assert pooled[0]["sentence"].endswith("the reference attack had not converged")
+    # beside a flag, a pooled check that passes still states its counts (here: APGD-CE stronger everywhere)
+    from questbench.report.sections import checks_verdict
+    strong, top = [], np.arange(1000) < 400
+    for m in range(8):
+        strong += _synthetic(f"m{m}", "pgd", top) + _synthetic(f"m{m}", "apgd-ce", top & (np.arange(1000) >= 2))
+    strong += _synthetic("weak", "pgd", pgd) + _synthetic("weak", "apgd-ce", pgd | (rng.random(1000) < 0.1))
+    verdict = checks_verdict(checks_table(pd.DataFrame(strong)))
+    assert verdict.startswith("Flagged: weak") and "no sign of it." in verdict

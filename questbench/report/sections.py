@@ -413,7 +413,8 @@ def checks_verdict(checks) -> str:
     pooled = [r for r in checks[1] if r["check"].endswith("(pooled)")]
     flagged += [f"all models together ({r['check']})" for r in pooled if r["flag"]]
     if flagged:
-        return f"Flagged: {', '.join(flagged)} (the sentences under Flags say which check and by how much)."
+        passed = "".join(f" {r['sentence']}" for r in pooled if not r["flag"])
+        return f"Flagged: {', '.join(flagged)} (the sentences under Flags say which check and by how much).{passed}"
     ns = sorted({int(r["n"]) for r in checks[1] if r["check"] != "large budget" and r not in pooled})
     pooled_text = "".join(f" {r['sentence']}" for r in pooled)
     if not ns:
