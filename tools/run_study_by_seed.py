@@ -7,9 +7,11 @@ folders join into one leaderboard: `questbench leaderboard OUT/s*`), and a page 
 the same results (`--models`), so no model runs twice:
 
     python tools/run_study_by_seed.py fmnist-ablation --seeds 0-9 --out runs/study/fmnist-ablation
-    questbench leaderboard runs/study/fmnist-ablation/s* --output leaderboards/fmnist-ablation.md
-    questbench leaderboard runs/study/fmnist-ablation/s* --models <the standard and QUEST models> \\
-        --output leaderboards/fmnist-seeds.md
+    python tools/render_study.py runs/study/fmnist-ablation --to leaderboards/fmnist-ablation \\
+        --subset fmnist-seeds=leaderboards/fmnist-seeds
+
+(the same pages as `questbench leaderboard runs/study/fmnist-ablation/s*`, with and without `--models`, from one
+load). A finished folder is resumed without rendering its own pages again.
 
 A seed's models are the suite's models whose names end in ``-s<seed>``. Folders are run in seed order; a finished
 folder is checked by the runner and left as it is.
