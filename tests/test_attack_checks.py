@@ -185,22 +185,28 @@ def test_the_detectable_gap_matches_the_exact_mcnemar_test():
     assert min_detectable_gap_pp(1000) == pytest.approx(d / 10)
 
 
-def test_a_small_steps_gap_in_every_model_is_flagged_pooled():
-    """Each model's PGD-long leaves 2 of 100 fewer robust than PGD-short: no model's own McNemar test can flag
-    that, the sign test over 8 models does (issue 38)."""
-    from questbench.config.settings import AttackConfig
+def _steps_rows(long_outcome, models: int = 8) -> list[dict]:
+    """Steps-check rows of ``models`` models: PGD-short leaves 40 of 100 robust, PGD-long's records are
+    ``long_outcome(model index, short records)``."""
 
     short = AttackConfig(attack="pgd", eps=EPS, norm="Linf", steps=10, step_size=EPS / 4, restarts=1,
                          random_start=True, loss="ce")
     long = AttackConfig(attack="pgd", eps=EPS, norm="Linf", steps=50, step_size=EPS / 4, restarts=3,
                         random_start=True, loss="ce")
     rows = []
-    for m in range(8):
-        robust = np.arange(100) < 40
-        rec = [dict(sample_id=f"test/{i}", label=0, pred=0, correct=bool(r)) for i, r in enumerate(robust)]
-        fewer = [dict(r, correct=r["correct"] and i >= 2) for i, r in enumerate(rec)]
-        rows += _check_rows(f"m{m}", "pgd-short", short, rec) + _check_rows(f"m{m}", "pgd-long", long, fewer)
-    samples = pd.DataFrame(rows)
+    for m in range(models):
+        rec = [dict(sample_id=f"test/{i}", label=0, pred=0, correct=bool(i < 40)) for i in range(100)]
+        rows += (_check_rows(f"m{m}", "pgd-short", short, rec)
+                 + _check_rows(f"m{m}", "pgd-long", long, long_outcome(m, rec)))
+    return rows
+
+
+def test_a_small_steps_gap_in_every_model_is_flagged_pooled():
+    """Each model's PGD-long leaves 2 of 100 fewer robust than PGD-short: no model's own McNemar test can flag
+    that, the sign test over 8 models does (issue 38)."""
+
+    samples = pd.DataFrame(_steps_rows(lambda m, rec: [dict(r, correct=r["correct"] and i >= 2)
+                                                       for i, r in enumerate(rec)]))
     table, long_rows = checks_table(samples)
     assert not any(r["flag"] for r in long_rows if r["check"] == "steps")
     pooled = [r for r in long_rows if r["check"] == "steps (pooled)"]
@@ -213,23 +219,14 @@ def test_a_passing_pooled_steps_check_states_its_counts_and_p():
     4 models where PGD-long leaves one fewer robust, 4 where it leaves one more, p = 1 by the exact sign test."""
     from scipy.stats import binomtest
 
-    from questbench.config.settings import AttackConfig
     from questbench.report.sections import checks_verdict
 
-    short = AttackConfig(attack="pgd", eps=EPS, norm="Linf", steps=10, step_size=EPS / 4, restarts=1,
-                         random_start=True, loss="ce")
-    long = AttackConfig(attack="pgd", eps=EPS, norm="Linf", steps=50, step_size=EPS / 4, restarts=3,
-                        random_start=True, loss="ce")
-    rows = []
-    for m in range(8):
-        robust = np.arange(100) < 40
-        rec = [dict(sample_id=f"test/{i}", label=0, pred=0, correct=bool(r)) for i, r in enumerate(robust)]
+    def one_each_way(m, rec):  # odd models: PGD-long leaves one fewer robust; even ones: one more
         if m % 2:
-            other = [dict(r, correct=r["correct"] and i != 0) for i, r in enumerate(rec)]
-        else:
-            other = [dict(r, correct=r["correct"] or i == 99) for i, r in enumerate(rec)]
-        rows += _check_rows(f"m{m}", "pgd-short", short, rec) + _check_rows(f"m{m}", "pgd-long", long, other)
-    checks = checks_table(pd.DataFrame(rows))
+            return [dict(r, correct=r["correct"] and i != 0) for i, r in enumerate(rec)]
+        return [dict(r, correct=r["correct"] or i == 99) for i, r in enumerate(rec)]
+
+    checks = checks_table(pd.DataFrame(_steps_rows(one_each_way)))
     pooled = [r for r in checks[1] if r["check"] == "steps (pooled)"]
     assert pooled and not pooled[0]["flag"]
     assert pooled[0]["p_value"] == pytest.approx(binomtest(4, 8, 0.5).pvalue)
