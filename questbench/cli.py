@@ -45,6 +45,8 @@ def run(suite: Optional[str] = typer.Argument(None, help="built-in suite name or
         registry: List[Path] = typer.Option([], help="extra registry TOML file(s)"),
         overwrite: bool = typer.Option(False, "--overwrite", help="if DIR holds results of another configuration, "
                                        "move them aside (DIR.replaced-<time>) instead of refusing"),
+        reuse: List[Path] = typer.Option([], "--reuse", help="results folder whose finished jobs of exactly this "
+                                         "run's configuration (same identity hash) are copied instead of computed"),
         ranks: Optional[int] = typer.Option(None, "--ranks", min=1, help="local ranks to start when not under "
                                             "torchrun (default: on a CPU one single-threaded rank per core)")):
     """Run a suite (the built-in default when none is given), then print its leaderboard."""
@@ -69,17 +71,18 @@ def run(suite: Optional[str] = typer.Argument(None, help="built-in suite name or
         check_writable(out)  # before the lock makes the folder
         argv = ["run", *([suite] if suite else []), "--out", str(out), *(["--device", device] if device else []),
                 *(["--limit", str(limit)] if limit is not None else []), *(["--quiet"] if quiet else []),
-                *[a for r in registry for a in ("--registry", str(r))]]
+                *[a for r in registry for a in ("--registry", str(r))],
+                *[a for r in reuse for a in ("--reuse", str(r))]]
         with exclusive(out):  # held from the check to the last rank's end: a second run cannot start in between
             summary = Runner(s, out, device=device, limit=limit, registry_files=registry, overwrite=overwrite,
-                             ranks=distributed.Ranks()).preflight()
+                             ranks=distributed.Ranks(), reuse=reuse).preflight()
             _launch_ranks(nproc, argv, out)
         summary.wall_s = time.perf_counter() - t0
     else:
         if distributed.launched_by() is not None:
             distributed.watch_launcher()
         runner = Runner(s, out, device=device, limit=limit, quiet=quiet, registry_files=registry,
-                        overwrite=overwrite)
+                        overwrite=overwrite, reuse=reuse)
         try:
             summary = runner.run()
         except QuestbenchError as exc:

@@ -47,3 +47,23 @@ def test_render_study_reads_finished_seed_folders_only(tmp_path):
     assert render_study.finished(folder)
     (folder / "provenance.json").write_text(json.dumps({"jobs": {}}))
     assert not render_study.finished(folder)
+
+
+def test_a_seed_folder_made_by_another_suite_is_moved_aside_and_reused(tmp_path):
+    """A changed suite (an endpoint's attack amended) moves the seed's folder to replaced/ and names it, and any
+    earlier one there, for --reuse; a folder of this suite, or without provenance, stays where it is."""
+    import json
+    from questbench.store.results import _provenance_digest
+
+    def made_by(folder, sha):
+        (folder / "jobs").mkdir(parents=True)
+        doc = {"format": 3, "suite_sha256": sha}
+        (folder / "provenance.json").write_text(json.dumps({**doc, "sha256": _provenance_digest(doc)}))
+
+    s3 = tmp_path / "s3"
+    made_by(s3, "a" * 64)
+    assert tool.superseded(s3, "a" * 64) == [] and s3.is_dir()
+    assert tool.superseded(s3, "b" * 64) == [tmp_path / "replaced" / f"s3-{'a' * 12}"] and not s3.exists()
+    made_by(s3, "b" * 64)  # the new suite's run, interrupted: resumed in place, still reusing the old folder
+    assert tool.superseded(s3, "b" * 64) == [tmp_path / "replaced" / f"s3-{'a' * 12}"] and s3.is_dir()
+    assert tool.superseded(tmp_path / "s4", "b" * 64) == []  # not made yet

@@ -46,8 +46,8 @@ def main() -> None:
     ap.add_argument("--subset", action="append", default=[], metavar="SUITE=PATH",
                     help="also the page of this built-in suite's models, at PATH (without suffix)")
     a = ap.parse_args()
-    folders = sorted((p for p in a.study.glob("s*") if (p / "provenance.json").is_file()),
-                     key=lambda p: int(p.name[1:]) if p.name[1:].isdigit() else -1)
+    folders = sorted((p for p in a.study.glob("s*") if p.name[1:].isdigit() and (p / "provenance.json").is_file()),
+                     key=lambda p: int(p.name[1:]))
     done = [p for p in folders if finished(p)]
     for p in sorted(set(folders) - set(done)):
         print(f"{p}: not finished, left out", flush=True)

@@ -15,6 +15,10 @@ load). A finished folder is resumed without rendering its own pages again.
 
 A seed's models are the suite's models whose names end in ``-s<seed>``. Folders are run in seed order; a finished
 folder is checked by the runner and left as it is.
+
+When the suite changed since a seed's folder was made (an endpoint's attack amended, say), that folder is moved to
+``OUT/replaced/s<seed>-<its suite sha256>`` and the seed runs again with ``--reuse`` of it (and of any earlier
+one there): every job of identical configuration is copied, only what changed is computed.
 """
 from __future__ import annotations
 
@@ -26,6 +30,7 @@ import time
 from pathlib import Path
 
 from questbench.config.suite import builtin_suites_dir, load_suite
+from questbench.store.results import load_provenance
 
 
 def seeds_of(text: str) -> list[int]:
@@ -40,6 +45,22 @@ def seed_suite_text(suite_text: str, models: list[str]) -> str:
     if n != 1:
         raise SystemExit("the suite has no models = [...] array to narrow")
     return new
+
+
+def superseded(folder: Path, suite_sha256: str) -> list[Path]:
+    """Move ``folder`` aside when another suite made it; the folders of this seed a changed suite replaced."""
+    replaced = folder.parent / "replaced"
+    prov, _ = load_provenance(folder)
+    if prov is not None and prov.get("suite_sha256") not in (None, suite_sha256):
+        target = replaced / f"{folder.name}-{prov['suite_sha256'][:12]}"
+        if target.exists():
+            raise SystemExit(f"{folder} and {target} were both made by suite {prov['suite_sha256'][:12]}: "
+                             "keep one of them")
+        replaced.mkdir(exist_ok=True)
+        folder.rename(target)
+        print(f"{folder}: made by another suite (sha256 {prov['suite_sha256'][:12]}), moved to {target}; "
+              "its identical jobs are reused", flush=True)
+    return sorted(replaced.glob(f"{folder.name}-*"))
 
 
 def main() -> None:
@@ -62,6 +83,8 @@ def main() -> None:
         spec.write_text(seed_suite_text(text, mine))
         t0 = time.time()
         cmd = [sys.executable, "-m", "questbench", "run", str(spec), "--out", str(folder), "-q"]
+        for old in superseded(folder, load_suite(str(spec)).sha256):
+            cmd += ["--reuse", str(old)]
         if a.device:
             cmd += ["--device", a.device]
         code = subprocess.call(cmd)

@@ -36,6 +36,12 @@ def provenance_lines(results: Results, plain: bool = False) -> list[str]:
     if not results.jobs.empty and "wall_s" in results.jobs:
         lines.append(f"- run time: {float(results.jobs.wall_s.sum()):.1f} s in {len(results.jobs)} jobs (the jobs' "
                      "own wall times, summed; ranks running side by side make the run shorter)")
+        reused = results.jobs.reused_from.dropna() if "reused_from" in results.jobs else []
+        if len(reused):
+            lines.append(f"- reused: {len(reused)} of the {len(results.jobs)} jobs were copied from "
+                         + ", ".join(code(f) for f in sorted(set(reused)))
+                         + " (`--reuse`: the same identity hash, so the configuration that made them; their wall "
+                         "times are those runs')")
     for src in p.sources:
         lines.append(f"- results folder {code(src.folder)}: {len(src.models)} model(s) on "
                      f"{text(src.device_name)}, suite sha256 `{src.suite_sha256[:12]}`, "

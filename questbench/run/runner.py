@@ -31,6 +31,7 @@ from ..kinds import Job
 from .plan import KINDS, RankWork, Unit, rank_work
 from .prepare import Prepared, prepare, resolve_device
 from .provenance import job_header, provenance
+from .reuse import check_sources, count_reusable, reuse_jobs
 
 
 @dataclass
@@ -46,7 +47,7 @@ class RunSummary:
 class Runner:
     def __init__(self, suite: Suite, out, device: Optional[str] = None, limit: Optional[int] = None,
                  quiet: bool = False, registry_files=None, overwrite: bool = False, models=None,
-                 ranks: Optional[distributed.Ranks] = None):
+                 ranks: Optional[distributed.Ranks] = None, reuse=()):
         self.suite = suite
         self.out = Path(out)
         self.ranks = ranks or distributed.from_env()
@@ -59,11 +60,13 @@ class Runner:
         self.quiet = quiet or not self.ranks.main  # one progress display: rank 0's
         self.registry_files = list(registry_files or []) + list(suite.registry)
         self.overwrite = overwrite
+        self.reuse = list(reuse)  # folders whose finished jobs of identical configuration are copied, not computed
         self.given_models = dict(models) if models is not None else None  # name -> nn.Module, from Python
         self.prepared: Optional[Prepared] = None  # set by prepare(): everything that can fail has been checked
 
     def prepare(self) -> Prepared:
         check_writable(self.out)
+        self.reuse = check_sources(self.reuse, self.out)
         self.prepared = prepare(self.suite, self.device, self.limit, self.registry_files, self.given_models)
         return self.prepared
 
@@ -82,8 +85,10 @@ class Runner:
         with self._claimed(p, jobs) as moved:
             pass
         pending = sum(not job_done(self.out, j.job_id) for j in jobs)
-        return RunSummary(self.out, len(jobs), pending, len(jobs) - pending, time.perf_counter() - start,
-                          p.notes + ([moved] if moved else []))
+        reused = count_reusable(self.out, jobs, self.reuse)
+        notes = [f"{reused} job(s) to be reused from {', '.join(map(str, self.reuse))}"] if reused else []
+        return RunSummary(self.out, len(jobs), pending - reused, len(jobs) - pending + reused,
+                          time.perf_counter() - start, p.notes + ([moved] if moved else []) + notes)
 
     def run(self) -> RunSummary:
         start = time.perf_counter()
@@ -99,6 +104,7 @@ class Runner:
                     doc = provenance(p, jobs, self.ranks.world)
                     write_provenance(self.out, doc)
                     p.notes.extend(set_aside_damaged(self.out, [j.job_id for j in jobs], doc))
+                    p.notes.extend(reuse_jobs(self.out, p, jobs, self.reuse))
                 # rank 0 counts before any rank writes; only its count is reported
                 pending = [j for j in jobs if not job_done(self.out, j.job_id)]
                 distributed.barrier(self.ranks)  # the folder is claimed before any rank writes into it

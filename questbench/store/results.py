@@ -257,7 +257,8 @@ def load_results(path) -> Results:
         doc = read_job_file(f, provenance)
         job = doc["job"]
         job_rows.append({k: v for k, v in job.items() if not isinstance(v, (dict, list))} |
-                        {"flags": "; ".join(job.get("flags", [])), "job_id": f.stem})
+                        {"flags": "; ".join(job.get("flags", [])), "job_id": f.stem,
+                         "reused_from": (job.get("reused_from") or {}).get("folder")})
         if job["evaluation"] == "diagnostics":
             diag_rows.extend({"model": job["model"], "attention": job["attention"], "pair": job["pair"], **r}
                              for r in doc["records"])
