@@ -47,6 +47,10 @@ def test_render_study_reads_finished_seed_folders_only(tmp_path):
     assert render_study.finished(folder)
     (folder / "provenance.json").write_text(json.dumps({"jobs": {}}))
     assert not render_study.finished(folder)
+    for name in ("s10", "s2", "replaced/s2-abc", "suites", "s3x"):
+        (tmp_path / name).mkdir(parents=True, exist_ok=True)
+        (tmp_path / name / "provenance.json").write_text("{}")
+    assert render_study.seed_folders(tmp_path) == [tmp_path / "s0", tmp_path / "s2", tmp_path / "s10"]
 
 
 def test_a_seed_folder_made_by_another_suite_is_moved_aside_and_reused(tmp_path):

@@ -30,6 +30,13 @@ def finished(folder: Path) -> bool:
     return bool(plan) and all((folder / "jobs" / f"{job}.json").is_file() for job in plan)
 
 
+def seed_folders(study: Path) -> list[Path]:
+    """The study's ``s<seed>`` result folders in seed order (not ``replaced/``, where folders of an earlier suite
+    wait to be reused, nor ``suites/``)."""
+    return sorted((p for p in study.glob("s*") if p.name[1:].isdigit() and (p / "provenance.json").is_file()),
+                  key=lambda p: int(p.name[1:]))
+
+
 def write_pages(results, stem: Path) -> None:
     t0 = time.perf_counter()
     tables = compute_tables(results)
@@ -46,8 +53,7 @@ def main() -> None:
     ap.add_argument("--subset", action="append", default=[], metavar="SUITE=PATH",
                     help="also the page of this built-in suite's models, at PATH (without suffix)")
     a = ap.parse_args()
-    folders = sorted((p for p in a.study.glob("s*") if p.name[1:].isdigit() and (p / "provenance.json").is_file()),
-                     key=lambda p: int(p.name[1:]))
+    folders = seed_folders(a.study)
     done = [p for p in folders if finished(p)]
     for p in sorted(set(folders) - set(done)):
         print(f"{p}: not finished, left out", flush=True)
