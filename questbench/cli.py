@@ -42,6 +42,8 @@ def run(suite: Optional[str] = typer.Argument(None, help="built-in suite name or
         device: Optional[str] = typer.Option(None, help="auto, cpu or cuda[:N] (default: the suite's)"),
         limit: Optional[int] = typer.Option(None, help="cap every sample count at N (smoke runs)"),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar, no leaderboard"),
+        pages: bool = typer.Option(True, "--pages/--no-pages", help="write DIR/leaderboard.md and .html at the end "
+                                   "(--no-pages: results only, e.g. folders joined later by `questbench leaderboard`)"),
         registry: List[Path] = typer.Option([], help="extra registry TOML file(s)"),
         overwrite: bool = typer.Option(False, "--overwrite", help="if DIR holds results of another configuration, "
                                        "move them aside (DIR.replaced-<time>) instead of refusing"),
@@ -94,6 +96,10 @@ def run(suite: Optional[str] = typer.Argument(None, help="built-in suite name or
     for note in summary.notes:
         typer.echo(note, err=True)
     board = out / "leaderboard.md"
+    if not pages:
+        typer.echo(f"{summary.jobs_run} job(s) run, {summary.jobs_skipped} already done, {summary.wall_s:.1f} s; "
+                   f"results in {out} (no pages written: `questbench leaderboard {out}` renders them)", err=True)
+        return
     if summary.jobs_run == 0 and quiet and board.is_file() and board.with_suffix(".html").is_file():
         # a resumed folder with nothing new: its pages are those results already (a 40-model study resumes its
         # finished seed folders this way; `questbench leaderboard` re-renders on demand)

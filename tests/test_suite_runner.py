@@ -242,3 +242,8 @@ def test_a_resumed_folder_with_nothing_new_keeps_its_pages(tmp_path, tiny_pair):
     r = _run_cli(args)
     assert r.returncode == 0 and "kept" not in r.stderr and board.read_text().startswith("# questbench")
     assert (out / "leaderboard.html").is_file()
+    # --no-pages: the results only (a seed folder of a study, joined into one page later)
+    bare = tmp_path / "bare"
+    r = _run_cli(["run", str(p), "--out", str(bare), "--quiet", "--device", "cpu", "--ranks", "1", "--no-pages"])
+    assert r.returncode == 0 and "no pages written" in r.stderr and (bare / "jobs").is_dir()
+    assert not (bare / "leaderboard.md").exists() and not (bare / "leaderboard.html").exists()

@@ -11,7 +11,7 @@ the same results (`--models`), so no model runs twice:
         --subset fmnist-seeds=leaderboards/fmnist-seeds
 
 (the same pages as `questbench leaderboard runs/study/fmnist-ablation/s*`, with and without `--models`, from one
-load). A finished folder is resumed without rendering its own pages again.
+load). A seed folder gets no pages of its own (`--no-pages`).
 
 A seed's models are the suite's models whose names end in ``-s<seed>``. Folders are run in seed order; a finished
 folder is checked by the runner and left as it is.
@@ -82,7 +82,8 @@ def main() -> None:
         spec.parent.mkdir(parents=True, exist_ok=True)
         spec.write_text(seed_suite_text(text, mine))
         t0 = time.time()
-        cmd = [sys.executable, "-m", "questbench", "run", str(spec), "--out", str(folder), "-q"]
+        # no page per seed folder: the study's pages join the folders (tools/render_study.py)
+        cmd = [sys.executable, "-m", "questbench", "run", str(spec), "--out", str(folder), "-q", "--no-pages"]
         for old in superseded(folder, load_suite(str(spec)).sha256):
             cmd += ["--reuse", str(old)]
         if a.device:
