@@ -96,15 +96,15 @@ def run(suite: Optional[str] = typer.Argument(None, help="built-in suite name or
     for note in summary.notes:
         typer.echo(note, err=True)
     board = out / "leaderboard.md"
+    ran = (f"{summary.jobs_run} job(s) run, {summary.jobs_skipped} already done, {summary.wall_s:.1f} s; "
+           f"results in {out}")
     if not pages:
-        typer.echo(f"{summary.jobs_run} job(s) run, {summary.jobs_skipped} already done, {summary.wall_s:.1f} s; "
-                   f"results in {out} (no pages written: `questbench leaderboard {out}` renders them)", err=True)
+        typer.echo(f"{ran} (no pages written: `questbench leaderboard {out}` renders them)", err=True)
         return
     if summary.jobs_run == 0 and quiet and board.is_file() and board.with_suffix(".html").is_file():
         # a resumed folder with nothing new: its pages are those results already (a 40-model study resumes its
         # finished seed folders this way; `questbench leaderboard` re-renders on demand)
-        typer.echo(f"0 job(s) run, {summary.jobs_skipped} already done, {summary.wall_s:.1f} s; results in {out}, "
-                   f"leaderboard {board} (and .html) kept", err=True)
+        typer.echo(f"{ran}, leaderboard {board} (and .html) kept", err=True)
         return
     from .report.leaderboard import render
     from .report.tables import compute_tables
@@ -116,8 +116,7 @@ def run(suite: Optional[str] = typer.Argument(None, help="built-in suite name or
     from ._io import atomic_write_bytes
     atomic_write_bytes(board, render(results, "md", board, t=tables).encode())
     atomic_write_bytes(board.with_suffix(".html"), render(results, "html", t=tables).encode())
-    typer.echo(f"{summary.jobs_run} job(s) run, {summary.jobs_skipped} already done, "
-               f"{summary.wall_s:.1f} s; results in {out}, leaderboard {board} (and .html)", err=True)
+    typer.echo(f"{ran}, leaderboard {board} (and .html)", err=True)
 
 
 def _launch_ranks(nproc: int, argv: list[str], out: Path) -> None:

@@ -22,46 +22,40 @@ from .prepare import Prepared
 from .provenance import job_header
 
 
-def check_sources(sources: Sequence[Path], out: Path) -> list[Path]:
-    """The folders to reuse from, each a results folder with an intact provenance (one clear line otherwise)."""
-    checked = []
+def check_sources(sources: Sequence[Path], out: Path) -> dict[Path, dict]:
+    """Each folder to reuse from with its provenance, read once and intact (one clear line otherwise)."""
+    checked = {}
     for src in map(Path, sources):
         if not (src / JOBS_DIR).is_dir():
             raise QuestbenchError(f"--reuse {src}: not a questbench results folder (it has no {JOBS_DIR}/)")
         if src.resolve() == Path(out).resolve():
             raise QuestbenchError(f"--reuse {src} is the --out folder itself (a run resumes its own jobs already)")
-        _, problem = load_provenance(src)
+        prov, problem = load_provenance(src)
         if problem is not None:
             raise QuestbenchError(f"--reuse {src}: {problem}; its jobs cannot be checked, so none is reused")
-        checked.append(src)
+        checked[src] = prov
     return checked
 
 
-def _reusable(out: Path, jobs: Sequence[Job], src: Path) -> tuple[dict, list[Job]]:
-    """The source's provenance and the planned jobs not yet done in ``out`` that its plan holds with the same
-    identity hash and whose file it has."""
-    prov, problem = load_provenance(src)
-    if problem is not None:
-        raise QuestbenchError(f"--reuse {src}: {problem}")
+def _reusable(out: Path, jobs: Sequence[Job], src: Path, prov: dict) -> list[Job]:
+    """The planned jobs not yet done in ``out`` that the source's plan holds with the same identity hash and whose
+    file it has."""
     planned = prov.get("jobs", {})
-    return prov, [job for job in jobs if planned.get(job.job_id) == job.key_sha256 and
-                  not job_done(out, job.job_id) and job_file(src, job.job_id).is_file()]
+    return [job for job in jobs if planned.get(job.job_id) == job.key_sha256 and
+            not job_done(out, job.job_id) and job_file(src, job.job_id).is_file()]
 
 
-def count_reusable(out: Path, jobs: Sequence[Job], sources: Sequence[Path]) -> int:
+def count_reusable(out: Path, jobs: Sequence[Job], sources: dict[Path, dict]) -> int:
     """How many planned jobs a run would copy from ``sources`` (before anything is copied)."""
-    found: set[str] = set()
-    for src in sources:
-        found.update(job.job_id for job in _reusable(out, jobs, src)[1])
-    return len(found)
+    return len({job.job_id for src, prov in sources.items() for job in _reusable(out, jobs, src, prov)})
 
 
-def reuse_jobs(out: Path, p: Prepared, jobs: Sequence[Job], sources: Sequence[Path]) -> list[str]:
+def reuse_jobs(out: Path, p: Prepared, jobs: Sequence[Job], sources: dict[Path, dict]) -> list[str]:
     """Copy into ``out`` every planned job not yet done there that a source folder holds with the same identity
     hash (the first source that has it); returns one note per source that gave any."""
     notes = []
-    for src in sources:
-        prov, found = _reusable(out, jobs, src)
+    for src, prov in sources.items():
+        found = _reusable(out, jobs, src, prov)
         for job in found:
             try:
                 doc = read_job_file(job_file(src, job.job_id), prov)

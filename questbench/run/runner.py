@@ -60,13 +60,14 @@ class Runner:
         self.quiet = quiet or not self.ranks.main  # one progress display: rank 0's
         self.registry_files = list(registry_files or []) + list(suite.registry)
         self.overwrite = overwrite
-        self.reuse = list(reuse)  # folders whose finished jobs of identical configuration are copied, not computed
+        self.reuse_from = list(reuse)  # folders whose jobs of identical configuration are copied, not computed
+        self.reuse: dict[Path, dict] = {}  # those folders with their provenance, set by prepare()
         self.given_models = dict(models) if models is not None else None  # name -> nn.Module, from Python
         self.prepared: Optional[Prepared] = None  # set by prepare(): everything that can fail has been checked
 
     def prepare(self) -> Prepared:
         check_writable(self.out)
-        self.reuse = check_sources(self.reuse, self.out)
+        self.reuse = check_sources(self.reuse_from, self.out)
         self.prepared = prepare(self.suite, self.device, self.limit, self.registry_files, self.given_models)
         return self.prepared
 
