@@ -71,3 +71,31 @@ def test_a_seed_folder_made_by_another_suite_is_moved_aside_and_reused(tmp_path)
     made_by(s3, "b" * 64)  # the new suite's run, interrupted: resumed in place, still reusing the old folder
     assert tool.superseded(s3, "b" * 64) == [tmp_path / "replaced" / f"s3-{'a' * 12}"] and s3.is_dir()
     assert tool.superseded(tmp_path / "s4", "b" * 64) == []  # not made yet
+
+
+def test_a_seed_folder_packs_and_unpacks_byte_for_byte(tmp_path):
+    """--archive: a seed folder survives a machine that keeps only git. The archive restores every finished file
+    (job files, shard parts, provenance) and nothing half-written; packing the same files again gives the same
+    bytes; an archive holding anything outside its seed's folder is refused."""
+    import tarfile
+    out = tmp_path / "study"
+    folder = out / "s7"
+    files = {"provenance.json": b'{"jobs": {}}', "jobs/m__clean.json": b'{"records": [1]}',
+             "shards/m__attack.0-250.json": b'{"part": {}}'}
+    for name, data in files.items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_bytes(data)
+    (folder / "jobs" / ".m__pgd.json.x1.tmp").write_bytes(b"half")  # a write in progress
+    archive = tmp_path / "archive" / "s7.tar.xz"
+    assert tool.pack(folder, archive) == 3
+    first = archive.read_bytes()
+    assert tool.pack(folder, archive) == 3 and archive.read_bytes() == first
+    restored = tmp_path / "elsewhere"
+    tool.unpack(archive, restored, restored / "s7")
+    got = {p.relative_to(restored / "s7").as_posix(): p.read_bytes()
+           for p in (restored / "s7").rglob("*") if p.is_file()}
+    assert got == files
+    with tarfile.open(tmp_path / "bad.tar.xz", "w:xz") as tar:
+        tar.add(folder / "provenance.json", arcname="s8/provenance.json")
+    with pytest.raises(SystemExit, match="not a file of s7/"):
+        tool.unpack(tmp_path / "bad.tar.xz", restored, restored / "s7")

@@ -19,16 +19,25 @@ folder is checked by the runner and left as it is.
 When the suite changed since a seed's folder was made (an endpoint's attack amended, say), that folder is moved to
 ``OUT/replaced/s<seed>-<its suite sha256>`` and the seed runs again with ``--reuse`` of it (and of any earlier
 one there): every job of identical configuration is copied, only what changed is computed.
+
+A study outlives a session (about an hour per seed on 2 CPU cores) and a session's machine keeps nothing that git
+does not: with ``--archive DIR`` each seed folder, when it finishes, is packed into ``DIR/s<seed>.tar.xz`` (its
+provenance, job files and shard parts; about 25 times smaller than the folder), and a seed whose folder is
+missing is unpacked from there first, so a study resumes from what was committed. ``--pack`` packs the folders as
+they stand (finished or not: a partial seed resumes from its job files and parts) and runs nothing.
 """
 from __future__ import annotations
 
 import argparse
+import io
 import re
 import subprocess
 import sys
+import tarfile
 import time
 from pathlib import Path
 
+from questbench._io import atomic_write_bytes
 from questbench.config.suite import builtin_suites_dir, load_suite
 from questbench.store.results import load_provenance
 
@@ -63,13 +72,51 @@ def superseded(folder: Path, suite_sha256: str) -> list[Path]:
     return sorted(replaced.glob(f"{folder.name}-*"))
 
 
+def packed_files(folder: Path) -> list[Path]:
+    """What a seed folder's results are: files written whole (by rename), never a write's temporary file."""
+    files = [folder / "provenance.json", *(folder / "jobs").glob("*.json"), *(folder / "shards").glob("*.json")]
+    return sorted(f for f in files if f.is_file() and not f.name.startswith("."))
+
+
+def pack(folder: Path, archive: Path) -> int:
+    """Pack ``folder`` into ``archive`` (xz tar, names relative to the folder's parent); the same files give the
+    same bytes (sorted, no times or owners), so re-packing an unchanged seed changes nothing in git."""
+    files = packed_files(folder)
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:xz", preset=9) as tar:
+        for f in files:
+            info = tarfile.TarInfo(f.relative_to(folder.parent).as_posix())
+            data = f.read_bytes()
+            info.size, info.mode = len(data), 0o644
+            tar.addfile(info, io.BytesIO(data))
+    if not archive.is_file() or archive.read_bytes() != buf.getvalue():
+        atomic_write_bytes(archive, buf.getvalue())
+    return len(files)
+
+
+def unpack(archive: Path, out: Path, folder: Path) -> None:
+    """Restore ``folder`` from ``archive``; only regular files under the folder's own name are accepted."""
+    with tarfile.open(archive, mode="r:xz") as tar:
+        members = tar.getmembers()
+        stray = [m.name for m in members if not m.isfile() or Path(m.name).parts[0] != folder.name]
+        if stray:
+            raise SystemExit(f"{archive}: holds {stray[0]!r}, not a file of {folder.name}/: not unpacked")
+        tar.extractall(out, members=members, filter="data")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("suite", help="built-in suite name")
     ap.add_argument("--seeds", default="0-9")
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--device", default=None)
+    ap.add_argument("--archive", type=Path, default=None,
+                    help="pack each finished seed folder into ARCHIVE/s<seed>.tar.xz; unpack a missing one from it")
+    ap.add_argument("--pack", action="store_true",
+                    help="with --archive: pack the seed folders as they stand (finished or not) and run nothing")
     a = ap.parse_args()
+    if a.pack and a.archive is None:
+        raise SystemExit("--pack needs --archive DIR")
     text = (builtin_suites_dir() / f"{a.suite}.toml").read_text()
     models = load_suite(a.suite).models
     for seed in seeds_of(a.seeds):
@@ -78,6 +125,14 @@ def main() -> None:
             print(f"seed {seed}: no model of {a.suite} ends in -s{seed}; skipped", flush=True)
             continue
         folder = a.out / f"s{seed}"
+        packed = a.archive / f"{folder.name}.tar.xz" if a.archive else None
+        if a.pack:
+            if folder.is_dir():
+                print(f"{folder}: {pack(folder, packed)} files -> {packed}", flush=True)
+            continue
+        if packed is not None and packed.is_file() and not folder.exists():
+            unpack(packed, a.out, folder)
+            print(f"{folder}: unpacked from {packed}", flush=True)
         spec = a.out / "suites" / f"{a.suite}-s{seed}.toml"
         spec.parent.mkdir(parents=True, exist_ok=True)
         spec.write_text(seed_suite_text(text, mine))
@@ -92,6 +147,8 @@ def main() -> None:
         print(f"seed {seed}: {len(mine)} models, exit {code}, {time.time() - t0:.0f} s wall -> {folder}", flush=True)
         if code != 0:
             raise SystemExit(code)
+        if packed is not None:
+            print(f"{folder}: {pack(folder, packed)} files -> {packed}", flush=True)
 
 
 if __name__ == "__main__":
