@@ -22,7 +22,7 @@ one there): every job of identical configuration is copied, only what changed is
 
 A study outlives a session (about an hour per seed on 2 CPU cores) and a session's machine keeps nothing that git
 does not: with ``--archive DIR`` each seed folder, when it finishes, is packed into ``DIR/s<seed>.tar.xz`` (its
-provenance, job files and shard parts; about 25 times smaller than the folder), and a seed whose folder is
+provenance, job files and shard parts; 11.5 MB for a seed of fmnist-ablation, 88 MB unpacked), and a seed whose folder is
 missing is unpacked from there first, so a study resumes from what was committed. ``--pack`` packs the folders as
 they stand (finished or not: a partial seed resumes from its job files and parts) and runs nothing.
 """
