@@ -238,12 +238,13 @@ def train_fmnist(attention: str, seed: int, out: Path, epochs: int = 10, device:
         raise QuestbenchError(f"--train-limit must be a positive integer, not {train_limit!r}")
     spec = ModelSpec(attention=attention, **FMNIST_SPEC)
     recipe = Recipe(epochs=epochs, seed=seed, train_limit=train_limit, **recipe_overrides)
-    train_data = load_dataset("fashion-mnist", "train", root=data_root, download=download)
-    test_data = load_dataset("fashion-mnist", "test", root=data_root, download=download)
     name = name or f"fmnist-vit-{attention.replace('_', '')}-s{seed}"
     if safe_name(name) != name:  # the name becomes the file name: never a path, a hidden file or a link's target
         raise QuestbenchError(f"--name {name!r} is not a plain name (letters, digits and ._+=- only, not starting "
                               f"with a dot); for example {safe_name(name)!r}")
+    # the user's arguments are checked before the data are looked for: a bad name is refused on any machine
+    train_data = load_dataset("fashion-mnist", "train", root=data_root, download=download)
+    test_data = load_dataset("fashion-mnist", "test", root=data_root, download=download)
     state = Path(out) / f"{name}.train-state.pt"
     model, card = train(spec, recipe, train_data, test_data, device=device, quiet=quiet, checkpoint=state,
                         resume=resume)
