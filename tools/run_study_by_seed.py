@@ -86,7 +86,10 @@ def pack(folder: Path, archive: Path) -> int:
     with tarfile.open(fileobj=buf, mode="w:xz", preset=9) as tar:
         for f in files:
             info = tarfile.TarInfo(f.relative_to(folder.parent).as_posix())
-            data = f.read_bytes()
+            try:
+                data = f.read_bytes()
+            except FileNotFoundError:  # a shard part merged into its job file while a running seed was packed
+                continue
             info.size, info.mode = len(data), 0o644
             tar.addfile(info, io.BytesIO(data))
     if not archive.is_file() or archive.read_bytes() != buf.getvalue():
