@@ -81,10 +81,10 @@ def packed_files(folder: Path) -> list[Path]:
 def pack(folder: Path, archive: Path) -> int:
     """Pack ``folder`` into ``archive`` (xz tar, names relative to the folder's parent); the same files give the
     same bytes (sorted, no times or owners), so re-packing an unchanged seed changes nothing in git."""
-    files = packed_files(folder)
+    added = 0
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w:xz", preset=9) as tar:
-        for f in files:
+        for f in packed_files(folder):
             info = tarfile.TarInfo(f.relative_to(folder.parent).as_posix())
             try:
                 data = f.read_bytes()
@@ -92,9 +92,10 @@ def pack(folder: Path, archive: Path) -> int:
                 continue
             info.size, info.mode = len(data), 0o644
             tar.addfile(info, io.BytesIO(data))
+            added += 1
     if not archive.is_file() or archive.read_bytes() != buf.getvalue():
         atomic_write_bytes(archive, buf.getvalue())
-    return len(files)
+    return added
 
 
 def unpack(archive: Path, out: Path, folder: Path) -> None:
