@@ -106,16 +106,14 @@ def run(suite: Optional[str] = typer.Argument(None, help="built-in suite name or
         # finished seed folders this way; `questbench leaderboard` re-renders on demand)
         typer.echo(f"{ran}, leaderboard {board} (and .html) kept", err=True)
         return
-    from .report.leaderboard import render
+    from .report.leaderboard import render, write_pages
     from .report.tables import compute_tables
     from .store.results import load_results
     results = load_results(out)
     tables = compute_tables(results)  # once for the three renderings (bootstrap intervals are the costly part)
     if not quiet:
         render(results, "rich", t=tables)
-    from ._io import atomic_write_bytes
-    atomic_write_bytes(board, render(results, "md", board, t=tables).encode())
-    atomic_write_bytes(board.with_suffix(".html"), render(results, "html", t=tables).encode())
+    write_pages(results, board, tables)
     typer.echo(f"{ran}, leaderboard {board} (and .html)", err=True)
 
 

@@ -92,6 +92,23 @@ def test_page_has_the_markdowns_tables_and_fetches_nothing(page):
     assert html_text.count('<img alt="') >= 2  # the plots, inlined
 
 
+def test_the_two_pages_made_together_equal_each_made_alone(page, tmp_path):
+    """write_pages draws the plots once for both pages: the html that inlines the markdown's plot files is the
+    page rendered on its own, byte for byte, and so is the markdown (which would differ if a plot were missing
+    or another table's plot were read)."""
+    from questbench.report.leaderboard import render, write_pages
+    _, _, _, results = page
+    board = tmp_path / "lb.md"
+    write_pages(results, board)
+    alone = tmp_path / "alone" / "lb.md"
+    alone.parent.mkdir()
+    assert board.read_text() == render(results, "md", alone)
+    assert board.with_suffix(".html").read_text() == render(results, "html")
+    pngs = sorted(p.name for p in tmp_path.glob("lb_*.png"))
+    assert pngs and pngs == sorted(p.name for p in alone.parent.glob("lb_*.png"))
+    assert all((tmp_path / n).read_bytes() == (alone.parent / n).read_bytes() for n in pngs)
+
+
 def test_many_cells_get_fewer_images_each_and_the_page_says_so(page):
     from questbench.report.discordant import discordant_cells
     from questbench.report.html import render_html

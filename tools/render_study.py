@@ -16,10 +16,8 @@ import sys
 import time
 from pathlib import Path
 
-from questbench._io import atomic_write_bytes
 from questbench.config.suite import load_suite
-from questbench.report.leaderboard import render
-from questbench.report.tables import compute_tables
+from questbench.report.leaderboard import write_pages
 from questbench.store.combine import select_models
 from questbench.store.results import load_results
 
@@ -39,10 +37,8 @@ def seed_folders(study: Path) -> list[Path]:
 
 def write_pages(results, stem: Path) -> None:
     t0 = time.perf_counter()
-    tables = compute_tables(results)
     md = stem.with_suffix(".md")
-    atomic_write_bytes(md, render(results, "md", md, t=tables).encode())
-    atomic_write_bytes(stem.with_suffix(".html"), render(results, "html", t=tables).encode())
+    write_pages(results, md)
     print(f"{md} and .html: {results.samples.model.nunique()} models, {time.perf_counter() - t0:.0f} s", flush=True)
 
 

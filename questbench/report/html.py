@@ -94,12 +94,16 @@ def _plot_html(title: str, uri: str) -> str:
             f' src="{uri}"></p>')
 
 
-def _plots(t, results: Results) -> list[tuple[str, str]]:
+def _plots(t, results: Results, made: Optional[tuple[Path, list[tuple[str, str]]]] = None) -> list[tuple[str, str]]:
+    """The plots as (title, data URI); ``made``: (folder, (title, file name) pairs) of plots already drawn
+    for this page's markdown twin, read instead of drawn again."""
+    if made is not None:
+        folder, written = made
+        return [(title, "data:image/png;base64," + base64.b64encode((Path(folder) / rel).read_bytes()).decode())
+                for title, rel in written]
     from .plots import write_plots
     with tempfile.TemporaryDirectory() as tmp:
-        written = write_plots(t, Path(tmp) / "page.md", results.diagnostics)
-        return [(title, "data:image/png;base64," + base64.b64encode((Path(tmp) / rel).read_bytes()).decode())
-                for title, rel in written]
+        return _plots(t, results, (Path(tmp), write_plots(t, Path(tmp) / "page.md", results.diagnostics)))
 
 
 class _Panels:
@@ -181,14 +185,15 @@ class _Panels:
 
 
 def render_html(results: Results, t: Optional[Tables] = None, *, per_cell: int = DEFAULT_PER_CELL,
-                max_images: int = MAX_IMAGES) -> str:
+                max_images: int = MAX_IMAGES, plots: Optional[tuple[Path, list[tuple[str, str]]]] = None) -> str:
     """The page; ``per_cell`` images per side of each discordant cell (0: no images), fewer where the page
-    would need more than ``max_images`` slots. ``t``: the results' tables when the caller has them already."""
+    would need more than ``max_images`` slots. ``t``: the results' tables when the caller has them already;
+    ``plots``: (folder, (title, file name) pairs) of the same tables' plots, already drawn there."""
     t = t if t is not None else compute_tables(results)
     name = results.run.suite.name
     panels = _Panels(results, t, per_cell, max_images)
     body = [f"<h1>questbench leaderboard: {html.escape(name)}</h1>", "<p class=meta>{SIZE}</p>"]
-    plots = _plots(t, results)
+    plots = _plots(t, results, plots)
     for i, (title, df, notes, pair) in enumerate(sections(t)):
         body.append(f'<h2 id="{_slug(title)}">{html.escape(title)}</h2>')
         extra = None

@@ -30,6 +30,19 @@ def render(results, fmt: str = "md", output: Optional[Path] = None, images_per_c
     return render_csv(results, t)
 
 
+def write_pages(results, board: Path, t=None) -> None:
+    """``board`` (markdown, its plots beside it) and its html twin: the tables computed once (when ``t`` is not
+    given) and the plots drawn once, for both pages. Each file is written whole or not at all."""
+    from .._io import atomic_write_bytes
+    from .plots import write_plots
+    from .tables import compute_tables
+
+    t = t if t is not None else compute_tables(results)
+    plots = write_plots(t, board, results.diagnostics)
+    atomic_write_bytes(board, render_markdown(results, t, output=board, plots=plots).encode())
+    atomic_write_bytes(board.with_suffix(".html"), render_html(results, t, plots=(board.parent, plots)).encode())
+
+
 def leaderboard(results_dir, fmt: str = "md", output: Optional[str] = None, images_per_cell: int = 6,
                 models: Optional[list[str]] = None) -> Optional[str]:
     """`questbench leaderboard`: the results of a folder (or of several, joined) rendered, to ``output`` or

@@ -54,16 +54,19 @@ def provenance_lines(results: Results, plain: bool = False) -> list[str]:
     return lines
 
 
-def render_markdown(results: Results, t: Optional[Tables] = None, *, output: Optional[Path] = None) -> str:
-    """The leaderboard as markdown; with ``output``, its plots are written beside that file. ``t``: the
-    results' tables when the caller has them already."""
+def render_markdown(results: Results, t: Optional[Tables] = None, *, output: Optional[Path] = None,
+                    plots: Optional[list[tuple[str, str]]] = None) -> str:
+    """The leaderboard as markdown; with ``output``, its plots are written beside that file, unless ``plots``
+    names them already written there ((title, file name) pairs, from ``write_plots``). ``t``: the results'
+    tables when the caller has them already."""
     t = t if t is not None else compute_tables(results)
     name = results.run.suite.name
     parts = [f"# questbench leaderboard: {md_text(name)}", ""]
-    plots = []
-    if output is not None:
-        from .plots import write_plots
-        plots = write_plots(t, output, results.diagnostics)
+    if plots is None:
+        plots = []
+        if output is not None:
+            from .plots import write_plots
+            plots = write_plots(t, output, results.diagnostics)
     lead = [p for p in plots if p[0] == FOREST_TITLE]  # a study's forest plot follows its first table
     for i, (title, df, notes, _) in enumerate(sections(t)):
         parts += [f"## {md_text(title)}", "", _md_table(df), ""]
