@@ -227,6 +227,28 @@ def test_no_process_outlives_the_run_during_corruptions(tmp_path, tiny_pair, sig
 
 
 @pytest.mark.slow
+def test_ctrl_c_while_the_ranks_start_is_one_line(tmp_path, tiny_pair):
+    """Ctrl-C as soon as the launcher has started its ranks, while they are still importing: the launcher stops
+    them with SIGTERM and says how to resume, and no rank prints a KeyboardInterrupt traceback (torch's launcher
+    passes on the signals it handles, and by default it handles SIGINT)."""
+    suite_path = write_suite(tmp_path, tiny_pair, CORRUPTIONS_ONLY)
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "questbench.cli", "run", str(suite_path), "--out", str(out),
+                             "--device", "cpu", "--quiet", "--ranks", "2"], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and len(children(proc.pid)) < 2 and proc.poll() is None:
+        time.sleep(0.01)
+    assert len(children(proc.pid)) >= 2, "the ranks never started"
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "Traceback" not in err and "KeyboardInterrupt" not in err, err
+    assert err.strip().splitlines() == ["interrupted; finished jobs are kept: run the same command again to resume"]
+    time.sleep(1.0)
+    assert processes_mentioning(str(out)) == []
+
+
+@pytest.mark.slow
 def test_a_resumed_folder_with_nothing_new_keeps_its_pages(tmp_path, tiny_pair):
     """A quiet resume that runs no job leaves leaderboard.md/.html as they are (a study resumes its finished seed
     folders so); one whose page is missing, or that ran a job, renders again."""

@@ -109,8 +109,11 @@ def launch(nproc: int, command: list[str], out: Path) -> None:
     for name in list(logging.root.manager.loggerDict):  # elastic gives each of its modules a logger of its own
         if name.startswith(("torch.distributed.elastic", "torch.distributed.launcher")):
             logging.getLogger(name).setLevel(logging.CRITICAL)
+    # Ctrl-C stays this command's: the launcher (which sets TORCHELASTIC_SIGNALS_TO_HANDLE from this field) would
+    # otherwise pass SIGINT on to the ranks, and one still importing would print a KeyboardInterrupt traceback
     config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=nproc, run_id=str(uuid.uuid4()),
                           rdzv_backend="c10d", rdzv_endpoint="localhost:0", max_restarts=0, monitor_interval=0.1,
+                          signals_to_handle="SIGTERM,SIGHUP,SIGQUIT",
                           logs_specs=DefaultLogsSpecs(log_dir=str(logs := Path(out) / LAUNCHER_LOGS)))
     if logs.is_symlink():  # rmtree refuses a link and the launcher would then write through it
         raise QuestbenchError(f"--out {out}: {LAUNCHER_LOGS} is a symbolic link; questbench writes nothing "
@@ -120,8 +123,7 @@ def launch(nproc: int, command: list[str], out: Path) -> None:
     saved = {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", LAUNCHER_ENV, "TORCHELASTIC_SIGNALS_TO_HANDLE",
                                             HELD_ENV)}
     # Ctrl-C stays this command's (it raises here, and the launcher then stops the ranks with SIGTERM)
-    os.environ.update({"OMP_NUM_THREADS": "1", LAUNCHER_ENV: str(os.getpid()), HELD_ENV: str(Path(out).resolve()),
-                       "TORCHELASTIC_SIGNALS_TO_HANDLE": "SIGTERM,SIGHUP,SIGQUIT"})
+    os.environ.update({"OMP_NUM_THREADS": "1", LAUNCHER_ENV: str(os.getpid()), HELD_ENV: str(Path(out).resolve())})
     handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)}
     try:
         elastic_launch(config, command[0])(*command[1:])
