@@ -109,6 +109,24 @@ def test_the_two_pages_made_together_equal_each_made_alone(page, tmp_path):
     assert all((tmp_path / n).read_bytes() == (alone.parent / n).read_bytes() for n in pngs)
 
 
+def test_render_study_writes_both_pages_through_write_pages(page, tmp_path):
+    """tools/render_study.py's page writer (a study's pages) gives the pages write_pages gives."""
+    import importlib.util
+    from pathlib import Path
+    from questbench.report.leaderboard import write_pages
+    spec = importlib.util.spec_from_file_location("render_study",
+                                                  Path(__file__).parents[1] / "tools" / "render_study.py")
+    render_study = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(render_study)
+    _, _, _, results = page
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    render_study.write_study_pages(results, tmp_path / "a" / "study")
+    write_pages(results, tmp_path / "b" / "study.md")
+    for suffix in (".md", ".html"):
+        assert (tmp_path / "a" / f"study{suffix}").read_text() == (tmp_path / "b" / f"study{suffix}").read_text()
+
+
 def test_many_cells_get_fewer_images_each_and_the_page_says_so(page):
     from questbench.report.discordant import discordant_cells
     from questbench.report.html import render_html

@@ -35,7 +35,7 @@ def seed_folders(study: Path) -> list[Path]:
                   key=lambda p: int(p.name[1:]))
 
 
-def write_pages(results, stem: Path) -> None:
+def write_study_pages(results, stem: Path) -> None:
     t0 = time.perf_counter()
     md = stem.with_suffix(".md")
     write_pages(results, md)
@@ -57,11 +57,11 @@ def main() -> None:
         sys.exit(f"no finished seed folder in {a.study}")
     print(f"{len(done)} finished seed folder(s): {', '.join(p.name for p in done)}", flush=True)
     results = load_results(done)
-    write_pages(results, a.to)
+    write_study_pages(results, a.to)
     for item in a.subset:
         suite, _, path = item.partition("=")
         present = set(results.samples.model)
-        write_pages(select_models(results, [m for m in load_suite(suite).models if m in present]), Path(path))
+        write_study_pages(select_models(results, [m for m in load_suite(suite).models if m in present]), Path(path))
 
 
 if __name__ == "__main__":
