@@ -99,3 +99,24 @@ def test_a_seed_folder_packs_and_unpacks_byte_for_byte(tmp_path):
         tar.add(folder / "provenance.json", arcname="s8/provenance.json")
     with pytest.raises(SystemExit, match="not a file of s7/"):
         tool.unpack(tmp_path / "bad.tar.xz", restored, restored / "s7")
+
+
+def test_a_part_merged_while_packing_is_packed_as_its_job_file(tmp_path, monkeypatch):
+    """A running seed merges a shard part into its job file (the job file is written, then the part removed)
+    between the listing and the read: the snapshot is read again and holds the job file, so its work is kept."""
+    folder = tmp_path / "s3"
+    (folder / "jobs").mkdir(parents=True)
+    (folder / "shards").mkdir()
+    (folder / "provenance.json").write_bytes(b"{}")
+    part = folder / "shards" / "m__attack.0-250.json"
+    part.write_bytes(b'{"part": {}}')
+    real = Path.read_bytes
+
+    def merging(self):
+        if self == part and part.exists():  # the merge lands just before this read
+            (folder / "jobs" / "m__attack.json").write_bytes(b'{"records": [1, 2]}')
+            part.unlink()
+        return real(self)
+
+    monkeypatch.setattr(Path, "read_bytes", merging)
+    assert [name for name, _ in tool.snapshot(folder)] == ["s3/jobs/m__attack.json", "s3/provenance.json"]

@@ -78,24 +78,37 @@ def packed_files(folder: Path) -> list[Path]:
     return sorted(f for f in files if f.is_file() and not f.name.startswith("."))
 
 
+def snapshot(folder: Path, tries: int = 5) -> list[tuple[str, bytes]]:
+    """Each packed file's name (relative to the folder's parent) and bytes, all read before any is compressed. A
+    running seed merges shard parts into their job files (job file first, then the parts go): a part that is gone
+    when it is read sends the round again, so the job file it became is not missed. On the last try a vanished
+    part is left out (its job is recomputed on resume)."""
+    for attempt in range(tries):
+        taken = []
+        for f in packed_files(folder):
+            try:
+                taken.append((f.relative_to(folder.parent).as_posix(), f.read_bytes()))
+            except FileNotFoundError:
+                if attempt < tries - 1:
+                    break
+        else:
+            return taken
+    return taken
+
+
 def pack(folder: Path, archive: Path) -> int:
     """Pack ``folder`` into ``archive`` (xz tar, names relative to the folder's parent); the same files give the
     same bytes (sorted, no times or owners), so re-packing an unchanged seed changes nothing in git."""
-    added = 0
+    files = snapshot(folder)
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w:xz", preset=9) as tar:
-        for f in packed_files(folder):
-            info = tarfile.TarInfo(f.relative_to(folder.parent).as_posix())
-            try:
-                data = f.read_bytes()
-            except FileNotFoundError:  # a shard part merged into its job file while a running seed was packed
-                continue
+        for name, data in files:
+            info = tarfile.TarInfo(name)
             info.size, info.mode = len(data), 0o644
             tar.addfile(info, io.BytesIO(data))
-            added += 1
     if not archive.is_file() or archive.read_bytes() != buf.getvalue():
         atomic_write_bytes(archive, buf.getvalue())
-    return added
+    return len(files)
 
 
 def unpack(archive: Path, out: Path, folder: Path) -> None:
