@@ -120,3 +120,22 @@ def test_a_part_merged_while_packing_is_packed_as_its_job_file(tmp_path, monkeyp
 
     monkeypatch.setattr(Path, "read_bytes", merging)
     assert [name for name, _ in tool.snapshot(folder)] == ["s3/jobs/m__attack.json", "s3/provenance.json"]
+
+
+def test_an_archive_that_holds_the_folder_already_is_not_compressed_again(tmp_path, monkeypatch):
+    """A resumed study re-checks its finished seeds: an archive whose files equal the folder's is kept without
+    compressing (minutes per seed), and a folder that gained a file is packed anew."""
+    folder = tmp_path / "s1"
+    (folder / "jobs").mkdir(parents=True)
+    (folder / "provenance.json").write_bytes(b"{}")
+    (folder / "jobs" / "m__clean.json").write_bytes(b'{"records": [1]}')
+    archive = tmp_path / "s1.tar.xz"
+    assert tool.pack(folder, archive) == 2
+    compressed = []
+    real_open = tool.tarfile.open
+    monkeypatch.setattr(tool.tarfile, "open", lambda *a, **k: (compressed.append(k.get("mode")), real_open(*a, **k))[1])
+    assert tool.pack(folder, archive) == 2 and "w:xz" not in compressed
+    (folder / "jobs" / "m__pgd.json").write_bytes(b'{"records": [0]}')
+    assert tool.pack(folder, archive) == 3 and "w:xz" in compressed
+    assert [name for name, _ in tool.archived(archive)] == ["s1/jobs/m__clean.json", "s1/jobs/m__pgd.json",
+                                                            "s1/provenance.json"]

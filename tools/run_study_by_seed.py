@@ -96,10 +96,21 @@ def snapshot(folder: Path, tries: int = 5) -> list[tuple[str, bytes]]:
     return taken
 
 
+def archived(archive: Path) -> list[tuple[str, bytes]] | None:
+    """Each file's name and bytes as ``archive`` holds them (in its order); None when there is no archive."""
+    if not archive.is_file():
+        return None
+    with tarfile.open(archive, mode="r:xz") as tar:
+        return [(m.name, tar.extractfile(m).read()) for m in tar.getmembers() if m.isfile()]
+
+
 def pack(folder: Path, archive: Path) -> int:
     """Pack ``folder`` into ``archive`` (xz tar, names relative to the folder's parent); the same files give the
-    same bytes (sorted, no times or owners), so re-packing an unchanged seed changes nothing in git."""
+    same bytes (sorted, no times or owners), so re-packing an unchanged seed changes nothing in git. An archive
+    that already holds exactly these files is left alone: reading it back takes seconds, compressing minutes."""
     files = snapshot(folder)
+    if archived(archive) == files:
+        return len(files)
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w:xz", preset=9) as tar:
         for name, data in files:
