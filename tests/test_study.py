@@ -1,12 +1,12 @@
 """Verdicts of a study (issue 35): better / worse after Holm, equivalent within a declared margin by two
-one-sided tests, else inconclusive; the smallest detectable effect against scipy's noncentral t."""
+one-sided tests, else inconclusive; the smallest detectable effect under the test in use (t and exact sign-flip), against simulation."""
 from __future__ import annotations
 
 import math
 
 import numpy as np
 import pytest
-from scipy import stats
+from scipy import optimize, stats
 
 from questbench.stats.study import conclude, detectable_effect, tost_p, verdict
 
@@ -29,15 +29,37 @@ def test_tost_keeps_its_size_at_the_margin():
     assert hits / 4000 <= 0.06
 
 
-def test_detectable_effect_has_80_percent_power():
-    for df in (4, 9, 19):
-        se = 0.7
-        mde = detectable_effect(se, df)
-        crit = stats.t.ppf(0.975, df)
-        nct = stats.nct(df, mde / se)
-        power = nct.sf(crit) + nct.cdf(-crit)
-        assert 0.77 <= power <= 0.83, (df, power)
-    assert math.isnan(detectable_effect(0.0, 4))
+@pytest.mark.parametrize("k,alpha", [(7, 0.05 / 3), (10, 0.05), (10, 0.05 / 3), (13, 0.05)])
+def test_detectable_effect_has_80_percent_power_under_the_test_in_use(k, alpha):
+    """Oracle: studies simulated at the printed effect and tested by the production seed-level test (p = the
+    larger of the t test's and the exact sign-flip test's) reject in about 80% of them."""
+    from questbench.stats.metrics import seed_level_inference
+
+    rng = np.random.default_rng(5)
+    sd = 1.3
+    se = sd / math.sqrt(k)
+    mde = detectable_effect(se, k, alpha)
+    studies = 600 if k > 12 else 1500
+    hits = sum(seed_level_inference(rng.normal(mde, sd, (k, 1)))["p_value"] < alpha for _ in range(studies))
+    assert 0.8 - 3.5 * 0.0103 * math.sqrt(1500 / studies) <= hits / studies <= 0.8 + 3.5 * 0.0103 * math.sqrt(
+        1500 / studies), (k, alpha, hits / studies)
+
+
+def test_the_sign_flip_floor_decides_the_detectable_effect_at_few_pairs():
+    """At 5 pairs (or 6 at Holm's 0.05 / 3) no p below the level is possible: nothing is detectable. At 7 pairs
+    and 0.05 / 3 the sign-flip test rejects only when all 7 deltas share a sign, so 80% power needs
+    P(delta > 0) >= 0.8 ** (1 / 7): an effect of at least 1.86 pair standard deviations, more than the t test
+    alone would need (its noncentral-t answer is about 1.6)."""
+    assert detectable_effect(1.0, 5, 0.05) == math.inf
+    assert detectable_effect(1.0, 6, 0.05 / 3) == math.inf
+    assert math.isfinite(detectable_effect(1.0, 6, 0.05))
+    k, sd = 7, 2.0
+    floor = stats.norm.ppf(0.8 ** (1 / k)) * sd
+    crit = stats.t.ppf(1 - 0.05 / 6, k - 1)
+    t_only = optimize.brentq(lambda e: stats.nct(k - 1, e / (sd / math.sqrt(k))).sf(crit) - 0.8, 0.01, 10 * sd)
+    mde = detectable_effect(sd / math.sqrt(k), k, 0.05 / 3)
+    assert mde >= floor > t_only
+    assert math.isnan(detectable_effect(0.0, 7))
 
 
 def test_verdicts():
@@ -51,12 +73,14 @@ def test_verdicts():
 
 
 def test_conclude_applies_holm_across_the_family():
-    rows = [{"delta_pp": d, "ci_low": d - 1, "ci_high": d + 1, "se": 0.4, "df": 9.0, "p_value": p}
+    rows = [{"delta_pp": d, "ci_low": d - 1, "ci_high": d + 1, "se": 0.4, "df": 9.0, "n_pairs": 10, "p_value": p}
             for d, p in ((2.0, 0.02), (1.5, 0.03), (0.0, 0.9))]
     out = conclude(rows, margin=1.5)
     assert [r["p_holm"] for r in out] == pytest.approx([0.06, 0.06, 0.9])
     assert [r["verdict"] for r in out] == ["inconclusive", "inconclusive", "equivalent within +-1.5 pp"]
-    assert all(r["detectable_pp"] == pytest.approx(detectable_effect(0.4, 9)) for r in out)
+    # at Holm's first step: 0.05 / 3 for a family of three endpoints
+    assert all(r["detectable_pp"] == pytest.approx(detectable_effect(0.4, 10, 0.05 / 3)) for r in out)
+    assert detectable_effect(0.4, 10, 0.05 / 3) > detectable_effect(0.4, 10, 0.05)
 
 
 def _seed_registry(folder, seeds=3):

@@ -360,6 +360,10 @@ def _interval_cells(df: pd.DataFrame) -> dict[str, list[str]]:
             "95% CI": [f"{a:+.1f} to {b:+.1f}" for a, b in zip(df.ci_low, df.ci_high)]}
 
 
+def _detectable_cell(d: float) -> str:
+    return "none" if d == float("inf") else f"{d:.2f}"
+
+
 def study_section(t: Tables) -> Optional[tuple[str, pd.DataFrame, list[str]]]:
     """The study's answer: a verdict per contrast and declared primary endpoint."""
     from ..stats.study import FACTORIAL_NOTE
@@ -370,7 +374,7 @@ def study_section(t: Tables) -> Optional[tuple[str, pd.DataFrame, list[str]]]:
     df = pd.DataFrame({"contrast": st.contrast, "endpoint": st.endpoint, "setting": st.evaluation + " " + st.setting,
                        "pairs": st.n_pairs.astype(int), "images": st.n_images.astype(int), **_interval_cells(st),
                        "p Holm": [f"{p:.2g}" for p in st.p_holm],
-                       "detectable pp": [f"{d:.2f}" for d in st.detectable_pp], "verdict": st.verdict})
+                       "detectable pp": [_detectable_cell(d) for d in st.detectable_pp], "verdict": st.verdict})
     margin = t.margin_pp
     notes = [f"Primary endpoints declared in the suite before the run ({', '.join(dict.fromkeys(st.endpoint))}); "
              "every other table is secondary. A positive delta favours the first kind named (for 'corruption', a "
@@ -378,8 +382,10 @@ def study_section(t: Tables) -> Optional[tuple[str, pd.DataFrame, list[str]]]:
              "rejects at 0.05 after Holm across the endpoints of one contrast and the interval excludes zero; "
              + (f"equivalent when two one-sided t tests put the effect inside +-{margin:g} pp (Holm likewise); "
                 if margin else "equivalent is not possible (the suite declares no margin_pp); ")
-             + "otherwise inconclusive. 'detectable pp': the smallest true effect this many pairs detect with 80% "
-             "power at 0.05, given the spread the study observed between pairs."]
+             + "otherwise inconclusive. 'detectable pp': the smallest true effect the test in use (t and exact "
+             "sign-flip over the pairs) detects with 80% power at 0.05 / the number of endpoints (Holm's first "
+             "step), given the spread the study observed between pairs; 'none' where the sign-flip floor 2 / 2^pairs "
+             "is not below that level, so no effect of any size can be called better or worse."]
     if (st.family == "factorial").any():
         notes.append(FACTORIAL_NOTE)
     return "Study verdicts", df, notes
@@ -431,5 +437,7 @@ def seed_finding(row) -> str:
 
     if row.p_value < 0.05:
         return "better" if row.delta_pp > 0 else "worse"
-    mde = detectable_effect(row.se, row.df) if "se" in row and "df" in row else float("nan")
+    mde = detectable_effect(row.se, int(row.n_pairs)) if "se" in row else float("nan")
+    if mde == float("inf"):
+        return f"inconclusive ({int(row.n_pairs)} pairs: too few to detect any effect)"
     return f"inconclusive ({int(row.n_pairs)} pairs" + (f"; detectable {mde:.1f} pp)" if mde == mde else ")")
