@@ -228,9 +228,13 @@ def sign_flip_over_pairs(deltas: Sequence[float]) -> float:
     return extreme / 2 ** k
 
 
+def sign_patterns(k: int) -> np.ndarray:
+    """All 2**k sign patterns over k pairs, one per row (+1 / -1)."""
+    return 1 - 2 * ((np.arange(2 ** k)[:, None] >> np.arange(k)) & 1)
+
+
 def _signed_sums(d: np.ndarray) -> np.ndarray:
-    signs = 1 - 2 * ((np.arange(2 ** d.size)[:, None] >> np.arange(d.size)) & 1)
-    return signs @ d
+    return sign_patterns(d.size) @ d
 
 
 def min_sign_flip_p(k: int) -> float:

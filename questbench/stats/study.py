@@ -74,14 +74,14 @@ def _detectable_in_se(k: int, alpha: float, power: float) -> float:
     import numpy as np
     from scipy import stats
 
-    from .metrics import min_sign_flip_p
+    from .metrics import min_sign_flip_p, sign_patterns
 
     if min_sign_flip_p(k) >= alpha:
         return math.inf
     rng = np.random.default_rng(20261207)
     z = rng.standard_normal((N_POWER_DRAWS, k))
     if k <= _MAX_EXACT_PAIRS:
-        signs = 1 - 2 * ((np.arange(2 ** k)[:, None] >> np.arange(k)) & 1)
+        signs = sign_patterns(k)
     else:
         signs = rng.choice([-1.0, 1.0], size=(4096, k))
         signs[0] = 1.0  # the observed pattern belongs to the reference set
