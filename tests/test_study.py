@@ -150,6 +150,12 @@ def test_a_declared_study_opens_the_page_with_its_verdicts(tmp_path):
     md = render_markdown(res, output=tmp_path / "board.md")
     sections = [line for line in md.splitlines() if line.startswith("## ")]
     assert sections[:2] == ["## Study verdicts", "## Across seeds: quest minus standard (3 pairs)"]
+    # the across-seed rows of the primary endpoints read as the verdict table does, not by their unadjusted p
+    across = md.split("## Across seeds")[1].split("\n## ")[0]
+    for _, r in t.study.iterrows():
+        row = next(line for line in across.splitlines() if line.startswith(f"| {r.evaluation} | {r.setting} |"))
+        assert f"| {r.verdict} (primary; p Holm {r.p_holm:.2g}) |" in row
+    assert "every other finding is secondary" in across
     head = md.split("## Across seeds")[0]
     assert "board_contrasts.png" in head and (tmp_path / "board_contrasts.png").stat().st_size > 1000
 

@@ -328,11 +328,13 @@ def _sections(t: Tables) -> list:
             notes = []
     seed_sections = []
     if not t.seeds.empty:
+        primary = _primary_verdicts(t)
         for kind, s in t.seeds.groupby("attention", sort=True):
+            findings = [primary.get((f"{kind} - standard", r.evaluation, r.setting)) or seed_finding(r)
+                        for _, r in s.iterrows()]
             df = pd.DataFrame({"evaluation": s.evaluation, "setting": s.setting,
                                "per-pair deltas pp": s.per_pair_delta_pp, **_interval_cells(s),
-                               "p": [f"{p:.2g}" for p in s.p_value],
-                               "finding": [seed_finding(r) for _, r in s.iterrows()],
+                               "p": [f"{p:.2g}" for p in s.p_value], "finding": findings,
                                "n": [_n_label(n).removeprefix("n=") for n in s.n_images]})
             k = int(s.n_pairs.max())
             notes = [f"{k} trained pairs ({s.pairs.iloc[0]}), the pair is the unit: the mean of the per-pair "
@@ -342,7 +344,11 @@ def _sections(t: Tables) -> list:
                      + (" 'all-relative' is the drop from clean to corrupted accuracy on the same images (a "
                         "positive delta: a smaller drop than standard), so a clean offset does not read as "
                         "robustness." if (s.setting == RELATIVE).any() else "")
-                     + " Coverage of the interval is checked by simulation (tests/test_seed_inference.py)."]
+                     + " Coverage of the interval is checked by simulation (tests/test_seed_inference.py)."
+                     + (" A row that is a declared primary endpoint carries the study's verdict (Holm across the "
+                        "endpoints, as under Study verdicts); every other finding is secondary: that row's own test "
+                        "at 0.05, with no correction across the table's rows." if primary else
+                        " Each finding is that row's own test at 0.05, with no correction across the table's rows.")]
             if k < 6:
                 notes.append(f"With {k} pairs the sign-flip test cannot give p below {min_sign_flip_p(k):.3g}: no "
                              "difference can be established at p < 0.05 with this many pairs, whatever the data.")
@@ -353,6 +359,13 @@ def _sections(t: Tables) -> list:
     # per-kind summaries; the per-model tables follow as detail
     lead = [sec for sec in (study_section(t), contrast_section(t)) if sec is not None]
     return lead + seed_sections + out
+
+
+def _primary_verdicts(t: Tables) -> dict[tuple[str, str, str], str]:
+    """(contrast, evaluation, setting) -> the study's verdict there, so that an across-seed row of a primary
+    endpoint reads as the verdict table does rather than by its own unadjusted test."""
+    return {(r.contrast, r.evaluation, r.setting): f"{r.verdict} (primary; p Holm {r.p_holm:.2g})"
+            for r in t.study.itertuples()} if not t.study.empty else {}
 
 
 def _interval_cells(df: pd.DataFrame) -> dict[str, list[str]]:
