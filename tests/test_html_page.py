@@ -125,6 +125,13 @@ def test_render_study_writes_both_pages_through_write_pages(page, tmp_path):
     write_pages(results, tmp_path / "b" / "study.md")
     for suffix in (".md", ".html"):
         assert (tmp_path / "a" / f"study{suffix}").read_text() == (tmp_path / "b" / f"study{suffix}").read_text()
+    # a plan naming a model not yet run: both pages open with the interim line, escaped for each
+    plan = ("s<1>", list(results.samples.model.unique()) + ["ghost-s9"])
+    render_study.write_study_pages(results, tmp_path / "a" / "study", plan)
+    md = (tmp_path / "a" / "study.md").read_text().splitlines()
+    assert md[2].startswith("**Interim: ") and "suite s&lt;1&gt; names" in md[2], md[2]
+    assert "<strong>Interim: " in (tmp_path / "a" / "study.html").read_text()
+    assert "s&lt;1&gt;" in (tmp_path / "a" / "study.html").read_text()
 
 
 def test_many_cells_get_fewer_images_each_and_the_page_says_so(page):

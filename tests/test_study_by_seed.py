@@ -31,6 +31,20 @@ def test_seed_ranges():
     assert tool.seeds_of("0-9") == list(range(10)) and tool.seeds_of("4") == [4]
 
 
+def test_a_study_page_made_before_all_its_models_finished_says_it_is_interim():
+    spec = importlib.util.spec_from_file_location("render_study",
+                                                  Path(__file__).parents[1] / "tools" / "render_study.py")
+    render_study = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(render_study)
+    planned = [f"vit-{k}-s{s}" for s in range(10) for k in ("standard", "quest")]
+    present = planned[:14] + ["vit-other-s3"]  # a model outside the plan does not count
+    note = render_study.interim_note(present, planned, "study")
+    assert note.startswith("Interim: 14 of the 20 models suite study names have finished (the models of 7 of its "
+                           "10 seeds)."), note
+    assert render_study.interim_note(planned, planned, "study") is None
+    assert render_study.interim_note(present, [], "study") is None
+
+
 def test_render_study_reads_finished_seed_folders_only(tmp_path):
     """tools/render_study.py leaves out a seed folder that still misses a planned job."""
     import json

@@ -12,11 +12,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import time
 from pathlib import Path
+from typing import Optional
 
 from questbench.config.suite import load_suite
+from questbench.errors import QuestbenchError
 from questbench.report.leaderboard import write_pages
 from questbench.store.combine import select_models
 from questbench.store.results import load_results
@@ -35,10 +38,35 @@ def seed_folders(study: Path) -> list[Path]:
                   key=lambda p: int(p.name[1:]))
 
 
-def write_study_pages(results, stem: Path) -> None:
+def _seeds(models) -> set[str]:
+    """The seeds named by models' ``-s<seed>`` suffixes (the zoo's naming)."""
+    return {m.group(1) for m in (re.search(r"-s(\d+)$", name) for name in models) if m}
+
+
+def interim_note(present, planned: list[str], suite: str):
+    """The page's first line when some of the suite's models have not finished: how many have, of how many seeds,
+    and that a verdict read now is an interim look. None when every planned model is there."""
+    done = set(present) & set(planned)
+    if not planned or len(done) == len(set(planned)):
+        return None
+    done_seeds, all_seeds = _seeds(done), _seeds(planned)
+    of_seeds = f" (the models of {len(done_seeds)} of its {len(all_seeds)} seeds)" if all_seeds else ""
+    return (f"Interim: {len(done)} of the {len(planned)} models suite {suite} names have finished"
+            f"{of_seeds}. The study's analysis is at all of them; a verdict read before then is an interim look, "
+            "not that analysis.")
+
+
+def write_study_pages(results, stem: Path, plan: Optional[tuple[str, list[str]]] = None) -> None:
+    """``plan``: the study's suite and the models it names; when some are missing the page says first that it is
+    interim."""
+    from questbench.report.tables import compute_tables
+
     t0 = time.perf_counter()
     md = stem.with_suffix(".md")
-    write_pages(results, md)
+    t = compute_tables(results)
+    if plan is not None:
+        t.interim = interim_note(results.samples.model.unique(), plan[1], plan[0])
+    write_pages(results, md, t)
     print(f"{md} and .html: {results.samples.model.nunique()} models, {time.perf_counter() - t0:.0f} s", flush=True)
 
 
@@ -57,11 +85,17 @@ def main() -> None:
         sys.exit(f"no finished seed folder in {a.study}")
     print(f"{len(done)} finished seed folder(s): {', '.join(p.name for p in done)}", flush=True)
     results = load_results(done)
-    write_study_pages(results, a.to)
+    name = results.run.suite.name
+    try:  # a study of a built-in suite knows its plan; another folder's page is written without the interim line
+        plan = (name, load_suite(name).models)
+    except QuestbenchError:
+        plan = None
+    write_study_pages(results, a.to, plan)
     for item in a.subset:
         suite, _, path = item.partition("=")
         present = set(results.samples.model)
-        write_study_pages(select_models(results, [m for m in load_suite(suite).models if m in present]), Path(path))
+        models = load_suite(suite).models
+        write_study_pages(select_models(results, [m for m in models if m in present]), Path(path), (suite, models))
 
 
 if __name__ == "__main__":

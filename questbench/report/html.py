@@ -193,6 +193,8 @@ def render_html(results: Results, t: Optional[Tables] = None, *, per_cell: int =
     name = results.run.suite.name
     panels = _Panels(results, t, per_cell, max_images)
     body = [f"<h1>questbench leaderboard: {html.escape(name)}</h1>", "<p class=meta>{SIZE}</p>"]
+    if t.interim:
+        body.append(f"<p><strong>{html.escape(t.interim)}</strong></p>")
     plots = _plots(t, results, plots)
     for i, (title, df, notes, pair) in enumerate(sections(t)):
         body.append(f'<h2 id="{_slug(title)}">{html.escape(title)}</h2>')

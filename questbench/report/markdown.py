@@ -62,6 +62,8 @@ def render_markdown(results: Results, t: Optional[Tables] = None, *, output: Opt
     t = t if t is not None else compute_tables(results)
     name = results.run.suite.name
     parts = [f"# questbench leaderboard: {md_text(name)}", ""]
+    if t.interim:
+        parts += [f"**{md_text(t.interim)}**", ""]
     if plots is None:
         plots = []
         if output is not None:

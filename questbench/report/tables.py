@@ -45,6 +45,7 @@ class Tables:
     contrasts: pd.DataFrame = field(default_factory=pd.DataFrame)  # compare_kinds(): kind vs kind, factorial
     study: pd.DataFrame = field(default_factory=pd.DataFrame)  # study_table(): a verdict per contrast x endpoint
     margin_pp: Optional[float] = None  # the study's declared equivalence margin
+    interim: Optional[str] = None  # set by whoever renders a study before all its planned models ran: said first
     devices: dict[str, str] = field(default_factory=dict)  # model -> device, when joined folders ran on several
     kinds: dict = field(default_factory=dict)  # kind name -> its aggregate (Kind.aggregate), for its tables and csv
 
