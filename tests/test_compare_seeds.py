@@ -151,3 +151,41 @@ def test_factorial_rows_need_all_four_kinds(four_kinds):
                     diagnostics=pd.DataFrame(), provenance={})
     table = compare_kinds(three)
     assert set(table.family) == {"kinds"} and set(table.contrast) == {"qknorm_hs - quest"}
+
+
+def test_the_delta_plot_keeps_one_legend_entry_per_kind_where_the_seed_table_lacks_a_setting(four_kinds, tmp_path):
+    """The across-seed table leaves out single corruptions, so the corruption panel has no kind mean there; it
+    must still label each kind once, not each of its pairs (the study page's panel listed 30 pairs and its
+    legend covered the plot)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as real_plt
+    from questbench.report.compare import compare_pairs, standard_pairs
+    from questbench.report.plots import _write_deltas
+    from questbench.report.tables import Tables
+
+    triples = standard_pairs(four_kinds.samples)
+    pairs = compare_pairs(four_kinds)
+    empty = pd.DataFrame()
+    t = Tables(clean=empty, corruptions=empty, severity=empty, attacks=empty, pairs=pairs,
+               seeds=compare_seeds(four_kinds))
+    assert not t.seeds.setting.isin([f"{c}/{s}" for c, s in SETTINGS]).any()  # what the case is about
+    figures = []
+
+    class Recording:  # matplotlib.pyplot, keeping each figure it is asked to close
+        def __getattr__(self, name):
+            return getattr(real_plt, name)
+
+        def close(self, fig):
+            figures.append(fig)
+
+    kinds = {model: kind for _, model, kind in triples}
+    assert _write_deltas(t, kinds, tmp_path / "deltas.png", Recording()) is not None
+    (fig,) = figures
+    legends = [[text.get_text() for text in ax.get_legend().get_texts()] for ax in fig.axes]
+    real_plt.close(fig)
+    assert len(legends) == 2 and all(len(entries) == 3 for entries in legends)
+    summary, corruption = legends
+    assert all("mean of 4 pairs" in e for e in summary)
+    assert sorted(corruption) == [f"{k} minus standard, each of 4 pairs (no across-seed row)"
+                                  for k in ("qknorm_hs", "qnorm", "quest")]

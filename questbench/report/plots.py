@@ -157,7 +157,8 @@ def _delta_panels(t: Tables) -> list[tuple[str, list[str]]]:
 
 def _write_deltas(t: Tables, kinds: dict[str, str], path: Path, plt) -> Optional[tuple[str, str]]:
     """Model minus its standard pair per setting, with the paired table's 95% interval; a kind with several
-    pairs: its across-seed mean and t interval bold, each pair's point thin."""
+    pairs: each pair's point thin, and its across-seed mean and t interval bold where the across-seed table has
+    the setting (it has the aggregates, not each of the 75 corruption settings)."""
     if t.pairs.empty:
         return None
     p = t.pairs.assign(key=t.pairs.evaluation + "|" + t.pairs.setting)
@@ -175,16 +176,18 @@ def _write_deltas(t: Tables, kinds: dict[str, str], path: Path, plt) -> Optional
         for kind, members in sorted(by_kind.items()):
             colour = KIND_COLOURS.get(kind)
             s_rows = seeds[(seeds.attention == kind) & seeds.key.isin(pos)] if not seeds.empty else seeds
-            several = len(members) > 1 and not s_rows.empty
-            for m in members:
+            several = len(members) > 1
+            for i, m in enumerate(members):
                 d = rows[rows.model == m]
                 x = d.key.map(pos).to_numpy() + offsets[kind]
-                if several:
-                    ax.plot(x, d.delta_pp, "o", color=colour, alpha=0.3, ms=3)
+                if several:  # a legend entry per pair would bury the panel (30 of them in the study's page)
+                    label = (f"{kind} minus standard, each of {len(members)} pairs (no across-seed row)"
+                             if i == 0 and s_rows.empty else None)
+                    ax.plot(x, d.delta_pp, "o", color=colour, alpha=0.3, ms=3, label=label)
                 else:
                     ax.errorbar(x, d.delta_pp, yerr=[d.delta_pp - d.ci_low, d.ci_high - d.delta_pp], fmt="o",
                                 color=colour, ms=4, capsize=2, lw=1, label=f"{m} minus {d.baseline.iloc[0]}")
-            if several:
+            if several and not s_rows.empty:
                 x = s_rows.key.map(pos).to_numpy() + offsets[kind]
                 ax.errorbar(x, s_rows.delta_pp, yerr=[s_rows.delta_pp - s_rows.ci_low, s_rows.ci_high - s_rows.delta_pp],
                             fmt="s", color=colour, ms=5, capsize=3, lw=2,
